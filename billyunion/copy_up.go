@@ -1,0 +1,97 @@
+package billyunion
+
+import (
+	"errors"
+	"strconv"
+	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/copyup"
+)
+
+// errRetry tells a caller that the tree changed under it and it should look
+// up again; it never reaches a client.
+var errRetry = errors.New("billyunion: retry")
+
+func isRetry(err error) bool { return errors.Is(err, errRetry) || copyup.IsChanged(err) }
+
+// copyUpChild copies the lower object e, a child of d, into d's upper part,
+// which must exist. It holds no lock while copying; the final rename takes
+// d's lock and re-checks that the name still resolves to the same lower
+// object with nothing in the upper. Concurrent copy-ups of the same name run
+// once. A return of errRetry means the name changed meanwhile.
+func (fs *FS) copyUpChild(d *dir, e *entry) error {
+	if !fs.dirHasUpper(d) {
+		return errRetry
+	}
+	top := *e.top()
+	src := d.partFor(top.li)
+	upper := d.parts[0]
+	key := strconv.FormatUint(upper.st.Ino, 10) + "/" + e.name
+	err := fs.copier.Do(key, copyup.Source{Dir: src.fd, Name: e.name, Stat: top.st}, func(tmp string) error {
+		unlock := fs.locks.lock(upper.st.Ino)
+		defer unlock()
+		if err := fs.checkAlive(d); err != nil {
+			return err
+		}
+		now, err := fs.lookupChild(d, e.name)
+		if err != nil {
+			return err
+		}
+		if !now.exists() || fs.inUpper(&now) || now.top().li != top.li || now.top().st.Ino != top.st.Ino {
+			return copyup.ErrChanged
+		}
+		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
+			return layer.Errno(err)
+		}
+		fs.copyUps.Add(1)
+		return nil
+	})
+	if err != nil && !isRetry(err) {
+		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
+		return layer.Errno(err)
+	}
+	return err
+}
+
+// checkAlive fails with errRetry when d's upper directory was removed (a
+// concurrent rmdir or rename-over moved it away); callers hold d's lock.
+func (fs *FS) checkAlive(d *dir) error {
+	st, err := layer.Fstat(d.parts[0].fd)
+	if err != nil {
+		return layer.Errno(err)
+	}
+	if st.Nlink == 0 {
+		return errRetry
+	}
+	return nil
+}
+
+// upperEntry resolves p, copying it (and its parents) up when it lives in a
+// lower layer only, and returns its parent (with an upper part) and the
+// now-upper entry. Nothing is locked on return. The root is refused (its
+// upper part always exists; callers handle it).
+func (fs *FS) upperEntry(comps []string) (*dir, entry, error) {
+	dirComps, name := comps[:len(comps)-1], comps[len(comps)-1]
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		d, err := fs.resolveDir(dirComps, true)
+		if err != nil {
+			return nil, entry{}, err
+		}
+		e, err := fs.lookupChild(d, name)
+		if err == nil && !e.exists() {
+			err = syscall.ENOENT
+		}
+		if err == nil && fs.inUpper(&e) {
+			return d, e, nil
+		}
+		if err == nil {
+			err = fs.copyUpChild(d, &e)
+		}
+		d.close()
+		if err != nil && !isRetry(err) {
+			return nil, entry{}, err
+		}
+	}
+	return nil, entry{}, syscall.EAGAIN
+}

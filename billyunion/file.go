@@ -1,0 +1,216 @@
+package billyunion
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/go-git/go-billy/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+)
+
+// OpenFile opens the file at p. Opening for writing (or with O_TRUNC) copies
+// a lower file up first; O_CREATE makes a new file in the upper layer when
+// the name is free. Only regular files can be read or written: directories
+// open read-only, symlinks answer ELOOP, devices, fifos and sockets EINVAL
+// (the server must never read or write the host's devices through a layer).
+func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error) {
+	comps, err := splitPath(p)
+	if err != nil {
+		return nil, err
+	}
+	writing := flag&(os.O_WRONLY|os.O_RDWR) != 0 || flag&os.O_TRUNC != 0
+	if writing && !fs.hasUpper {
+		return nil, syscall.EROFS
+	}
+	if flag&os.O_CREATE != 0 {
+		f, err := fs.createFile(p, flag, perm)
+		if err != syscall.EEXIST || flag&os.O_EXCL != 0 {
+			return f, err
+		}
+	}
+	d, e, err := fs.lookup(p)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	st := &e.top().st
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		if writing {
+			return nil, syscall.EISDIR
+		}
+	case unix.S_IFLNK:
+		return nil, syscall.ELOOP
+	default:
+		return nil, syscall.EINVAL
+	}
+	sysFlags := flag &^ (os.O_CREATE | os.O_EXCL)
+	if !writing {
+		dirfd, name := fs.realName(d, &e)
+		if name == "" {
+			name = "."
+		}
+		f, err := layer.OpenFile(dirfd, name, sysFlags, 0)
+		if err != nil {
+			return nil, layer.Errno(err)
+		}
+		return fs.newFile(p, comps, f, fs.inUpper(&e)), nil
+	}
+	if len(comps) == 0 {
+		return nil, syscall.EISDIR
+	}
+	ud, ue, err := fs.upperEntry(comps)
+	if err != nil {
+		return nil, err
+	}
+	defer ud.close()
+	f, err := layer.OpenFile(fs.upperFD(ud), ue.name, sysFlags, 0)
+	if err != nil {
+		return nil, layer.Errno(err)
+	}
+	return fs.newFile(p, comps, f, true), nil
+}
+
+// createFile makes a new regular file and returns it open with flag.
+func (fs *FS) createFile(p string, flag int, perm os.FileMode) (billy.File, error) {
+	if !fs.hasUpper {
+		return nil, syscall.EROFS
+	}
+	comps, err := splitPath(p)
+	if err != nil {
+		return nil, err
+	}
+	var opened *os.File
+	err = fs.create(p, newObject{
+		mode: unix.S_IFREG | unixPerm(perm),
+		build: func(wd int, tmp string) error {
+			access := flag & (os.O_WRONLY | os.O_RDWR | os.O_APPEND)
+			f, err := layer.OpenFile(wd, tmp, access|unix.O_CREAT|unix.O_EXCL, 0o600)
+			opened = f
+			return err
+		},
+	})
+	if err != nil {
+		if opened != nil {
+			opened.Close()
+		}
+		return nil, err
+	}
+	return fs.newFile(p, comps, opened, true), nil
+}
+
+// file is an open union file. A file opened read-only from a lower layer
+// notices when any copy-up has happened since it was opened and, if its own
+// object is now in the upper layer, switches to the upper copy, so no
+// reader keeps seeing stale lower data after a copy-up (the third seed). The
+// common path costs one atomic load.
+type file struct {
+	fs    *FS
+	name  string
+	comps []string
+
+	mu      sync.Mutex
+	f       *os.File
+	retired []*os.File // replaced descriptors, closed on Close
+	upper   bool
+	epoch   uint64
+}
+
+func (fs *FS) newFile(name string, comps []string, f *os.File, upper bool) *file {
+	return &file{fs: fs, name: name, comps: comps, f: f, upper: upper, epoch: fs.copyUps.Load()}
+}
+
+// current returns the descriptor to use, switching to the upper copy when
+// the object was copied up since the last look.
+func (f *file) current() *os.File {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.upper || f.fs.copyUps.Load() == f.epoch || len(f.comps) == 0 {
+		return f.f
+	}
+	f.epoch = f.fs.copyUps.Load()
+	d, e, err := f.fs.lookup(f.name)
+	if err != nil {
+		return f.f
+	}
+	defer d.close()
+	if !f.fs.inUpper(&e) || e.top().st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return f.f
+	}
+	nf, err := layer.OpenFile(f.fs.upperFD(d), e.name, unix.O_RDONLY, 0)
+	if err != nil {
+		return f.f
+	}
+	if off, err := f.f.Seek(0, 1); err == nil {
+		nf.Seek(off, 0)
+	}
+	f.retired = append(f.retired, f.f)
+	f.f = nf
+	f.upper = true
+	return nf
+}
+
+func (f *file) Name() string { return f.name }
+
+func (f *file) Read(b []byte) (int, error) {
+	n, err := f.current().Read(b)
+	return n, ioErr(err)
+}
+
+func (f *file) ReadAt(b []byte, off int64) (int, error) {
+	n, err := f.current().ReadAt(b, off)
+	return n, ioErr(err)
+}
+
+func (f *file) Write(b []byte) (int, error) {
+	n, err := f.current().Write(b)
+	return n, ioErr(err)
+}
+
+func (f *file) WriteAt(b []byte, off int64) (int, error) {
+	n, err := f.current().WriteAt(b, off)
+	return n, ioErr(err)
+}
+
+func (f *file) Seek(off int64, whence int) (int64, error) {
+	n, err := f.current().Seek(off, whence)
+	return n, ioErr(err)
+}
+
+func (f *file) Truncate(size int64) error { return ioErr(f.current().Truncate(size)) }
+
+// Sync flushes the file to stable storage.
+func (f *file) Sync() error { return ioErr(f.current().Sync()) }
+
+func (f *file) Lock() error {
+	return ioErr(unix.Flock(int(f.current().Fd()), unix.LOCK_EX))
+}
+
+func (f *file) Unlock() error {
+	return ioErr(unix.Flock(int(f.current().Fd()), unix.LOCK_UN))
+}
+
+func (f *file) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.retired {
+		r.Close()
+	}
+	f.retired = nil
+	return ioErr(f.f.Close())
+}
+
+// ioErr keeps io.EOF (callers test for it) and turns everything else into
+// an errno.
+func ioErr(err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	return layer.Errno(err)
+}

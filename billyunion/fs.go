@@ -1,0 +1,230 @@
+package billyunion
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/go-git/go-billy/v5"
+	"github.com/go-git/go-billy/v5/helper/chroot"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/copyup"
+)
+
+// Options configures a union.
+type Options struct {
+	// Lowers are the read-only layers, topmost first (lowerdir=L1:L2).
+	Lowers []string
+	// Upper is the writable layer; empty serves a read-only union.
+	Upper string
+	// Work is the work directory, on the upper's filesystem; required
+	// with Upper. The union owns Work/work and empties it at start, so the
+	// caller must make sure no other process uses Work.
+	Work string
+	// XattrPrefix is the overlay's attribute namespace: "trusted.overlay."
+	// (the kernel's default) or "user.overlay." (the kernel's userxattr
+	// mode). Empty picks the first when running as root, else the second.
+	XattrPrefix string
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// FS is the union filesystem. It implements billy.Filesystem, billy.Change,
+// billy.Capable and go-nfs's UnixChange (Mknod, Mkfifo, Socket, Link)
+// without importing go-nfs.
+type FS struct {
+	log      *slog.Logger
+	layers   []*layer.Layer // top-down; layers[0] is the upper when hasUpper
+	hasUpper bool
+	work     *copyup.WorkDir
+	copier   *copyup.Copier
+	x        copyup.Xattrs
+	locks    *lockTable
+	ino      *inodes
+	// rootOpaqueX records lower roots marked opaque=x (read once at start).
+	rootOpaqueX []bool
+	// copyUps counts completed copy-ups; files opened read-only on a lower
+	// layer compare it to notice that their object moved up.
+	copyUps atomic.Uint64
+	// uid, gid own the objects the union creates.
+	uid, gid int
+}
+
+var (
+	_ billy.Filesystem = (*FS)(nil)
+	_ billy.Change     = (*FS)(nil)
+	_ billy.Capable    = (*FS)(nil)
+)
+
+// New opens the layers and returns the union. It changes nothing on disk
+// except creating Work/work and emptying it.
+func New(opts Options) (*FS, error) {
+	if len(opts.Lowers) == 0 {
+		return nil, fmt.Errorf("billyunion: at least one lower layer is required: %w", syscall.EINVAL)
+	}
+	if opts.Upper != "" && opts.Work == "" {
+		return nil, fmt.Errorf("billyunion: an upper layer needs a work directory: %w", syscall.EINVAL)
+	}
+	fs := &FS{log: opts.Logger, locks: newLockTable(), uid: os.Geteuid(), gid: os.Getegid()}
+	if fs.log == nil {
+		fs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	fs.x.Prefix = opts.XattrPrefix
+	if fs.x.Prefix == "" {
+		fs.x.Prefix = "user.overlay."
+		if os.Geteuid() == 0 {
+			fs.x.Prefix = "trusted.overlay."
+		}
+	}
+	if fs.x.Prefix != "trusted.overlay." && fs.x.Prefix != "user.overlay." {
+		return nil, fmt.Errorf("billyunion: xattr prefix %q: must be trusted.overlay. or user.overlay.: %w", fs.x.Prefix, syscall.EINVAL)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			fs.Close()
+		}
+	}()
+	dirs := opts.Lowers
+	if opts.Upper != "" {
+		dirs = append([]string{opts.Upper}, opts.Lowers...)
+		fs.hasUpper = true
+	}
+	for _, p := range dirs {
+		l, err := layer.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: %w", err)
+		}
+		fs.layers = append(fs.layers, l)
+	}
+	if fs.hasUpper {
+		wl, err := layer.Open(opts.Work)
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: work directory: %w", err)
+		}
+		wdev := wl.Dev
+		wl.Close()
+		if wdev != fs.layers[0].Dev {
+			return nil, fmt.Errorf("billyunion: work directory %s is not on the upper layer's filesystem: %w", opts.Work, syscall.EXDEV)
+		}
+		if fs.work, err = copyup.OpenWorkDir(opts.Work); err != nil {
+			return nil, fmt.Errorf("billyunion: %w", err)
+		}
+		fs.copier = copyup.NewCopier(fs.work, fs.x, fs.log)
+	}
+	fs.rootOpaqueX = make([]bool, len(fs.layers))
+	for i, l := range fs.layers {
+		if v, err := layer.Getxattr(l.Root, "", fs.x.Opaque()); err == nil && string(v) == "x" && !fs.isUpper(i) {
+			fs.rootOpaqueX[i] = true
+		}
+	}
+	fs.ino = newInodes(fs.layers, fs.hasUpper)
+	ok = true
+	return fs, nil
+}
+
+// Close releases the layers' descriptors.
+func (fs *FS) Close() error {
+	for _, l := range fs.layers {
+		l.Close()
+	}
+	fs.layers = nil
+	if fs.work != nil {
+		fs.work.Close()
+		fs.work = nil
+	}
+	return nil
+}
+
+// ReadOnly reports whether the union has no upper layer.
+func (fs *FS) ReadOnly() bool { return !fs.hasUpper }
+
+// Capabilities tells go-nfs whether to answer writes with ROFS.
+func (fs *FS) Capabilities() billy.Capability {
+	c := billy.ReadCapability | billy.SeekCapability | billy.ReadAndWriteCapability
+	if fs.hasUpper {
+		c |= billy.WriteCapability | billy.TruncateCapability | billy.LockCapability
+	}
+	return c
+}
+
+// Join joins path elements with "/".
+func (fs *FS) Join(elem ...string) string { return path.Join(elem...) }
+
+// Root is the union's root path.
+func (fs *FS) Root() string { return "/" }
+
+// Chroot returns a view of the union below p.
+func (fs *FS) Chroot(p string) (billy.Filesystem, error) {
+	fi, err := fs.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, syscall.ENOTDIR
+	}
+	return chroot.New(fs, p), nil
+}
+
+// Lstat describes the object at p without following a symlink.
+func (fs *FS) Lstat(p string) (os.FileInfo, error) {
+	d, e, err := fs.lookup(p)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	return fs.newFileInfo(d, &e), nil
+}
+
+// Stat is Lstat: the union never follows symlinks stored in layers.
+func (fs *FS) Stat(p string) (os.FileInfo, error) { return fs.Lstat(p) }
+
+// Readlink returns a symlink's target as stored; EINVAL if p is no symlink.
+func (fs *FS) Readlink(p string) (string, error) {
+	d, e, err := fs.lookup(p)
+	if err != nil {
+		return "", err
+	}
+	defer d.close()
+	if d == nil || !e.isSymlink() {
+		return "", syscall.EINVAL
+	}
+	t, err := layer.Readlink(d.partFor(e.top().li).fd, e.name)
+	return t, errnoOf(err)
+}
+
+// Create creates or truncates the file at p, like os.Create.
+func (fs *FS) Create(p string) (billy.File, error) {
+	return fs.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
+}
+
+// Open opens the file at p for reading.
+func (fs *FS) Open(p string) (billy.File, error) { return fs.OpenFile(p, os.O_RDONLY, 0) }
+
+// TempFile creates a new file with a unique name in dir.
+func (fs *FS) TempFile(dir, prefix string) (billy.File, error) {
+	for i := 0; i < 100; i++ {
+		name := prefix + strconv.FormatUint(rand.Uint64(), 36)
+		f, err := fs.OpenFile(fs.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, syscall.EEXIST) {
+			return f, err
+		}
+	}
+	return nil, syscall.EEXIST
+}
+
+// errnoOf converts any error to a syscall.Errno (nil stays nil).
+func errnoOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	return layer.Errno(err)
+}

@@ -1,0 +1,332 @@
+// Package copyup builds upper-layer objects in the union's work directory and
+// moves them into place atomically: full copies of lower objects (copy-up),
+// and the whiteouts and new objects the union creates. Whatever is being
+// built stays invisible in the upper layer until a single rename makes it
+// appear whole, so a crash never leaves half a change visible.
+//
+// Lock order: this package holds Copier.mu only to register and look up
+// in-flight copy-ups, never across I/O. Building a copy (the long part: data
+// copying and fsync) runs with no lock at all; the caller's place callback
+// takes whatever directory lock the caller needs for the final rename, and
+// must re-check, under that lock, that the destination is still what it
+// expects (the second seed's rule: build outside the lock, lock only to
+// publish).
+package copyup
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+)
+
+// WorkDir is the scratch directory "work" inside the configured workdir,
+// which must be on the upper layer's filesystem so renames out of it are
+// atomic. The kernel uses the same directory for the same purpose and
+// empties it at mount; so do we.
+type WorkDir struct {
+	fd  int
+	seq atomic.Uint64
+	tag string
+}
+
+// OpenWorkDir opens (creating if needed) workdir/work and removes whatever a
+// previous run left in it. The caller must hold the workdir exclusively.
+func OpenWorkDir(workdir string) (*WorkDir, error) {
+	l, err := layer.Open(workdir)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	if err := unix.Mkdirat(l.Root, "work", 0o700); err != nil && err != unix.EEXIST {
+		return nil, fmt.Errorf("workdir %s: creating work: %w", workdir, err)
+	}
+	fd, err := layer.OpenDir(l.Root, "work")
+	if err != nil {
+		return nil, fmt.Errorf("workdir %s: opening work: %w", workdir, err)
+	}
+	w := &WorkDir{fd: fd, tag: strconv.Itoa(unix.Getpid())}
+	names, err := layer.ReadNames(fd, "")
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("workdir %s: %w", workdir, err)
+	}
+	for _, n := range names {
+		if err := layer.RemoveAll(fd, n); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("workdir %s: removing leftover %s: %w", workdir, n, err)
+		}
+	}
+	return w, nil
+}
+
+// FD is the descriptor of the work directory.
+func (w *WorkDir) FD() int { return w.fd }
+
+// Close releases the work directory descriptor.
+func (w *WorkDir) Close() error { return unix.Close(w.fd) }
+
+// TempName returns a name not used before in the work directory by this
+// process; "#" leads like the kernel's own temporary names.
+func (w *WorkDir) TempName() string {
+	return "#ovlnfs." + w.tag + "." + strconv.FormatUint(w.seq.Add(1), 16)
+}
+
+// Discard removes a temporary entry, whatever it holds.
+func (w *WorkDir) Discard(name string) error { return layer.RemoveAll(w.fd, name) }
+
+// Names lists what is in the work directory (tests check it is left empty).
+func (w *WorkDir) Names() ([]string, error) { return layer.ReadNames(w.fd, "") }
+
+// Xattrs names the overlay's private attributes under one prefix
+// ("trusted.overlay." or "user.overlay.").
+type Xattrs struct{ Prefix string }
+
+func (x Xattrs) Opaque() string   { return x.Prefix + "opaque" }
+func (x Xattrs) Origin() string   { return x.Prefix + "origin" }
+func (x Xattrs) Impure() string   { return x.Prefix + "impure" }
+func (x Xattrs) Whiteout() string { return x.Prefix + "whiteout" }
+
+// IsPrivate reports whether attr belongs to an overlay under any prefix;
+// those are never copied up nor shown through the union.
+func IsPrivate(attr string) bool {
+	return strings.HasPrefix(attr, "trusted.overlay.") || strings.HasPrefix(attr, "user.overlay.")
+}
+
+// Source names a lower object to copy: the name inside its lower parent
+// directory and its stat as looked up.
+type Source struct {
+	Dir  int
+	Name string
+	Stat unix.Stat_t
+}
+
+// Copier runs copy-ups, at most one at a time per key.
+type Copier struct {
+	work   *WorkDir
+	xattrs Xattrs
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[string]*flight
+
+	// beforePlace, when set (tests only), runs between building a copy and
+	// placing it.
+	beforePlace func()
+}
+
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// NewCopier returns a Copier building in work and marking with xattrs.
+func NewCopier(work *WorkDir, xattrs Xattrs, log *slog.Logger) *Copier {
+	return &Copier{work: work, xattrs: xattrs, log: log, inflight: map[string]*flight{}}
+}
+
+// SetBeforePlaceHook installs a hook run after a copy is built and before it
+// is placed; tests use it to force interleavings.
+func (c *Copier) SetBeforePlaceHook(f func()) { c.beforePlace = f }
+
+// Do copies src up once for key: concurrent calls with the same key wait for
+// the first and share its result. place receives the temporary name of the
+// finished copy in the work directory and must move it into the upper layer
+// (normally with Place) after re-checking the destination under its lock. If
+// place fails, the copy is discarded and the error returned.
+func (c *Copier) Do(key string, src Source, place func(tmp string) error) error {
+	c.mu.Lock()
+	if f, ok := c.inflight[key]; ok {
+		c.mu.Unlock()
+		<-f.done
+		return f.err
+	}
+	f := &flight{done: make(chan struct{})}
+	c.inflight[key] = f
+	c.mu.Unlock()
+
+	f.err = c.copyOnce(src, place)
+
+	c.mu.Lock()
+	delete(c.inflight, key)
+	c.mu.Unlock()
+	close(f.done)
+	return f.err
+}
+
+func (c *Copier) copyOnce(src Source, place func(tmp string) error) (err error) {
+	tmp := c.work.TempName()
+	defer func() {
+		if err != nil {
+			if derr := c.work.Discard(tmp); derr != nil {
+				c.log.Error("copy-up: discarding temporary copy", "name", tmp, "err", derr)
+			}
+		}
+	}()
+	if err := c.build(src, tmp); err != nil {
+		return err
+	}
+	if c.beforePlace != nil {
+		c.beforePlace()
+	}
+	return place(tmp)
+}
+
+// build makes a complete copy of src named tmp in the work directory:
+// content, owner, mode, xattrs, origin and times.
+func (c *Copier) build(src Source, tmp string) error {
+	origin, err := layer.EncodeOrigin(src.Dir, src.Name)
+	if err != nil {
+		return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
+	}
+	st := &src.Stat
+	wd := c.work.fd
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if err := c.copyData(src, tmp); err != nil {
+			return err
+		}
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(wd, tmp, 0o700); err != nil {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := layer.Readlink(src.Dir, src.Name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, wd, tmp); err != nil {
+			return err
+		}
+	default: // fifo, socket, devices
+		if err := unix.Mknodat(wd, tmp, st.Mode, int(st.Rdev)); err != nil {
+			return err
+		}
+	}
+	if err := CopyXattrs(src.Dir, src.Name, wd, tmp); err != nil {
+		return err
+	}
+	if err := layer.Setxattr(wd, tmp, c.xattrs.Origin(), origin); err != nil {
+		return fmt.Errorf("copy-up %s: recording origin: %w", src.Name, err)
+	}
+	return SetAttrs(wd, tmp, st)
+}
+
+func (c *Copier) copyData(src Source, tmp string) error {
+	in, err := layer.OpenFile(src.Dir, src.Name, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := layer.OpenFile(c.work.fd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	// io.Copy between two *os.File uses copy_file_range: a reflink where
+	// the filesystem offers one, an in-kernel copy otherwise.
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync() // the kernel fsyncs copy-ups too (unless "volatile")
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy-up %s: copying data: %w", src.Name, layer.Errno(err))
+	}
+	return nil
+}
+
+// SetAttrs gives name inside dir the owner, mode and times of st. Owner goes
+// first because chown clears setuid/setgid bits; times go last because
+// everything before them can touch them.
+func SetAttrs(dir int, name string, st *unix.Stat_t) error {
+	if err := unix.Fchownat(dir, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := unix.Fchmodat(dir, name, st.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	return layer.SetTimes(dir, name, st.Atim, st.Mtim)
+}
+
+// CopyXattrs copies every attribute that is not an overlay's own from one
+// object to another. Attributes the destination cannot hold (EOPNOTSUPP),
+// and security attributes it may not set, are skipped, as the kernel does.
+func CopyXattrs(srcDir int, srcName string, dstDir int, dstName string) error {
+	names, err := layer.Listxattr(srcDir, srcName)
+	if err != nil {
+		return fmt.Errorf("copy-up %s: listing xattrs: %w", srcName, err)
+	}
+	for _, n := range names {
+		if IsPrivate(n) {
+			continue
+		}
+		v, err := layer.Getxattr(srcDir, srcName, n)
+		if err == unix.ENODATA {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy-up %s: reading xattr %s: %w", srcName, n, err)
+		}
+		if err := layer.Setxattr(dstDir, dstName, n, v); err != nil {
+			if err == unix.EOPNOTSUPP || (strings.HasPrefix(n, "security.") && (err == unix.EPERM || err == unix.EACCES)) {
+				continue
+			}
+			return fmt.Errorf("copy-up %s: setting xattr %s: %w", srcName, n, err)
+		}
+	}
+	return nil
+}
+
+// Place moves the finished temporary tmp from the work directory to name in
+// the upper directory parent, which must not hold that name. It marks the
+// parent impure first (it is about to hold an object with an origin, as the
+// kernel records) and keeps the parent's times, because a copy-up is not a
+// change a client made to the parent. The caller holds the parent's lock.
+func (c *Copier) Place(tmp string, parent int, name string) error {
+	pst, err := layer.Fstat(parent)
+	if err != nil {
+		return err
+	}
+	if err := MarkImpure(parent, c.xattrs); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(c.work.fd, tmp, parent, name, unix.RENAME_NOREPLACE); err != nil {
+		return err
+	}
+	if err := layer.SetTimes(parent, "", pst.Atim, pst.Mtim); err != nil {
+		c.log.Warn("copy-up: restoring parent times", "name", name, "err", err)
+	}
+	return nil
+}
+
+// MarkImpure sets the impure marker on the upper directory dir unless it is
+// already there.
+func MarkImpure(dir int, x Xattrs) error {
+	has, err := layer.HasXattr(dir, "", x.Impure())
+	if err != nil || has {
+		return err
+	}
+	return layer.Setxattr(dir, "", x.Impure(), []byte("y"))
+}
+
+// ErrChanged is returned by place callbacks when the destination changed
+// while the copy was built; callers retry from a fresh lookup.
+var ErrChanged = errors.New("copy-up destination changed")
+
+// IsChanged reports whether err is ErrChanged.
+func IsChanged(err error) bool { return errors.Is(err, ErrChanged) }
+
+var _ = syscall.EIO

@@ -36,12 +36,13 @@ type identity struct{ dev, ino uint64 }
 
 func newInodes(ls []*layer.Layer, upperFirst bool) *inodes {
 	in := &inodes{fsIndex: map[uint64]uint64{}}
+	lowerSeen := map[uint64]bool{}
 	for i, l := range ls {
-		if _, ok := in.fsIndex[l.Dev]; ok {
-			continue
+		if _, ok := in.fsIndex[l.Dev]; !ok {
+			in.fsIndex[l.Dev] = uint64(len(in.fsIndex))
 		}
-		in.fsIndex[l.Dev] = uint64(len(in.fsIndex))
-		if i > 0 || !upperFirst {
+		if (i > 0 || !upperFirst) && !lowerSeen[l.Dev] {
+			lowerSeen[l.Dev] = true
 			in.decodeFDs = append(in.decodeFDs, l.Root)
 		}
 	}

@@ -31,7 +31,8 @@ import (
 type Layer struct {
 	// Path is the directory as configured; used in messages only.
 	Path string
-	// Root is a descriptor of the layer's root directory (O_PATH).
+	// Root is a descriptor of the layer's root directory, opened for
+	// reading because open_by_handle_at refuses O_PATH mount descriptors.
 	Root int
 	// Dev is the device number of the filesystem holding the layer root.
 	Dev uint64
@@ -40,7 +41,7 @@ type Layer struct {
 // Open opens the layer directory at path. The path itself is resolved by the
 // kernel normally (the operator chose it); everything below it is not.
 func Open(path string) (*Layer, error) {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", path, err)
 	}

@@ -1,15 +1,15 @@
 package billyunion
 
 import (
-	"strconv"
-	"time"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )

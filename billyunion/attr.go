@@ -35,7 +35,7 @@ func (fs *FS) setattr(p string, check func(e *entry) error, change func(dirfd in
 	}
 	if len(comps) == 0 {
 		// The root's upper part always exists; name it through its
-		// parent-free procfs path.
+		// parent-free procfs path. No listing holds the root's attributes.
 		return layer.Errno(change(fs.layers[0].Root, ""))
 	}
 	d, e, err = fs.upperEntry(comps)
@@ -43,7 +43,9 @@ func (fs *FS) setattr(p string, check func(e *entry) error, change func(dirfd in
 		return err
 	}
 	defer d.close()
-	return layer.Errno(change(fs.upperFD(d), e.name))
+	err = layer.Errno(change(fs.upperFD(d), e.name))
+	fs.invalidate(d) // the entry's attributes in the parent's listing
+	return err
 }
 
 // Chmod sets permission and setuid/setgid/sticky bits. It does not follow

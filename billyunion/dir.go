@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/readdircache"
 )
 
 // target is a locked upper parent directory and the entry at one name in it.
@@ -16,7 +17,10 @@ type target struct {
 	unlock func()
 }
 
+// release invalidates the parent's cached listing (the change is complete:
+// builds that overlapped it must not be published), then unlocks.
 func (t *target) release() {
+	t.d.fs.invalidate(t.d)
 	t.unlock()
 	t.d.close()
 }
@@ -126,24 +130,26 @@ type newObject struct {
 
 // create makes a new object at path p: built in the work directory with its
 // final owner, mode and (for a directory replacing a whiteout) opaque mark,
-// then renamed into place in one step.
-func (fs *FS) create(p string, obj newObject) error {
+// then renamed into place in one step. It returns the listing cache key of
+// the parent directory.
+func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err error) {
 	dirComps, name, err := splitTarget(p)
 	if err == syscall.EBUSY {
 		err = syscall.EEXIST
 	}
 	if err != nil {
-		return err
+		return parentKey, err
 	}
 	t, err := fs.lockTarget(dirComps, name, mustNotExist, false)
 	if err != nil {
-		return err
+		return parentKey, err
 	}
 	defer t.release()
+	parentKey = dirKey(t.d)
 	wd := fs.work.FD()
 	tmp := fs.work.TempName()
 	if err := obj.build(wd, tmp); err != nil {
-		return layer.Errno(err)
+		return parentKey, layer.Errno(err)
 	}
 	placed := false
 	defer func() {
@@ -152,13 +158,13 @@ func (fs *FS) create(p string, obj newObject) error {
 		}
 	}()
 	if err := fs.initNew(t.d, wd, tmp, obj.mode, t.e.upperWhiteout); err != nil {
-		return err
+		return parentKey, err
 	}
 	if err := fs.placeNew(t, tmp, obj.mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
-		return err
+		return parentKey, err
 	}
 	placed = true
-	return nil
+	return parentKey, nil
 }
 
 // initNew gives a freshly built object its owner and mode the way the
@@ -228,12 +234,13 @@ func (fs *FS) newWhiteout() (string, error) {
 
 // Mkdir creates a directory; EEXIST if the name exists.
 func (fs *FS) Mkdir(p string, perm os.FileMode) error {
-	return fs.create(p, newObject{
+	_, err := fs.create(p, newObject{
 		mode: unix.S_IFDIR | unixPerm(perm),
 		build: func(wd int, tmp string) error {
 			return unix.Mkdirat(wd, tmp, 0o700)
 		},
 	})
+	return err
 }
 
 // MkdirAll creates p and any missing parents; existing directories are fine.
@@ -274,12 +281,13 @@ func (fs *FS) Symlink(target, link string) error {
 			return syscall.EINVAL
 		}
 	}
-	return fs.create(link, newObject{
+	_, err := fs.create(link, newObject{
 		mode: unix.S_IFLNK | 0o777,
 		build: func(wd int, tmp string) error {
 			return unix.Symlinkat(target, wd, tmp)
 		},
 	})
+	return err
 }
 
 // Mknod creates a device, fifo or socket. mode carries the type
@@ -302,12 +310,13 @@ func (fs *FS) Mknod(p string, mode uint32, major, minor uint32) error {
 	if typ == unix.S_IFIFO || typ == unix.S_IFSOCK {
 		dev = 0
 	}
-	return fs.create(p, newObject{
+	_, err := fs.create(p, newObject{
 		mode: typ | mode&0o7777,
 		build: func(wd int, tmp string) error {
 			return unix.Mknodat(wd, tmp, typ|0o600, int(dev))
 		},
 	})
+	return err
 }
 
 // Mkfifo creates a named pipe.
@@ -428,11 +437,15 @@ func (fs *FS) removeLocked(t *target) error {
 			return layer.Errno(err)
 		}
 		fs.discard(wo) // the removed object now
+		if isDir {
+			fs.listings.Invalidate(entryKey(&t.e))
+		}
 		return nil
 	}
 	if !isDir {
 		return layer.Errno(unix.Unlinkat(up, name, 0))
 	}
+	defer fs.listings.Invalidate(entryKey(&t.e)) // its inode number may be reused
 	err = unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
 	if err != unix.ENOTEMPTY && err != unix.EEXIST {
 		return layer.Errno(err)

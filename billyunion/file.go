@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/readdircache"
 )
 
 // OpenFile opens the file at p. Opening for writing (or with O_TRUNC) copies
@@ -74,7 +75,11 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 	if err != nil {
 		return nil, layer.Errno(err)
 	}
-	return fs.newFile(p, comps, f, true), nil
+	fs.invalidate(ud) // O_TRUNC may have changed the size already
+	uf := fs.newFile(p, comps, f, true)
+	key := dirKey(ud)
+	uf.parentKey = &key
+	return uf, nil
 }
 
 // createFile makes a new regular file and returns it open with flag.
@@ -87,7 +92,7 @@ func (fs *FS) createFile(p string, flag int, perm os.FileMode) (billy.File, erro
 		return nil, err
 	}
 	var opened *os.File
-	err = fs.create(p, newObject{
+	parentKey, err := fs.create(p, newObject{
 		mode: unix.S_IFREG | unixPerm(perm),
 		build: func(wd int, tmp string) error {
 			access := flag & (os.O_WRONLY | os.O_RDWR | os.O_APPEND)
@@ -102,7 +107,9 @@ func (fs *FS) createFile(p string, flag int, perm os.FileMode) (billy.File, erro
 		}
 		return nil, err
 	}
-	return fs.newFile(p, comps, opened, true), nil
+	f := fs.newFile(p, comps, opened, true)
+	f.parentKey = &parentKey
+	return f, nil
 }
 
 // file is an open union file. A file opened read-only from a lower layer
@@ -114,6 +121,10 @@ type file struct {
 	fs    *FS
 	name  string
 	comps []string
+
+	// parentKey, when set, names the parent's listing to invalidate when
+	// a file opened for writing is closed (its size and times changed).
+	parentKey *readdircache.Key
 
 	mu      sync.Mutex
 	f       *os.File
@@ -203,7 +214,11 @@ func (f *file) Close() error {
 		r.Close()
 	}
 	f.retired = nil
-	return ioErr(f.f.Close())
+	err := ioErr(f.f.Close())
+	if f.parentKey != nil {
+		f.fs.listings.Invalidate(*f.parentKey)
+	}
+	return err
 }
 
 // ioErr keeps io.EOF (callers test for it) and turns everything else into

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
 	"github.com/ovlnfs/ovlnfs/copyup"
+	"github.com/ovlnfs/ovlnfs/readdircache"
 )
 
 // Options configures a union.
@@ -35,7 +36,14 @@ type Options struct {
 	XattrPrefix string
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// DirCacheEntries bounds the merged directory listings kept (and as
+	// many recent snapshots for clients paging through them); 0 means
+	// DefaultDirCacheEntries.
+	DirCacheEntries int
 }
+
+// DefaultDirCacheEntries is the listing cache size when none is configured.
+const DefaultDirCacheEntries = 1024
 
 // FS is the union filesystem. It implements billy.Filesystem, billy.Change,
 // billy.Capable and go-nfs's UnixChange (Mknod, Mkfifo, Socket, Link)
@@ -56,6 +64,8 @@ type FS struct {
 	copyUps atomic.Uint64
 	// uid, gid own the objects the union creates.
 	uid, gid int
+	// listings caches merged directory listings (readdircache).
+	listings *readdircache.Cache[os.FileInfo]
 }
 
 var (
@@ -127,6 +137,14 @@ func New(opts Options) (*FS, error) {
 		}
 	}
 	fs.ino = newInodes(fs.layers, fs.hasUpper)
+	size := opts.DirCacheEntries
+	if size == 0 {
+		size = DefaultDirCacheEntries
+	}
+	var err error
+	if fs.listings, err = readdircache.New[os.FileInfo](size); err != nil {
+		return nil, fmt.Errorf("billyunion: %w", err)
+	}
 	ok = true
 	return fs, nil
 }

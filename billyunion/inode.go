@@ -143,8 +143,9 @@ func (fs *FS) originIdentity(d *dir, e *entry) (identity, bool) {
 // fileInfo is the union's os.FileInfo; Sys() returns a *syscall.Stat_t
 // carrying the union inode number (go-nfs reads fileids from it).
 type fileInfo struct {
-	name string
-	st   syscall.Stat_t
+	name    string
+	st      syscall.Stat_t
+	listing uint64 // the listing snapshot this came from, if any
 }
 
 // The kernel fills unix.Stat_t and syscall.Stat_t from the same struct on

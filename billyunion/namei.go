@@ -21,6 +21,7 @@ type part struct {
 // dir is a union directory resolved to its parts, top-down, with a
 // descriptor open on each. Close releases them.
 type dir struct {
+	fs    *FS
 	path  []string
 	parts []part
 	owned bool // descriptors belong to this dir (not the layer roots)
@@ -142,7 +143,7 @@ func (fs *FS) lookupChild(d *dir, name string) (entry, error) {
 
 // rootDir returns the union root with the layers' own root descriptors.
 func (fs *FS) rootDir() (*dir, error) {
-	d := &dir{parts: make([]part, len(fs.layers))}
+	d := &dir{fs: fs, parts: make([]part, len(fs.layers))}
 	for i, l := range fs.layers {
 		st, err := layer.Fstat(l.Root)
 		if err != nil {
@@ -155,7 +156,7 @@ func (fs *FS) rootDir() (*dir, error) {
 
 // descend opens the directory entry e (a child of d) as a dir.
 func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
-	child := &dir{path: append(append([]string(nil), d.path...), e.name), owned: true}
+	child := &dir{fs: fs, path: append(append([]string(nil), d.path...), e.name), owned: true}
 	for _, p := range e.parts {
 		parent := d.partFor(p.li)
 		fd, err := layer.OpenDir(parent.fd, e.name)

@@ -1,11 +1,13 @@
 package billyunion
 
 import (
+	"encoding/binary"
 	"os"
 	"slices"
 	"syscall"
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/readdircache"
 )
 
 // visibleNames lists the names d shows: the union of its parts' names, each
@@ -45,8 +47,19 @@ func (fs *FS) candidateNames(d *dir) ([]string, error) {
 }
 
 // ReadDir lists the merged directory at p, sorted by name, with each
-// entry's attributes and inode number exactly as Lstat reports them.
+// entry's attributes and inode number exactly as Lstat reports them. The
+// slice is the caller's to reorder; the listing comes from the directory
+// cache when it is current.
 func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
+	snap, err := fs.listing(p)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(snap.Entries), nil
+}
+
+// listing returns the current snapshot of the directory at p.
+func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 	comps, err := splitPath(p)
 	if err != nil {
 		return nil, err
@@ -56,6 +69,81 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 		return nil, err
 	}
 	defer d.close()
+	return fs.listings.Get(dirKey(d), signature(d), func(id uint64, spoiled int) ([]os.FileInfo, error) {
+		if spoiled >= lockedBuildAfter && fs.dirHasUpper(d) {
+			// Changes keep landing during lock-free builds: build this
+			// one under the directory lock so it cannot be spoiled.
+			unlock := fs.locks.lock(d.parts[0].st.Ino)
+			defer unlock()
+		}
+		return fs.buildListing(d, id)
+	})
+}
+
+// lockedBuildAfter is how many spoiled lock-free builds of one listing
+// call make the next one take the directory lock.
+const lockedBuildAfter = 3
+
+// ListingID names the snapshot a slice returned by ReadDir came from (0 for
+// an empty listing): the NFS layer uses it as the cookie verifier.
+func ListingID(entries []os.FileInfo) uint64 {
+	if len(entries) == 0 {
+		return 0
+	}
+	if fi, ok := entries[0].(*fileInfo); ok {
+		return fi.listing
+	}
+	return 0
+}
+
+// ListingByID returns a copy of a recent snapshot by ID, even if its
+// directory changed since, so a client paging through it sees one
+// consistent listing.
+func (fs *FS) ListingByID(id uint64) ([]os.FileInfo, bool) {
+	s, ok := fs.listings.ByID(id)
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(s.Entries), true
+}
+
+// ListingStats reports directory cache counters.
+func (fs *FS) ListingStats() readdircache.Stats { return fs.listings.Stats() }
+
+// dirKey names a union directory in the listing cache by its topmost part.
+// Changes happen only in directories with an upper part, whose key is the
+// upper directory, so readers and writers agree on it.
+func dirKey(d *dir) readdircache.Key {
+	return readdircache.Key{Dev: d.parts[0].st.Dev, Ino: d.parts[0].st.Ino}
+}
+
+// entryKey is the listing cache key the directory entry e would have.
+func entryKey(e *entry) readdircache.Key {
+	return readdircache.Key{Dev: e.top().st.Dev, Ino: e.top().st.Ino}
+}
+
+// signature summarises d's parts from the stats its lookup already made.
+func signature(d *dir) readdircache.Signature {
+	b := make([]byte, 0, 48*len(d.parts))
+	for _, p := range d.parts {
+		for _, v := range []int64{int64(p.li), int64(p.st.Ino), p.st.Size,
+			p.st.Mtim.Sec, p.st.Mtim.Nsec, p.st.Ctim.Sec, p.st.Ctim.Nsec} {
+			b = binary.LittleEndian.AppendUint64(b, uint64(v))
+		}
+	}
+	return readdircache.Signature(b)
+}
+
+// invalidate drops the cached listing of the directory d after a change.
+func (fs *FS) invalidate(d *dir) {
+	if d != nil && len(d.parts) > 0 {
+		fs.listings.Invalidate(dirKey(d))
+	}
+}
+
+// buildListing lists d: candidate names from every part, each looked up for
+// its attributes and inode number. It takes no lock.
+func (fs *FS) buildListing(d *dir, id uint64) ([]os.FileInfo, error) {
 	candidates, err := fs.candidateNames(d)
 	if err != nil {
 		return nil, err
@@ -70,7 +158,9 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 			return nil, err
 		}
 		if e.exists() {
-			infos = append(infos, fs.newFileInfo(d, &e))
+			fi := fs.newFileInfo(d, &e)
+			fi.listing = id
+			infos = append(infos, fi)
 		}
 	}
 	return infos, nil

@@ -20,6 +20,11 @@ type pair struct {
 }
 
 func (p *pair) release() {
+	p.od.fs.invalidate(p.od)
+	p.nd.fs.invalidate(p.nd)
+	if p.ne.isDir() {
+		p.od.fs.listings.Invalidate(entryKey(&p.ne)) // replaced; its inode may be reused
+	}
 	p.unlock()
 	p.od.close()
 	p.nd.close()

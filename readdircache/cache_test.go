@@ -20,7 +20,7 @@ func TestStaleBuildIsNeverPublished(t *testing.T) {
 		calls++
 		if calls == 1 {
 			state = []string{"a", "b"} // the change...
-			c.Invalidate(key)         // ...and its invalidation, mid-build
+			c.Invalidate(key)          // ...and its invalidation, mid-build
 		}
 	})
 	build := func(uint64, int) ([]string, error) { return append([]string(nil), state...), nil }

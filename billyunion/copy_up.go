@@ -28,9 +28,11 @@ func (fs *FS) copyUpChild(d *dir, e *entry) error {
 	src := d.partFor(top.li)
 	upper := d.parts[0]
 	key := strconv.FormatUint(upper.st.Ino, 10) + "/" + e.name
-	err := fs.copier.Do(key, copyup.Source{Dir: src.fd, Name: e.name, Stat: top.st}, func(tmp string) error {
-		unlock := fs.locks.lock(upper.st.Ino)
-		defer unlock()
+	// unchanged checks that the name still holds the lower object we are
+	// copying and nothing in the upper: before building (a copy-up that
+	// finished just before this one needs no second copy) and again under
+	// the parent's lock before placing.
+	unchanged := func() error {
 		if err := fs.checkAlive(d); err != nil {
 			return err
 		}
@@ -40,6 +42,18 @@ func (fs *FS) copyUpChild(d *dir, e *entry) error {
 		}
 		if !now.exists() || fs.inUpper(&now) || now.top().li != top.li || now.top().st.Ino != top.st.Ino {
 			return copyup.ErrChanged
+		}
+		return nil
+	}
+	source := copyup.Source{Dir: src.fd, Name: e.name, Stat: top.st}
+	if fs.originUUIDs {
+		source.UUID = fs.layerUUID[top.li]
+	}
+	err := fs.copier.Do(key, source, unchanged, func(tmp string) error {
+		unlock := fs.locks.lock(upper.st.Ino)
+		defer unlock()
+		if err := unchanged(); err != nil {
+			return err
 		}
 		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
 			return layer.Errno(err)

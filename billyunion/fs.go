@@ -1,6 +1,7 @@
 package billyunion
 
 import (
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/helper/chroot"
+	"golang.org/x/sys/unix"
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
 	"github.com/ovlnfs/ovlnfs/copyup"
@@ -64,6 +66,11 @@ type FS struct {
 	copyUps atomic.Uint64
 	// uid, gid own the objects the union creates.
 	uid, gid int
+	// originUUIDs: origin records carry the lower filesystem's uuid (the
+	// kernel's uuid=on, chosen for a fresh upper); else zeros (uuid=null).
+	originUUIDs bool
+	// layerUUID holds each layer's filesystem uuid.
+	layerUUID [][16]byte
 	// listings caches merged directory listings (readdircache).
 	listings *readdircache.Cache[os.FileInfo]
 }
@@ -115,6 +122,7 @@ func New(opts Options) (*FS, error) {
 		}
 		fs.layers = append(fs.layers, l)
 	}
+	var err error
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
 		if err != nil {
@@ -130,6 +138,15 @@ func New(opts Options) (*FS, error) {
 		}
 		fs.copier = copyup.NewCopier(fs.work, fs.x, fs.log)
 	}
+	fs.layerUUID = make([][16]byte, len(fs.layers))
+	for i, l := range fs.layers {
+		fs.layerUUID[i] = layer.FilesystemUUID(l.Root)
+	}
+	if fs.hasUpper {
+		if fs.originUUIDs, err = initUpperUUID(fs.layers[0].Root, fs.x); err != nil {
+			return nil, fmt.Errorf("billyunion: upper %s: %w", opts.Upper, err)
+		}
+	}
 	fs.rootOpaqueX = make([]bool, len(fs.layers))
 	for i, l := range fs.layers {
 		if v, err := layer.Getxattr(l.Root, "", fs.x.Opaque()); err == nil && string(v) == "x" && !fs.isUpper(i) {
@@ -141,12 +158,36 @@ func New(opts Options) (*FS, error) {
 	if size == 0 {
 		size = DefaultDirCacheEntries
 	}
-	var err error
 	if fs.listings, err = readdircache.New[os.FileInfo](size); err != nil {
 		return nil, fmt.Errorf("billyunion: %w", err)
 	}
 	ok = true
 	return fs, nil
+}
+
+// initUpperUUID follows the kernel's uuid=auto: an upper root carrying a
+// uuid xattr keeps it; a fresh upper (no uuid, not yet impure) gets a new
+// random one, and then origins record the lower filesystem's uuid; an upper
+// used before without one stays without (origins carry zeros).
+func initUpperUUID(root int, x copyup.Xattrs) (bool, error) {
+	v, err := layer.Getxattr(root, "", x.UUID())
+	if err == nil && len(v) == 16 {
+		return true, nil
+	}
+	if err != nil && err != unix.ENODATA {
+		return false, err
+	}
+	impure, err := layer.HasXattr(root, "", x.Impure())
+	if err != nil || impure {
+		return false, err
+	}
+	var uuid [16]byte
+	if _, err := crand.Read(uuid[:]); err != nil {
+		return false, err
+	}
+	uuid[6] = uuid[6]&0x0f | 0x40 // version 4
+	uuid[8] = uuid[8]&0x3f | 0x80 // RFC 4122 variant
+	return true, layer.Setxattr(root, "", x.UUID(), uuid[:])
 }
 
 // Close releases the layers' descriptors.

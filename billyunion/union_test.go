@@ -236,3 +236,18 @@ func TestEscapeAttempts(t *testing.T) {
 	_, err = fs.ReadDir("root")
 	wantErrno(t, "readdir symlink", err, syscall.ENOTDIR)
 }
+
+func TestUpperUUIDLikeTheKernel(t *testing.T) {
+	requireRoot(t)
+	fresh := newLayerSet(t, 1)
+	fresh.open()
+	if v, err := unix.Getxattr(fresh.path("u", ""), "trusted.overlay.uuid", make([]byte, 32)); err != nil || v != 16 {
+		t.Fatalf("fresh upper root should get a 16-byte uuid: %d %v", v, err)
+	}
+	used := newLayerSet(t, 1)
+	used.xattr("u", "", "trusted.overlay.impure", "y")
+	used.open()
+	if _, err := unix.Getxattr(used.path("u", ""), "trusted.overlay.uuid", make([]byte, 32)); err != unix.ENODATA {
+		t.Fatalf("an upper used before without a uuid must stay without: %v", err)
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -95,6 +94,7 @@ func (x Xattrs) Opaque() string   { return x.Prefix + "opaque" }
 func (x Xattrs) Origin() string   { return x.Prefix + "origin" }
 func (x Xattrs) Impure() string   { return x.Prefix + "impure" }
 func (x Xattrs) Whiteout() string { return x.Prefix + "whiteout" }
+func (x Xattrs) UUID() string     { return x.Prefix + "uuid" }
 
 // IsPrivate reports whether attr belongs to an overlay under any prefix;
 // those are never copied up nor shown through the union.
@@ -108,6 +108,9 @@ type Source struct {
 	Dir  int
 	Name string
 	Stat unix.Stat_t
+	// UUID goes into the origin record: the lower filesystem's uuid, or
+	// zeros for an overlay running without uuids (the kernel's uuid=null).
+	UUID [16]byte
 }
 
 // Copier runs copy-ups, at most one at a time per key.
@@ -139,11 +142,13 @@ func NewCopier(work *WorkDir, xattrs Xattrs, log *slog.Logger) *Copier {
 func (c *Copier) SetBeforePlaceHook(f func()) { c.beforePlace = f }
 
 // Do copies src up once for key: concurrent calls with the same key wait for
-// the first and share its result. place receives the temporary name of the
+// the first and share its result. stillNeeded runs first inside the flight
+// and may answer an error (such as ErrChanged when another copy-up already
+// finished) to skip building altogether. place receives the temporary name of the
 // finished copy in the work directory and must move it into the upper layer
 // (normally with Place) after re-checking the destination under its lock. If
 // place fails, the copy is discarded and the error returned.
-func (c *Copier) Do(key string, src Source, place func(tmp string) error) error {
+func (c *Copier) Do(key string, src Source, stillNeeded func() error, place func(tmp string) error) error {
 	c.mu.Lock()
 	if f, ok := c.inflight[key]; ok {
 		c.mu.Unlock()
@@ -154,7 +159,10 @@ func (c *Copier) Do(key string, src Source, place func(tmp string) error) error 
 	c.inflight[key] = f
 	c.mu.Unlock()
 
-	f.err = c.copyOnce(src, place)
+	f.err = stillNeeded()
+	if f.err == nil {
+		f.err = c.copyOnce(src, place)
+	}
 
 	c.mu.Lock()
 	delete(c.inflight, key)
@@ -184,7 +192,7 @@ func (c *Copier) copyOnce(src Source, place func(tmp string) error) (err error) 
 // build makes a complete copy of src named tmp in the work directory:
 // content, owner, mode, xattrs, origin and times.
 func (c *Copier) build(src Source, tmp string) error {
-	origin, err := layer.EncodeOrigin(src.Dir, src.Name)
+	origin, err := layer.EncodeOrigin(src.Dir, src.Name, src.UUID)
 	if err != nil {
 		return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
 	}
@@ -328,5 +336,3 @@ var ErrChanged = errors.New("copy-up destination changed")
 
 // IsChanged reports whether err is ErrChanged.
 func IsChanged(err error) bool { return errors.Is(err, ErrChanged) }
-
-var _ = syscall.EIO

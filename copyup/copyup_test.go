@@ -57,7 +57,12 @@ func (f *fixture) copy(t *testing.T, name string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.copier.Do(name, Source{Dir: f.lower.Root, Name: name, Stat: st}, func(tmp string) error {
+	return f.copier.Do(name, Source{Dir: f.lower.Root, Name: name, Stat: st}, func() error {
+		if _, err := layer.Lstat(f.upper.Root, name); err == nil {
+			return ErrChanged
+		}
+		return nil
+	}, func(tmp string) error {
 		return f.copier.Place(tmp, f.upper.Root, name)
 	})
 }
@@ -103,7 +108,7 @@ func TestCopyPreservesEverything(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: no origin: %v", n, err)
 		}
-		want, _ := layer.EncodeOrigin(f.lower.Root, n)
+		want, _ := layer.EncodeOrigin(f.lower.Root, n, [16]byte{})
 		if !bytes.Equal(origin, want) || len(origin) < 22 || origin[1] != 0xfb {
 			t.Errorf("%s: origin %x, want %x", n, origin, want)
 		}
@@ -161,7 +166,7 @@ func TestFailedPlaceLeavesNothing(t *testing.T) {
 	f := newFixture(t)
 	os.WriteFile(filepath.Join(f.root, "lower", "f"), []byte("x"), 0o644)
 	st, _ := layer.Lstat(f.lower.Root, "f")
-	err := f.copier.Do("f", Source{Dir: f.lower.Root, Name: "f", Stat: st}, func(string) error { return ErrChanged })
+	err := f.copier.Do("f", Source{Dir: f.lower.Root, Name: "f", Stat: st}, func() error { return nil }, func(string) error { return ErrChanged })
 	if !errors.Is(err, ErrChanged) {
 		t.Fatalf("got %v", err)
 	}

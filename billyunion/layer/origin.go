@@ -3,6 +3,7 @@ package layer
 import (
 	"encoding/binary"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,9 +24,11 @@ const (
 	originFlagBigEnd = 1 << 0
 )
 
-// EncodeOrigin returns the origin record for name inside dir, or an empty
-// record when the filesystem cannot produce file handles.
-func EncodeOrigin(dir int, name string) ([]byte, error) {
+// EncodeOrigin returns the origin record for name inside dir, carrying
+// uuid (the lower filesystem's, or zeros when the overlay runs without
+// uuids), or an empty record when the filesystem cannot produce file
+// handles.
+func EncodeOrigin(dir int, name string, uuid [16]byte) ([]byte, error) {
 	h, _, err := unix.NameToHandleAt(dir, name, 0)
 	if err != nil {
 		if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
@@ -46,6 +49,7 @@ func EncodeOrigin(dir int, name string) ([]byte, error) {
 		rec[3] = originFlagBigEnd
 	}
 	rec[4] = byte(h.Type())
+	copy(rec[5:originHeaderSize], uuid[:])
 	copy(rec[originHeaderSize:], fid)
 	return rec, nil
 }
@@ -88,4 +92,22 @@ func StatOrigin(mountFD int, o Origin) (unix.Stat_t, error) {
 	defer unix.Close(fd)
 	err = unix.Fstat(fd, &st)
 	return st, err
+}
+
+// fsIocGetFSUUID is FS_IOC_GETFSUUID: _IOR(0x15, 0, struct fsuuid2), the
+// struct being a length byte and 16 uuid bytes.
+const fsIocGetFSUUID = 0x80111500
+
+// FilesystemUUID returns the uuid of the filesystem holding fd (the
+// kernel's s_uuid), or zeros where the kernel cannot tell (before 6.5, or a
+// filesystem without one).
+func FilesystemUUID(fd int) [16]byte {
+	var buf [17]byte
+	buf[0] = 16
+	var uuid [16]byte
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocGetFSUUID, uintptr(unsafe.Pointer(&buf[0])))
+	if errno == 0 && buf[0] == 16 {
+		copy(uuid[:], buf[1:])
+	}
+	return uuid
 }

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// defaultListen is where the server listens unless told otherwise: loopback only, so a
+// server started without thought is not exposed to the network.
+const defaultListen = "127.0.0.1:2049"
+
+// serveConfig is the validated configuration of `ovlnfs serve`.
+type serveConfig struct {
+	lowers      []string // top-down, absolute, symlinks resolved
+	upper       string   // "" when read-only
+	work        string   // "" when read-only
+	workIsAuto  bool     // work was derived from upper and may have to be created
+	xattrPrefix string   // "" = let the union pick
+	listen      string
+	logFormat   string
+	logLevel    slog.Level
+}
+
+// configError is a configuration the server refuses before touching anything. main turns it
+// into one line on stderr and exit status 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func refuse(format string, args ...any) error {
+	return &configError{msg: fmt.Sprintf(format, args...)}
+}
+
+// rawServeFlags holds the flag values exactly as given, before -o is merged in and paths
+// are checked.
+type rawServeFlags struct {
+	lowerdir, upperdir, workdir string
+	options                     string
+	readOnly                    bool
+	listen                      string
+	logFormat, logLevel         string
+}
+
+func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&raw.lowerdir, "lowerdir", "", "colon-separated lower layers, top-most first (required); escape a ':' in a path as '\\:'")
+	fs.StringVar(&raw.upperdir, "upperdir", "", "writable upper layer; omit it for a read-only union")
+	fs.StringVar(&raw.workdir, "workdir", "", "work directory on the upper's filesystem (default: a directory beside the upper)")
+	fs.StringVar(&raw.options, "o", "", "kernel-style option string, e.g. 'lowerdir=/l1:/l2,upperdir=/u,workdir=/w' ('\\,' and '\\:' escape)")
+	fs.BoolVar(&raw.readOnly, "read-only", false, "serve read-only; a given --upperdir is then shown as the top-most lower layer (no workdir needed)")
+	fs.StringVar(&raw.listen, "listen", defaultListen, "HOST:PORT for NFSv3 and MOUNT (both on this one TCP port)")
+	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
+	return fs
+}
+
+// parseServeArgs parses the `serve` arguments and validates the configuration without
+// creating or modifying anything on disk.
+func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
+	var raw rawServeFlags
+	fs := newServeFlagSet(usageOut, &raw)
+	fs.Usage = func() { printServeUsage(usageOut, fs) }
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, refuse("unexpected argument %q (paths are given with --lowerdir/--upperdir/--workdir or -o)", fs.Arg(0))
+	}
+
+	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat}
+	switch raw.logFormat {
+	case "text", "json":
+	default:
+		return nil, refuse("--log-format must be text or json, not %q", raw.logFormat)
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(raw.logLevel)); err != nil {
+		return nil, refuse("--log-level must be debug, info, warn or error, not %q", raw.logLevel)
+	}
+
+	var lowerSpec []string
+	if raw.lowerdir != "" {
+		for _, l := range splitEscaped(raw.lowerdir, ':') {
+			lowerSpec = append(lowerSpec, unescape(l))
+		}
+	}
+	upper, work := raw.upperdir, raw.workdir
+	if raw.options != "" {
+		opts, err := parseMountOptions(raw.options)
+		if err != nil {
+			return nil, err
+		}
+		// An option given both ways is ambiguous: refuse instead of guessing which wins.
+		if opts.lowers != nil {
+			if lowerSpec != nil {
+				return nil, refuse("lowerdir given both as --lowerdir and in -o")
+			}
+			lowerSpec = opts.lowers
+		}
+		if opts.upper != "" {
+			if upper != "" {
+				return nil, refuse("upperdir given both as --upperdir and in -o")
+			}
+			upper = opts.upper
+		}
+		if opts.work != "" {
+			if work != "" {
+				return nil, refuse("workdir given both as --workdir and in -o")
+			}
+			work = opts.work
+		}
+		raw.readOnly = raw.readOnly || opts.readOnly
+		cfg.xattrPrefix = opts.xattrPrefix
+	}
+	if len(lowerSpec) == 0 {
+		return nil, refuse("no lower layer: give --lowerdir=DIR[:DIR...] or -o lowerdir=...")
+	}
+	if work != "" && upper == "" {
+		return nil, refuse("workdir given without upperdir")
+	}
+	if raw.readOnly && upper != "" {
+		// A read-only view of a union with an upper is the upper as the top-most lower:
+		// whiteouts and opaque markers mean the same in a lower layer. No workdir is used.
+		lowerSpec = append([]string{upper}, lowerSpec...)
+		upper, work = "", ""
+	}
+
+	if _, err := net.ResolveTCPAddr("tcp", cfg.listen); err != nil {
+		return nil, refuse("--listen %q is not HOST:PORT: %v", cfg.listen, err)
+	}
+
+	for _, l := range lowerSpec {
+		dir, err := existingDir("lowerdir", l)
+		if err != nil {
+			return nil, err
+		}
+		cfg.lowers = append(cfg.lowers, dir)
+	}
+	if upper == "" {
+		return cfg, nil
+	}
+
+	var err error
+	if cfg.upper, err = existingDir("upperdir", upper); err != nil {
+		return nil, err
+	}
+	for _, l := range cfg.lowers {
+		if within(cfg.upper, l) {
+			return nil, refuse("upperdir %s is inside lowerdir %s: the layers must be separate trees", cfg.upper, l)
+		}
+		if within(l, cfg.upper) {
+			return nil, refuse("lowerdir %s is inside upperdir %s: the layers must be separate trees", l, cfg.upper)
+		}
+	}
+
+	if work == "" {
+		cfg.workIsAuto = true
+		cfg.work, err = defaultWorkdir(cfg.upper)
+		if err != nil {
+			return nil, err
+		}
+	} else if cfg.work, err = existingDir("workdir", work); err != nil {
+		return nil, err
+	}
+	if within(cfg.work, cfg.upper) || within(cfg.upper, cfg.work) {
+		return nil, refuse("workdir %s and upperdir %s overlap: they must be separate directories on one filesystem", cfg.work, cfg.upper)
+	}
+	for _, l := range cfg.lowers {
+		if within(cfg.work, l) || within(l, cfg.work) {
+			return nil, refuse("workdir %s and lowerdir %s overlap", cfg.work, l)
+		}
+	}
+	// The work directory must be on the upper's filesystem because copy-up prepares files
+	// there and renames them into the upper, and rename cannot cross filesystems.
+	workProbe := cfg.work
+	if cfg.workIsAuto {
+		workProbe = filepath.Dir(cfg.work)
+	}
+	same, err := sameFilesystem(cfg.upper, workProbe)
+	if err != nil {
+		return nil, refuse("workdir %s: %v", cfg.work, err)
+	}
+	if !same {
+		if cfg.workIsAuto {
+			return nil, refuse("upperdir %s is the root of its filesystem, so no workdir fits beside it: give --workdir on the same filesystem", cfg.upper)
+		}
+		return nil, refuse("workdir %s is not on the same filesystem as upperdir %s", cfg.work, cfg.upper)
+	}
+	return cfg, nil
+}
+
+// defaultWorkdir names the work directory used when --workdir is omitted: a hidden sibling
+// of the upper, so that it shares the upper's filesystem in the common case.
+func defaultWorkdir(upper string) (string, error) {
+	parent := filepath.Dir(upper)
+	if parent == upper {
+		return "", refuse("upperdir %s has no parent to hold a workdir: give --workdir", upper)
+	}
+	work := filepath.Join(parent, "."+filepath.Base(upper)+".ovlnfs-work")
+	info, err := os.Lstat(work)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return work, nil
+	case err != nil:
+		return "", refuse("default workdir %s: %v", work, err)
+	case !info.IsDir():
+		return "", refuse("default workdir %s exists and is not a directory: give --workdir", work)
+	}
+	return work, nil
+}
+
+// existingDir returns the absolute, symlink-free form of a layer path that must be an
+// existing directory. Resolving symlinks lets the overlap checks compare real locations.
+func existingDir(role, p string) (string, error) {
+	if p == "" {
+		return "", refuse("%s: empty path", role)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", refuse("%s %s: %v", role, p, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", refuse("%s %s does not exist", role, p)
+		}
+		return "", refuse("%s %s: %v", role, p, err)
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return "", refuse("%s %s: %v", role, p, err)
+	}
+	if !info.IsDir() {
+		return "", refuse("%s %s is not a directory", role, p)
+	}
+	return real, nil
+}
+
+// within reports whether path is dir itself or lies below it. Both must be clean absolute
+// paths.
+func within(path, dir string) bool {
+	if path == dir {
+		return true
+	}
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func sameFilesystem(a, b string) (bool, error) {
+	var sa, sb syscall.Stat_t
+	if err := syscall.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := syscall.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev, nil
+}
+
+// mountOptions is what a kernel overlay option string (-o) says.
+type mountOptions struct {
+	lowers      []string
+	upper, work string
+	readOnly    bool
+	xattrPrefix string
+}
+
+// parseMountOptions reads a kernel overlay option string as mount(8) passes it: options
+// separated by ',', a literal ',' or ':' inside a path escaped with '\'. Options the kernel
+// knows but ovlnfs does not implement are refused rather than silently ignored, because
+// they change what the union shows.
+func parseMountOptions(s string) (mountOptions, error) {
+	var mo mountOptions
+	for _, opt := range splitEscaped(s, ',') {
+		key, value, hasValue := strings.Cut(opt, "=")
+		switch key {
+		case "":
+			continue
+		case "lowerdir":
+			if !hasValue || value == "" {
+				return mo, refuse("-o lowerdir needs a value")
+			}
+			for _, l := range splitEscaped(value, ':') {
+				mo.lowers = append(mo.lowers, unescape(l))
+			}
+		case "upperdir":
+			mo.upper = unescape(value)
+		case "workdir":
+			mo.work = unescape(value)
+		case "ro":
+			mo.readOnly = true
+		case "rw", "defaults":
+		case "userxattr":
+			mo.xattrPrefix = "user.overlay."
+		default:
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr)", opt)
+		}
+	}
+	return mo, nil
+}
+
+// splitEscaped splits s at every sep not preceded by a backslash. Escapes stay in the
+// pieces (so a later split on another separator still sees them); unescape removes them.
+func splitEscaped(s string, sep byte) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++ // the next byte is literal, whatever it is
+		case sep:
+			parts = append(parts, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, s[start:])
+}
+
+// unescape drops the backslash of every "\x" pair.
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	billy "github.com/go-git/go-billy/v5"
+	nfs "github.com/willscott/go-nfs"
+)
+
+// go-nfs turns most errors of REMOVE, RMDIR, RENAME and LINK into NFS3ERR_IO or
+// NFS3ERR_ACCES, which loses what a client needs: `mv` only falls back to copying on EXDEV,
+// `rmdir` must see ENOTEMPTY. errnoFS records the errno of those failed calls, keyed by the
+// operation and its paths; the RPC front end, which sees the reply go-nfs wrote for the same
+// call, takes the record and puts the real status on the wire.
+
+// errnoKey identifies one filesystem call by what go-nfs passes to it.
+type errnoKey struct {
+	op       string
+	from, to string
+}
+
+type errnoRecord struct {
+	errno syscall.Errno
+	at    time.Time
+}
+
+// errnoRecorder is the side channel between errnoFS and the front end.
+type errnoRecorder struct {
+	mu      sync.Mutex
+	records map[errnoKey]errnoRecord
+}
+
+// maxErrnoRecords bounds the recorder: a record whose reply never came (the connection
+// died) would otherwise stay forever.
+const maxErrnoRecords = 4096
+
+// errnoRecordTTL is how long a record stays meaningful; a reply is written microseconds
+// after the call fails.
+const errnoRecordTTL = time.Minute
+
+func newErrnoRecorder() *errnoRecorder {
+	return &errnoRecorder{records: make(map[errnoKey]errnoRecord)}
+}
+
+func (r *errnoRecorder) record(key errnoKey, err error) {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.records) >= maxErrnoRecords {
+		for k, v := range r.records {
+			if now.Sub(v.at) > errnoRecordTTL {
+				delete(r.records, k)
+			}
+		}
+		if len(r.records) >= maxErrnoRecords {
+			clear(r.records)
+		}
+	}
+	r.records[key] = errnoRecord{errno: errno, at: now}
+}
+
+// take returns and forgets the errno recorded for key, 0 if none.
+func (r *errnoRecorder) take(key errnoKey) syscall.Errno {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.records[key]
+	if !ok {
+		return 0
+	}
+	delete(r.records, key)
+	if time.Since(rec.at) > errnoRecordTTL {
+		return 0
+	}
+	return rec.errno
+}
+
+// errnoFS is the billy.Filesystem go-nfs serves: the union, with failures of the calls
+// above recorded, and write capability removed when serving read-only.
+type errnoFS struct {
+	billy.Filesystem
+	change   billy.Change // nil when the union offers none
+	unix     nfs.UnixChange
+	readOnly bool
+	errnos   *errnoRecorder
+}
+
+func newErrnoFS(union billy.Filesystem, readOnly bool, errnos *errnoRecorder) *errnoFS {
+	f := &errnoFS{Filesystem: union, readOnly: readOnly, errnos: errnos}
+	f.change, _ = union.(billy.Change)
+	f.unix, _ = union.(nfs.UnixChange)
+	return f
+}
+
+// Capabilities drops WriteCapability for a read-only export so go-nfs answers NFS3ERR_ROFS
+// itself instead of reaching the union.
+func (f *errnoFS) Capabilities() billy.Capability {
+	c := billy.Capabilities(f.Filesystem)
+	if f.readOnly {
+		c &^= billy.WriteCapability
+	}
+	return c
+}
+
+func (f *errnoFS) Rename(from, to string) error {
+	err := f.Filesystem.Rename(from, to)
+	if err != nil {
+		f.errnos.record(errnoKey{op: "rename", from: from, to: to}, err)
+	}
+	return err
+}
+
+func (f *errnoFS) Remove(name string) error {
+	err := f.Filesystem.Remove(name)
+	if err != nil {
+		f.errnos.record(errnoKey{op: "remove", from: name}, err)
+	}
+	return err
+}
+
+func (f *errnoFS) Chmod(name string, mode os.FileMode) error {
+	if f.change == nil {
+		return syscall.EROFS
+	}
+	return f.change.Chmod(name, mode)
+}
+
+func (f *errnoFS) Lchown(name string, uid, gid int) error {
+	if f.change == nil {
+		return syscall.EROFS
+	}
+	return f.change.Lchown(name, uid, gid)
+}
+
+func (f *errnoFS) Chown(name string, uid, gid int) error {
+	if f.change == nil {
+		return syscall.EROFS
+	}
+	return f.change.Chown(name, uid, gid)
+}
+
+func (f *errnoFS) Chtimes(name string, atime, mtime time.Time) error {
+	if f.change == nil {
+		return syscall.EROFS
+	}
+	return f.change.Chtimes(name, atime, mtime)
+}
+
+func (f *errnoFS) Mknod(path string, mode, major, minor uint32) error {
+	if f.unix == nil {
+		return syscall.ENOTSUP
+	}
+	return f.unix.Mknod(path, mode, major, minor)
+}
+
+func (f *errnoFS) Mkfifo(path string, mode uint32) error {
+	if f.unix == nil {
+		return syscall.ENOTSUP
+	}
+	return f.unix.Mkfifo(path, mode)
+}
+
+func (f *errnoFS) Socket(path string) error {
+	if f.unix == nil {
+		return syscall.ENOTSUP
+	}
+	return f.unix.Socket(path)
+}
+
+// Link makes link a new name for the existing path (go-nfs's argument order).
+func (f *errnoFS) Link(path, link string) error {
+	if f.unix == nil {
+		return syscall.ENOTSUP
+	}
+	err := f.unix.Link(path, link)
+	if err != nil {
+		f.errnos.record(errnoKey{op: "link", from: path, to: link}, err)
+	}
+	return err
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockFileName is the file in the workdir whose flock marks the workdir as in use. The
+// kernel holds the lock; it goes away with the process however the process ends, so there
+// is never a stale lock to clean up.
+const lockFileName = "ovlnfs.lock"
+
+// workdirLock is an exclusive lock on a workdir.
+type workdirLock struct{ file *os.File }
+
+// errWorkdirBusy is returned when another process holds the workdir.
+var errWorkdirBusy = errors.New("workdir in use")
+
+// lockWorkdir takes the workdir for this process, failing at once if another ovlnfs holds
+// it. The holder's pid is written into the file only to make the refusal message useful.
+func lockWorkdir(workdir string) (*workdirLock, error) {
+	path := filepath.Join(workdir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			if pid := strings.TrimSpace(string(holder)); pid != "" {
+				return nil, fmt.Errorf("%w by ovlnfs pid %s", errWorkdirBusy, pid)
+			}
+			return nil, errWorkdirBusy
+		}
+		return nil, err
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &workdirLock{file: f}, nil
+}
+
+// release gives the workdir up. The file stays: removing it would race with a process
+// that has just opened it and is about to lock it.
+func (l *workdirLock) release() error {
+	_ = l.file.Truncate(0)
+	return l.file.Close()
+}

@@ -1,0 +1,127 @@
+// Command ovlnfs serves a Linux-overlayfs-style union of directory layers over NFSv3.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit statuses. 2 is the conventional "you asked for something impossible" status and the
+// one the issue fixes for refused configurations.
+const (
+	exitOK        = 0
+	exitFailure   = 1
+	exitBadConfig = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without process-global effects, so tests can drive it.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		printUsage(stderr)
+		return exitBadConfig
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		printUsage(stdout)
+		return exitOK
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "ovlnfs: unknown command %q (try 'ovlnfs --help')\n", args[0])
+		return exitBadConfig
+	}
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Help goes to stdout when asked for, so `ovlnfs serve --help | less` works.
+	usageOut := stderr
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			usageOut = stdout
+		}
+	}
+	cfg, err := parseServeArgs(args, usageOut)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		var ce *configError
+		if errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "ovlnfs: %s\n", ce.msg)
+		}
+		// flag errors were already printed by the flag package, with the usage.
+		return exitBadConfig
+	}
+	return serve(ctx, cfg, stderr)
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `ovlnfs serves a Linux-overlayfs-style union of directories over NFSv3.
+
+Usage:
+  ovlnfs serve --lowerdir=L1[:L2...] [--upperdir=U [--workdir=W]] [--listen=HOST:PORT] [flags]
+  ovlnfs serve -o lowerdir=L1:L2,upperdir=U,workdir=W [flags]
+  ovlnfs --help | ovlnfs serve --help
+
+Commands:
+  serve   serve the union until SIGINT or SIGTERM
+
+The layers follow the kernel overlay: lower layers are read-only (the first is the top-most),
+changes go to the upper layer, the workdir is private scratch space on the upper's
+filesystem. Without an upper (or with --read-only) the union is served read-only.
+
+Example:
+  ovlnfs serve --lowerdir=examples/layers/lower1:examples/layers/lower2 \
+      --upperdir=/tmp/ovl/upper --listen=127.0.0.1:2049
+
+Mount it (NFSv3 and MOUNT share the one port; there is no portmapper and no lock manager):
+  Linux:  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock,noacl 127.0.0.1:/ /mnt
+  macOS:  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
+
+Run 'ovlnfs serve --help' for every flag.
+`)
+}
+
+func printServeUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `Usage: ovlnfs serve --lowerdir=L1[:L2...] [--upperdir=U] [--workdir=W] [flags]
+       ovlnfs serve -o lowerdir=L1:L2,upperdir=U,workdir=W [flags]
+
+Serves the union of the layers over NFSv3 (with the MOUNT protocol on the same TCP port)
+until SIGINT or SIGTERM, then finishes the requests in flight and exits 0.
+
+Refused with exit status 2, before anything is created: a missing layer, an upper inside a
+lower (or the reverse), a workdir not on the upper's filesystem, a workdir in use by another
+running ovlnfs, a listen address in use.
+
+Flags:
+`)
+	fs.PrintDefaults()
+	fmt.Fprint(w, `
+-o takes the kernel's overlay option string: options separated by ',', lower layers by ':';
+write '\,' and '\:' for a literal comma or colon in a path (as mount(8) does).
+Flags and -o combine, but an option may be given only one way.
+
+Examples:
+  ovlnfs serve --lowerdir=/srv/base:/srv/tools --upperdir=/srv/changes --listen=127.0.0.1:2049
+  ovlnfs serve -o 'lowerdir=/srv/base:/srv/tools,upperdir=/srv/changes,workdir=/srv/work'
+  ovlnfs serve --lowerdir=/srv/base --log-format=json --log-level=debug    # read-only
+
+Mount from Linux:
+  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock,noacl 127.0.0.1:/ /mnt
+Mount from macOS:
+  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
+`)
+}

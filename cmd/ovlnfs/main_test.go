@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSplitEscaped(t *testing.T) {
+	got := splitEscaped(`lowerdir=/a\:b:/c\,d,upperdir=/u\,v,workdir=/w`, ',')
+	want := []string{`lowerdir=/a\:b:/c\,d`, `upperdir=/u\,v`, `workdir=/w`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("splitEscaped = %q, want %q", got, want)
+	}
+}
+
+func TestParseMountOptions(t *testing.T) {
+	mo, err := parseMountOptions(`lowerdir=/l\:1:/l\,2,upperdir=/u\,x,workdir=/w\:y,userxattr`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/l:1", "/l,2"}; !reflect.DeepEqual(mo.lowers, want) {
+		t.Errorf("lowers = %q, want %q", mo.lowers, want)
+	}
+	if mo.upper != "/u,x" || mo.work != "/w:y" || mo.xattrPrefix != "user.overlay." {
+		t.Errorf("got %+v", mo)
+	}
+	if _, err := parseMountOptions("lowerdir=/a,index=on"); err == nil {
+		t.Errorf("unsupported option accepted")
+	}
+}
+
+type layout struct{ root, l1, l2, upper, work string }
+
+func newLayout(t *testing.T) layout {
+	root := t.TempDir()
+	l := layout{root: root, l1: filepath.Join(root, "l1"), l2: filepath.Join(root, "l2"),
+		upper: filepath.Join(root, "upper"), work: filepath.Join(root, "work")}
+	for _, d := range []string{l.l1, l.l2, l.upper, l.work, filepath.Join(l.l1, "inner"), filepath.Join(l.upper, "wsub")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+func runCLI(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestRefusals(t *testing.T) {
+	l := newLayout(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	otherFS := "/dev/shm" // tmpfs, unlike t.TempDir() on the machines this runs on
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing lower", []string{"--lowerdir=" + l.l1 + ":" + l.root + "/nope"}, "does not exist"},
+		{"missing upper", []string{"--lowerdir=" + l.l1, "--upperdir=" + l.root + "/nope"}, "does not exist"},
+		{"upper inside lower", []string{"--lowerdir=" + l.l1, "--upperdir=" + l.l1 + "/inner"}, "inside lowerdir"},
+		{"lower inside upper", []string{"--lowerdir=" + l.l1 + "/inner", "--upperdir=" + l.l1}, "inside upperdir"},
+		{"workdir on another filesystem", []string{"--lowerdir=" + l.l1, "--upperdir=" + l.upper, "--workdir=" + otherFS}, "not on the same filesystem"},
+		{"workdir inside upper", []string{"--lowerdir=" + l.l1, "--upperdir=" + l.upper, "--workdir=" + l.upper + "/wsub"}, "overlap"},
+		{"port in use", []string{"--lowerdir=" + l.l1, "--listen=" + busy.Addr().String()}, "address already in use"},
+		{"no lower", []string{"--upperdir=" + l.upper}, "no lower layer"},
+		{"both ways", []string{"--lowerdir=" + l.l1, "-o", "lowerdir=" + l.l2}, "both"},
+		{"bad option", []string{"-o", "lowerdir=" + l.l1 + ",nfs_export=on"}, "not supported"},
+	}
+	if st, err := os.Stat(otherFS); err != nil || !st.IsDir() {
+		t.Logf("no %s here; the other-filesystem case is skipped", otherFS)
+		cases = cases[:4:4]
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, context.Background(), append([]string{"serve"}, c.args...)...)
+			if code != exitBadConfig {
+				t.Errorf("exit status %d, want %d", code, exitBadConfig)
+			}
+			if !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("stderr %q: want one line mentioning %q", stderr, c.want)
+			}
+		})
+	}
+	// Nothing was created: no default workdir beside the upper, no lock file.
+	entries, _ := os.ReadDir(l.root)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), "ovlnfs-work") {
+			t.Errorf("a refused start created %s", e.Name())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(l.work, lockFileName)); err == nil {
+		t.Errorf("a refused start created the lock file")
+	}
+}
+
+func TestWorkdirInUse(t *testing.T) {
+	l := newLayout(t)
+	lock, err := lockWorkdir(l.work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.release()
+	code, _, stderr := runCLI(t, context.Background(), "serve", "--lowerdir="+l.l1, "--upperdir="+l.upper,
+		"--workdir="+l.work, "--listen=127.0.0.1:0")
+	if code != exitBadConfig || !strings.Contains(stderr, "in use") {
+		t.Errorf("exit %d, stderr %q; want 2 and 'in use'", code, stderr)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}} {
+		code, stdout, _ := runCLI(t, context.Background(), args...)
+		if code != exitOK {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		for _, want := range []string{"mount -t nfs -o vers=3", "macOS", "--lowerdir"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("%v: help lacks %q", args, want)
+			}
+		}
+	}
+	code, stdout, _ := runCLI(t, context.Background(), "serve", "--help")
+	for _, flag := range []string{"-lowerdir", "-upperdir", "-workdir", "-o", "-read-only", "-listen", "-log-format", "-log-level"} {
+		if code != exitOK || !strings.Contains(stdout, flag) {
+			t.Errorf("serve --help does not explain %s", flag)
+		}
+	}
+}
+
+// TestServeStopsOnSignal runs the server in-process and cancels its context, as
+// SIGINT/SIGTERM do in main, with the default workdir.
+func TestServeStopsOnSignal(t *testing.T) {
+	l := newLayout(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	port := freePort(t)
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--lowerdir=" + l.l1 + ":" + l.l2, "--upperdir=" + l.upper,
+			"--listen=" + port, "--log-format=json"}, &bytes.Buffer{}, &stderr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", port)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never listened: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("exit status %d, want 0\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	log := stderr.String()
+	for _, want := range []string{`"msg":"ovlnfs started"`, `"msg":"ovlnfs stopping"`, `"msg":"ovlnfs stopped"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s:\n%s", want, log)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(l.root, ".upper.ovlnfs-work", lockFileName)); err != nil {
+		t.Errorf("default workdir beside the upper: %v", err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}

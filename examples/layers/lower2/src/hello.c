@@ -1,0 +1,2 @@
+#include <stdio.h>
+int main(void) { puts("from lower2"); return 0; }

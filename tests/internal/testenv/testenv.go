@@ -1,0 +1,210 @@
+// Package testenv holds what the real-client tests share: prerequisite checks that fail in
+// CI and skip loudly elsewhere, building the ovlnfs binary, and running `ovlnfs serve` as a
+// child process that every test stops.
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// InCI reports whether the suite runs in CI, where a missing prerequisite is a failure.
+func InCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v != "" && v != "0" && v != "false"
+}
+
+// Missing stops the test because a prerequisite is absent: a failure in CI (nothing may be
+// silently skipped there), a loud skip elsewhere.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...) + " (install with: sudo .ci/run --deps-only)"
+	if InCI() {
+		t.Fatalf("PREREQUISITE MISSING in CI: %s", msg)
+	}
+	t.Skipf("SKIPPED, PREREQUISITE MISSING: %s", msg)
+}
+
+// RequireCommands checks that every command is on PATH.
+func RequireCommands(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			Missing(t, "command %q not found", n)
+		}
+	}
+}
+
+// RequireRoot checks for root, which network namespaces and kernel mounts need.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "this test needs root")
+	}
+}
+
+// RepoRoot is the module root, found from this source file.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate source")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// BuildOvlnfs builds cmd/ovlnfs once per test binary into a temporary directory.
+func BuildOvlnfs(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ovlnfs-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "ovlnfs")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/ovlnfs")
+		cmd.Dir = RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/ovlnfs: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Server is a running `ovlnfs serve` child process.
+type Server struct {
+	cmd     *exec.Cmd
+	logMu   sync.Mutex
+	log     bytes.Buffer
+	started chan struct{}
+	exited  chan struct{}
+	waitErr error
+}
+
+// StartServer runs `prefix... ovlnfs serve args...` (prefix e.g. "ip netns exec NS"), waits
+// for its "ovlnfs started" log line and registers a cleanup that stops it. The server's log
+// is attached to the test output when the test fails.
+func StartServer(t testing.TB, binary string, prefix []string, args ...string) *Server {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), binary, "serve"), args...)
+	s := &Server{started: make(chan struct{}), exited: make(chan struct{})}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stdout = os.Stdout
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			s.logMu.Lock()
+			s.log.WriteString(line + "\n")
+			s.logMu.Unlock()
+			if strings.Contains(line, "ovlnfs started") {
+				once.Do(func() { close(s.started) })
+			}
+		}
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		if code, err := s.Stop(10 * time.Second); err != nil || code != 0 {
+			t.Errorf("ovlnfs serve did not stop cleanly: exit %d, %v", code, err)
+		}
+		if t.Failed() {
+			t.Logf("ovlnfs server log (debug lines left out):\n%s", withoutDebug(s.Log()))
+		}
+	})
+	select {
+	case <-s.started:
+	case <-s.exited:
+		t.Fatalf("ovlnfs serve exited at startup: %v\n%s", s.waitErr, s.Log())
+	case <-time.After(15 * time.Second):
+		t.Fatalf("ovlnfs serve did not start within 15s\n%s", s.Log())
+	}
+	return s
+}
+
+// Log returns what the server logged so far.
+func (s *Server) Log() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.log.String()
+}
+
+// Stop sends SIGTERM and waits for the exit status; after timeout it kills. Calling it
+// again returns the first result.
+func (s *Server) Stop(timeout time.Duration) (int, error) {
+	select {
+	case <-s.exited:
+	default:
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(timeout):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+			return -1, fmt.Errorf("killed after %v without exiting on SIGTERM", timeout)
+		}
+	}
+	if s.cmd.ProcessState == nil {
+		return -1, s.waitErr
+	}
+	return s.cmd.ProcessState.ExitCode(), nil
+}
+
+// Run runs a command with a timeout and returns its combined output.
+func Run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func withoutDebug(log string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(log, "\n") {
+		if !strings.Contains(line, "level=DEBUG") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}

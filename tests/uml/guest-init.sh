@@ -1,0 +1,62 @@
+#!/bin/sh
+# PID 1 of the User-mode Linux guest. The guest's root is the host's root through hostfs,
+# mounted read-only; the only writable host directory is $OUT, mounted by this script.
+# Kernel arguments KEY=VAL arrive as environment variables:
+#   OUT      host directory for results (transcript, manifest, guest log)
+#   TESTS    host directory holding workload.sh and manifest.sh
+#   SRV PORT the ovlnfs server's address and port
+#   GUEST_IP the guest's address (/24) on eth0
+# Every outcome is written to $OUT; the host decides pass or fail.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+BB=/bin/busybox
+[ -x "$BB" ] || BB=/usr/bin/busybox
+
+$BB mount -t proc proc /proc
+$BB mount -t sysfs sysfs /sys
+# Keep mount(8)'s state and every temporary file off the host.
+$BB mount -t tmpfs tmpfs /run
+$BB mount -t tmpfs tmpfs /tmp
+$BB mount -t hostfs -o "$OUT" hostfs /mnt
+# /mnt now is $OUT (writable); the NFS mount goes below /run.
+exec >/mnt/guest.log 2>&1
+echo "guest: kernel $(uname -r)"
+
+finish() {
+	echo "guest: finished with status $1"
+	echo "$1" >/mnt/guest.status
+	sync
+	exec >/dev/null 2>&1 # release guest.log so /mnt can be unmounted
+	$BB umount /mnt
+	$BB poweroff -f
+}
+
+MODS=/usr/lib/uml/modules/$(uname -r)/kernel
+for m in fs/netfs/netfs fs/fscache/fscache net/sunrpc/sunrpc fs/nfs_common/grace \
+	fs/lockd/lockd fs/nfs/nfs fs/nfs_common/nfs_acl fs/nfs/nfsv3; do
+	if [ -f "$MODS/$m.ko" ]; then
+		$BB insmod "$MODS/$m.ko" || { echo "guest: insmod $m failed"; finish 90; }
+	fi
+done
+
+$BB ip link set lo up
+$BB ip addr add "$GUEST_IP/24" dev eth0
+$BB ip link set eth0 up
+
+mkdir -p /run/nfs
+i=0
+until mount -t nfs -o "vers=3,proto=tcp,port=$PORT,mountport=$PORT,mountproto=tcp,nolock,noacl,addr=$SRV,mountaddr=$SRV" "$SRV:/" /run/nfs; do
+	i=$((i + 1))
+	[ $i -ge 5 ] && { echo "guest: mount failed"; finish 91; }
+	sleep 1
+done
+echo "guest: mounted $SRV:/ on /run/nfs"
+
+sh "$TESTS/workload.sh" /run/nfs >/mnt/transcript.txt 2>&1
+echo "guest: workload exit status $?"
+sh "$TESTS/manifest.sh" /run/nfs >/mnt/merged.manifest 2>/mnt/manifest.err
+echo "guest: manifest exit status $?"
+
+cd /
+umount /run/nfs || { echo "guest: umount failed"; finish 92; }
+echo "guest: unmounted"
+finish 0

@@ -1,0 +1,98 @@
+#!/bin/sh
+# workload.sh ROOT: the file operations the UML test runs in the union mounted at ROOT.
+# It runs twice on identical layer copies: inside the UML guest on the ovlnfs export
+# (the real Linux NFS client) and on the host on a kernel overlay mount (the oracle). The
+# transcripts and the resulting trees must match.
+#
+# Every step prints "## name", its output, and "exit status N" when N is not 0, so a diff of the two transcripts
+# names the operation that diverged. Steps keep going after a failure.
+# The layer fixture is built by the Go test (see layers in uml_test.go).
+cd "$1" || exit 1
+umask 022
+export LC_ALL=C TZ=UTC
+
+# step NAME CMD...: a header, the command's output with the mount point replaced by ROOT.
+step() {
+	name=$1
+	shift
+	echo "## $name"
+	"$@" 2>&1 | sed -e "s,$PWD,ROOT,g"
+}
+# run CMD...: CMD, then its exit status when it is not 0 (a pipe would hide it).
+run() {
+	"$@"
+	rc=$?
+	[ $rc -eq 0 ] || echo "exit status $rc"
+	return 0
+}
+show() { for f in "$@"; do printf '%s: ' "$f"; cat "$f" 2>&1 || true; done; }
+
+step "create"            run sh -c 'echo created > created.txt'
+step "create in lower dir" run sh -c 'echo hi > shared/created-in-merged.txt'
+step "append to lower file" run sh -c 'echo appended >> base.txt'
+step "append to upper file" run sh -c 'echo appended >> upper-only.txt'
+step "read after append"   show base.txt upper-only.txt
+step "overwrite lower file" run sh -c 'printf "overwritten\n" > shared/both.txt'
+step "overwrite via cp"    run cp base.txt shared/from_l2.txt
+step "truncate shrink lower" run truncate -s 3 lowfile.txt
+step "truncate grow"       run truncate -s 10000 created.txt
+step "truncate to zero"    run sh -c ': > shared/from_l1.txt'
+step "read after truncate" show lowfile.txt shared/from_l1.txt
+step "chmod lower file"    run chmod 0640 shared/both.txt
+step "chmod lower dir"     run chmod 0700 project
+step "chmod new file"      run chmod 0755 created.txt
+step "chown lower file"    run chown 1234:5678 chownme.txt
+step "chown upper file"    run chown 42:43 upper-only.txt
+step "chgrp lower dir"     run chgrp 99 shared
+step "touch -d lower file" run touch -d "2005-06-07 08:09:10" base.txt
+step "touch -d new file"   run touch -d "2006-01-02 03:04:05" created.txt
+step "touch -d lower dir"  run touch -d "2007-01-01 00:00:00" movedir
+step "touch create"        run touch -d "2008-02-03 04:05:06" touched-new.txt
+step "mkdir -p new"        run mkdir -p newdir/x/y/z
+step "mkdir -p in lower"   run mkdir -p shared/deeper/and/deeper
+step "mkdir existing"      run mkdir shared
+step "rm upper file"       run rm upper-only2.txt
+step "rm lower file"       run rm shared/from_l1.txt
+step "rm missing"          run rm no-such-file
+step "rmdir new"           run sh -c 'mkdir emptydir && rmdir emptydir'
+step "rmdir lower empty dir" run rmdir emptylow
+step "rmdir non-empty"     run rmdir shared
+step "rm -rf merged tree"  run rm -rf tree
+step "recreate removed dir" run sh -c 'mkdir tree && echo fresh > tree/fresh.txt'
+step "ls recreated dir"    run ls tree
+step "mv new file"         run mv created.txt renamed.txt
+step "mv lower file"       run mv lowfile.txt shared/lowfile-moved.txt
+step "mv over lower file"  run mv touched-new.txt shared/from_l2.txt
+step "mv upper file"       run mv upper-only.txt upper-renamed.txt
+step "mv lower dir"        run mv movedir moved-dir
+step "ls moved dir"        run ls -R moved-dir
+step "mv new dir"          run mv newdir newdir-renamed
+step "mv dir into itself"  run mv shared shared/deeper
+step "symlink"             run ln -s base.txt sym-new
+step "symlink dangling"    run ln -s no/such/target sym-dangling
+step "readlink new"        run readlink sym-new
+step "readlink lower"      run readlink link-to-base
+step "read through symlink" run cat sym-new
+step "hard link lower file" run ln hard.txt hard2.txt
+step "hard link new file"  run ln renamed.txt renamed-link.txt
+step "hard link count"     run stat -c '%h %n' hard.txt hard2.txt renamed.txt renamed-link.txt
+step "write through link"  run sh -c 'echo via-link >> hard2.txt'
+step "read other link"     show hard.txt
+step "cp -a tree"          run cp -a cpsrc cpdst
+# "total" (blocks used) is left out: NFSv3 servers report usage their own way.
+step "cp -a result"        run sh -c 'ls -lR --time-style=+%Y cpdst | grep -v "^total"'
+
+# A developer workflow in a directory that comes from a lower layer.
+export HOME=/nonexistent GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export GIT_AUTHOR_NAME=ovlnfs GIT_AUTHOR_EMAIL=test@ovlnfs.invalid
+export GIT_COMMITTER_NAME=ovlnfs GIT_COMMITTER_EMAIL=test@ovlnfs.invalid
+export GIT_AUTHOR_DATE="2010-01-01T00:00:00Z" GIT_COMMITTER_DATE="2010-01-01T00:00:00Z"
+step "git init"            run git -C project -c init.defaultBranch=main init -q
+step "git add"             run git -C project add -A
+step "git commit"          run git -C project commit -q -m "initial import"
+step "git status"          run git -C project status --porcelain
+step "git log"             run git -C project log --format='%H %s'
+step "git edit+commit"     run sh -c 'echo "int x;" >> project/main.c && git -C project commit -q -am "edit" && git -C project status --porcelain'
+step "git fsck"            run git -C project fsck --no-progress
+
+step "final listing"       run sh -c 'ls -A . shared'

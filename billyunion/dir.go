@@ -175,6 +175,9 @@ func (fs *FS) initNew(parent *dir, wd int, tmp string, mode uint32, overWhiteout
 	gid := fs.gid
 	perm := mode & 0o7777
 	isDir := mode&unix.S_IFMT == unix.S_IFDIR
+	if isDir {
+		perm &= 0o1777 // mkdir(2) keeps only permissions and sticky
+	}
 	if pst.Mode&unix.S_ISGID != 0 {
 		gid = int(pst.Gid)
 		if isDir {

@@ -149,6 +149,7 @@ func (fs *FS) buildListing(d *dir, id uint64) ([]os.FileInfo, error) {
 		return nil, err
 	}
 	infos := make([]os.FileInfo, 0, len(candidates))
+	remapped := 0 // entries numbered by an origin rather than their own inode
 	for _, n := range candidates {
 		e, err := fs.lookupChild(d, n)
 		if err != nil {
@@ -161,7 +162,26 @@ func (fs *FS) buildListing(d *dir, id uint64) ([]os.FileInfo, error) {
 			fi := fs.newFileInfo(d, &e)
 			fi.listing = id
 			infos = append(infos, fi)
+			if fi.st.Ino != e.top().st.Ino {
+				remapped++
+			}
 		}
 	}
+	if remapped == 0 && len(d.parts) == 1 && fs.dirHasUpper(d) {
+		fs.dropImpure(d)
+	}
 	return infos, nil
+}
+
+// dropImpure removes the impure mark of a pure upper directory none of whose
+// entries has an origin any more, as the kernel does when it lists one:
+// best effort, a failure changes nothing visible.
+func (fs *FS) dropImpure(d *dir) {
+	has, err := layer.HasXattr(d.parts[0].fd, "", fs.x.Impure())
+	if err != nil || !has {
+		return
+	}
+	if err := layer.Removexattr(d.parts[0].fd, "", fs.x.Impure()); err != nil && fs.hasUpper {
+		fs.log.Debug("dropping an unneeded impure mark", "dir", joinPath(d.path), "err", err)
+	}
 }

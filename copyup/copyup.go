@@ -192,11 +192,17 @@ func (c *Copier) copyOnce(src Source, place func(tmp string) error) (err error) 
 // build makes a complete copy of src named tmp in the work directory:
 // content, owner, mode, xattrs, origin and times.
 func (c *Copier) build(src Source, tmp string) error {
-	origin, err := layer.EncodeOrigin(src.Dir, src.Name, src.UUID)
-	if err != nil {
-		return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
-	}
 	st := &src.Stat
+	// Like the kernel without index=on, a lower non-directory with more
+	// than one link gets no origin: its links break on copy-up, and an
+	// origin would give the separate copies one inode number.
+	var origin []byte
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 {
+		var err error
+		if origin, err = layer.EncodeOrigin(src.Dir, src.Name, src.UUID); err != nil {
+			return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
+		}
+	}
 	wd := c.work.fd
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -223,8 +229,10 @@ func (c *Copier) build(src Source, tmp string) error {
 	if err := CopyXattrs(src.Dir, src.Name, wd, tmp); err != nil {
 		return err
 	}
-	if err := layer.Setxattr(wd, tmp, c.xattrs.Origin(), origin); err != nil {
-		return fmt.Errorf("copy-up %s: recording origin: %w", src.Name, err)
+	if origin != nil {
+		if err := layer.Setxattr(wd, tmp, c.xattrs.Origin(), origin); err != nil {
+			return fmt.Errorf("copy-up %s: recording origin: %w", src.Name, err)
+		}
 	}
 	return SetAttrs(wd, tmp, st)
 }

@@ -168,13 +168,14 @@ func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
 
 func (fi *fileInfo) Name() string       { return fi.name }
 func (fi *fileInfo) Size() int64        { return fi.st.Size }
-func (fi *fileInfo) Mode() os.FileMode  { return fileMode(uint32(fi.st.Mode)) }
+func (fi *fileInfo) Mode() os.FileMode  { return FileMode(uint32(fi.st.Mode)) }
 func (fi *fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
 func (fi *fileInfo) IsDir() bool        { return fi.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (fi *fileInfo) Sys() any           { st := fi.st; return &st }
 
-// fileMode converts a Linux st_mode to an os.FileMode.
-func fileMode(m uint32) os.FileMode {
+// FileMode converts a Linux st_mode (type bits optional) to an os.FileMode,
+// setuid, setgid and sticky included.
+func FileMode(m uint32) os.FileMode {
 	mode := os.FileMode(m & 0o777)
 	switch m & syscall.S_IFMT {
 	case syscall.S_IFDIR:

@@ -167,7 +167,7 @@ func applyKernel(mnt string, o op) result {
 func applyUnion(fs *billyunion.FS, o op) result {
 	switch o.kind {
 	case "create":
-		f, err := fs.OpenFile(o.a, os.O_CREATE|os.O_EXCL|os.O_WRONLY, unixToFileMode(o.mode))
+		f, err := fs.OpenFile(o.a, os.O_CREATE|os.O_EXCL|os.O_WRONLY, billyunion.FileMode(o.mode))
 		if err != nil {
 			return result{errno: errnoOf(err)}
 		}
@@ -204,7 +204,7 @@ func applyUnion(fs *billyunion.FS, o op) result {
 		data, err := io.ReadAll(f)
 		return result{errno: errnoOf(err), data: string(data)}
 	case "mkdir":
-		return result{errno: errnoOf(fs.Mkdir(o.a, unixToFileMode(o.mode)))}
+		return result{errno: errnoOf(fs.Mkdir(o.a, billyunion.FileMode(o.mode)))}
 	case "symlink":
 		return result{errno: errnoOf(fs.Symlink(o.data, o.a))}
 	case "mkfifo":
@@ -218,7 +218,7 @@ func applyUnion(fs *billyunion.FS, o op) result {
 	case "rename":
 		return result{errno: errnoOf(fs.Rename(o.a, o.b))}
 	case "chmod":
-		return result{errno: errnoOf(fs.Chmod(o.a, unixToFileMode(o.mode)))}
+		return result{errno: errnoOf(fs.Chmod(o.a, billyunion.FileMode(o.mode)))}
 	case "lchown":
 		return result{errno: errnoOf(fs.Lchown(o.a, o.uid, o.uid))}
 	case "utimes":
@@ -230,19 +230,6 @@ func applyUnion(fs *billyunion.FS, o op) result {
 	panic("unknown op " + o.kind)
 }
 
-func unixToFileMode(m uint32) os.FileMode {
-	fm := os.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
-}
 
 // randomOp picks an operation on the current tree (paths visible through
 // the kernel overlay, with their kinds).

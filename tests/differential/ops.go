@@ -230,7 +230,6 @@ func applyUnion(fs *billyunion.FS, o op) result {
 	panic("unknown op " + o.kind)
 }
 
-
 // randomOp picks an operation on the current tree (paths visible through
 // the kernel overlay, with their kinds).
 func randomOp(r *rand.Rand, tree map[string]entryInfo) op {

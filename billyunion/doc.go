@@ -40,7 +40,10 @@
 //     locks, retrying from 1 when the tree moved underneath;
 //  4. make the change with single renames out of the work directory.
 //
-// No lock is held across copy-up data copying or across building a merged
-// listing; lookups and reads take no locks at all. copyup's own mutex is a
+// No lock is held across copy-up data copying, and lookups and reads take
+// no locks at all. A merged listing is built without locks too, with one
+// exception: after lockedBuildAfter builds of it were spoiled by concurrent
+// changes, the next is built under the directory's lock so that it
+// finishes (readdir.go); that lock is taken alone. copyup's own mutex is a
 // leaf (held only to register in-flight copy-ups).
 package billyunion

@@ -44,7 +44,7 @@ func (fs *FS) setattr(p string, check func(e *entry) error, change func(dirfd in
 	}
 	defer d.close()
 	err = layer.Errno(change(fs.upperFD(d), e.name))
-	fs.invalidate(d) // the entry's attributes in the parent's listing
+	fs.forget(d) // the entry's attributes in the parent's listing
 	return err
 }
 

@@ -17,10 +17,10 @@ type target struct {
 	unlock func()
 }
 
-// release invalidates the parent's cached listing (the change is complete:
-// builds that overlapped it must not be published), then unlocks.
+// release ends the change to the parent's listing begun when the target
+// was locked (builds that overlapped it are never published), then unlocks.
 func (t *target) release() {
-	t.d.fs.invalidate(t.d)
+	t.d.fs.listings.EndChange(dirKey(t.d))
 	t.unlock()
 	t.d.close()
 }
@@ -85,6 +85,7 @@ func (fs *FS) recheck(d *dir, name string, check checkFunc, childKeys []uint64, 
 	if len(childKeys) > 0 && !(fs.inUpper(&e) && e.isDir() && e.top().st.Ino == childKeys[0]) {
 		return fail(errRetry)
 	}
+	fs.listings.BeginChange(dirKey(d))
 	return &target{d: d, e: e, unlock: unlock}, nil
 }
 

@@ -42,8 +42,8 @@
 //
 // No lock is held across copy-up data copying, and lookups and reads take
 // no locks at all. A merged listing is built without locks too, with one
-// exception: after lockedBuildAfter builds of it were spoiled by concurrent
-// changes, the next is built under the directory's lock so that it
-// finishes (readdir.go); that lock is taken alone. copyup's own mutex is a
+// exception: when concurrent changes spoiled several lock-free builds of
+// it, the next is built under the directory's lock so that it finishes
+// (readdir.go); that lock is taken alone. copyup's own mutex is a
 // leaf (held only to register in-flight copy-ups).
 package billyunion

@@ -75,7 +75,7 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 	if err != nil {
 		return nil, layer.Errno(err)
 	}
-	fs.invalidate(ud) // O_TRUNC may have changed the size already
+	fs.forget(ud) // O_TRUNC may have changed the size already
 	uf := fs.newFile(p, comps, f, true)
 	key := dirKey(ud)
 	uf.parentKey = &key
@@ -216,7 +216,7 @@ func (f *file) Close() error {
 	f.retired = nil
 	err := ioErr(f.f.Close())
 	if f.parentKey != nil {
-		f.fs.listings.Invalidate(*f.parentKey)
+		f.fs.listings.Forget(*f.parentKey)
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package billyunion
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"slices"
 	"syscall"
@@ -69,20 +70,17 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 		return nil, err
 	}
 	defer d.close()
-	return fs.listings.Get(dirKey(d), signature(d), func(id uint64, spoiled int) ([]os.FileInfo, error) {
-		if spoiled >= lockedBuildAfter && fs.dirHasUpper(d) {
-			// Changes keep landing during lock-free builds: build this
-			// one under the directory lock so it cannot be spoiled.
-			unlock := fs.locks.lock(d.parts[0].st.Ino)
-			defer unlock()
-		}
-		return fs.buildListing(d, id)
-	})
+	build := func(id uint64) ([]os.FileInfo, error) { return fs.buildListing(d, id) }
+	snap, err := fs.listings.Get(dirKey(d), signature(d), build)
+	if errors.Is(err, readdircache.ErrTooManyChanges) && fs.dirHasUpper(d) {
+		// Changes keep spoiling lock-free builds: hold the directory
+		// lock, under which no change can begin, and build again.
+		unlock := fs.locks.lock(d.parts[0].st.Ino)
+		defer unlock()
+		snap, err = fs.listings.Get(dirKey(d), signature(d), build)
+	}
+	return snap, err
 }
-
-// lockedBuildAfter is how many spoiled lock-free builds of one listing
-// call make the next one take the directory lock.
-const lockedBuildAfter = 3
 
 // ListingID names the snapshot a slice returned by ReadDir came from (0 for
 // an empty listing): the NFS layer uses it as the cookie verifier.
@@ -134,10 +132,11 @@ func signature(d *dir) readdircache.Signature {
 	return readdircache.Signature(b)
 }
 
-// invalidate drops the cached listing of the directory d after a change.
-func (fs *FS) invalidate(d *dir) {
+// forget drops the cached listing of the directory d after a change to an
+// entry's attributes.
+func (fs *FS) forget(d *dir) {
 	if d != nil && len(d.parts) > 0 {
-		fs.listings.Invalidate(dirKey(d))
+		fs.listings.Forget(dirKey(d))
 	}
 }
 

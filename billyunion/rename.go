@@ -20,8 +20,8 @@ type pair struct {
 }
 
 func (p *pair) release() {
-	p.od.fs.invalidate(p.od)
-	p.nd.fs.invalidate(p.nd)
+	p.od.fs.listings.EndChange(dirKey(p.od))
+	p.nd.fs.listings.EndChange(dirKey(p.nd))
 	if p.ne.isDir() {
 		p.od.fs.listings.Invalidate(entryKey(&p.ne)) // replaced; its inode may be reused
 	}
@@ -90,6 +90,8 @@ func (fs *FS) lockPair(oldDir []string, oldName string, newDir []string, newName
 			return nil, err
 		}
 		locked.unlock = unlock
+		fs.listings.BeginChange(dirKey(locked.od))
+		fs.listings.BeginChange(dirKey(locked.nd))
 		return locked, nil
 	}
 	return nil, syscall.EAGAIN

@@ -5,13 +5,17 @@
 //
 // Correctness rests on three rules:
 //
-//  1. Every change to a directory through the union calls Invalidate for it
-//     after the change is made. Invalidate drops the cached snapshot and
-//     marks any build in flight for the directory stale.
-//  2. A build that was marked stale is neither published nor returned: it
-//     is retried, so every snapshot returned was built while no change to
-//     its directory was completing, and equals the directory at some
-//     instant of the call.
+//  1. Every change to a directory's entries is bracketed by BeginChange and
+//     EndChange (the union calls them under the directory's lock). Both
+//     drop the cached snapshot and spoil any build in flight, and nothing is
+//     published while a change is in progress, so a build that may have seen
+//     half of a change (a rename's old name gone, its new one not yet read)
+//     is never stored or returned.
+//  2. A spoiled build is retried, so every snapshot returned was built while
+//     no change to its directory was in progress and equals the directory at
+//     some instant of the call. Changes to entries' attributes only (writes,
+//     chmod) call Forget: the cached snapshot is dropped and a build in
+//     flight is returned to its callers but not stored.
 //  3. A snapshot found in the cache is checked against a cheap signature of
 //     the directory's layer parts (stat of each part) before it is served,
 //     so changes made to a layer behind the union's back are noticed on the
@@ -64,7 +68,9 @@ type Cache[E any] struct {
 	mu       sync.Mutex
 	byKey    *lru.Cache[Key, *Snapshot[E]]
 	byID     *lru.Cache[uint64, *Snapshot[E]] // recent snapshots, by verifier
-	inflight map[Key]*build[E]
+	inflight map[Key]*build[E]                // the build new callers share
+	running  map[Key]map[*build[E]]bool       // every build under way, to spoil
+	active   map[Key]int                      // changes in progress, by directory
 	nextID   atomic.Uint64
 
 	hits, misses, stale, retries atomic.Uint64
@@ -75,19 +81,21 @@ type Cache[E any] struct {
 }
 
 type build[E any] struct {
-	done  chan struct{}
-	stale bool // guarded by Cache.mu
-	snap  *Snapshot[E]
-	err   error
+	done    chan struct{}
+	stale   bool // guarded by Cache.mu: a change overlapped the build
+	noStore bool // guarded by Cache.mu: attributes changed; return, don't keep
+	snap    *Snapshot[E]
+	err     error
 }
 
 // ErrTooManyChanges is returned when a directory kept changing during every
-// attempt to build its listing.
+// attempt to build its listing; the caller can then exclude changers (the
+// union takes the directory lock) and call Get again.
 var ErrTooManyChanges = errors.New("readdircache: directory changed during every build attempt")
 
 // maxBuildAttempts bounds the retries of a build that keeps being
 // invalidated; every retry means another caller changed the directory.
-const maxBuildAttempts = 16
+const maxBuildAttempts = 4
 
 // New returns a cache holding at most entries listings by directory (and as
 // many recent snapshots by verifier, for clients paging through an older
@@ -104,7 +112,7 @@ func New[E any](entries int) (*Cache[E], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache[E]{byKey: byKey, byID: byID, inflight: map[Key]*build[E]{}}, nil
+	return &Cache[E]{byKey: byKey, byID: byID, inflight: map[Key]*build[E]{}, running: map[Key]map[*build[E]]bool{}, active: map[Key]int{}}, nil
 }
 
 // SetBeforePublishHook installs a hook that runs between the end of a build
@@ -115,10 +123,7 @@ func (c *Cache[E]) SetBeforePublishHook(f func(Key)) { c.beforePublish = f }
 // directory's signature now; a cached snapshot with another signature is
 // rebuilt. build lists the directory (it runs with no lock held and may be
 // shared by concurrent callers); it receives the ID the snapshot will have
-// if published, so entries can name their snapshot, and the number of
-// earlier attempts that were spoiled by changes, so that under sustained
-// churn it can exclude changers (e.g. take the directory lock) to make
-// progress.
+// if published, so entries can name their snapshot.
 func (c *Cache[E]) Get(key Key, sig Signature, buildFn BuildFunc[E]) (*Snapshot[E], error) {
 	for attempt := 0; attempt < maxBuildAttempts; attempt++ {
 		c.mu.Lock()
@@ -134,6 +139,10 @@ func (c *Cache[E]) Get(key Key, sig Signature, buildFn BuildFunc[E]) (*Snapshot[
 		if !shared {
 			b = &build[E]{done: make(chan struct{})}
 			c.inflight[key] = b
+			if c.running[key] == nil {
+				c.running[key] = map[*build[E]]bool{}
+			}
+			c.running[key][b] = true
 		}
 		c.mu.Unlock()
 
@@ -141,7 +150,7 @@ func (c *Cache[E]) Get(key Key, sig Signature, buildFn BuildFunc[E]) (*Snapshot[
 			<-b.done
 		} else {
 			c.misses.Add(1)
-			c.run(key, sig, b, buildFn, attempt)
+			c.run(key, sig, b, buildFn)
 		}
 		if b.err != nil {
 			return nil, b.err
@@ -154,13 +163,12 @@ func (c *Cache[E]) Get(key Key, sig Signature, buildFn BuildFunc[E]) (*Snapshot[
 	return nil, ErrTooManyChanges
 }
 
-// BuildFunc lists a directory for snapshot id; spoiled counts the earlier
-// attempts of this Get that changes spoiled.
-type BuildFunc[E any] func(id uint64, spoiled int) ([]E, error)
+// BuildFunc lists a directory for snapshot id.
+type BuildFunc[E any] func(id uint64) ([]E, error)
 
-func (c *Cache[E]) run(key Key, sig Signature, b *build[E], buildFn BuildFunc[E], spoiled int) {
+func (c *Cache[E]) run(key Key, sig Signature, b *build[E], buildFn BuildFunc[E]) {
 	id := c.nextID.Add(1)
-	entries, err := buildFn(id, spoiled)
+	entries, err := buildFn(id)
 	if c.beforePublish != nil {
 		c.beforePublish(key)
 	}
@@ -168,14 +176,19 @@ func (c *Cache[E]) run(key Key, sig Signature, b *build[E], buildFn BuildFunc[E]
 	if c.inflight[key] == b {
 		delete(c.inflight, key)
 	}
+	if delete(c.running[key], b); len(c.running[key]) == 0 {
+		delete(c.running, key)
+	}
 	switch {
 	case err != nil:
 		b.err = err
-	case b.stale:
+	case b.stale || c.active[key] > 0:
 		c.stale.Add(1) // dropped: never published, never returned
 	default:
 		s := &Snapshot[E]{ID: id, Key: key, Signature: sig, Entries: entries}
-		c.byKey.Add(key, s)
+		if !b.noStore {
+			c.byKey.Add(key, s)
+		}
 		c.byID.Add(s.ID, s)
 		b.snap = s
 	}
@@ -183,14 +196,49 @@ func (c *Cache[E]) run(key Key, sig Signature, b *build[E], buildFn BuildFunc[E]
 	close(b.done)
 }
 
-// Invalidate drops the directory's cached listing and spoils any build of
-// it in flight. Call it after every change to the directory's entries.
+// BeginChange marks a change to the directory's entries as in progress:
+// until the matching EndChange nothing is published for it.
+func (c *Cache[E]) BeginChange(key Key) {
+	c.mu.Lock()
+	c.active[key]++
+	c.spoilLocked(key)
+	c.mu.Unlock()
+}
+
+// EndChange ends a change begun with BeginChange.
+func (c *Cache[E]) EndChange(key Key) {
+	c.mu.Lock()
+	if c.active[key]--; c.active[key] <= 0 {
+		delete(c.active, key)
+	}
+	c.spoilLocked(key)
+	c.mu.Unlock()
+}
+
+// Invalidate is a change that has already completed: the cached listing is
+// dropped and any build in flight spoiled.
 func (c *Cache[E]) Invalidate(key Key) {
 	c.mu.Lock()
+	c.spoilLocked(key)
+	c.mu.Unlock()
+}
+
+func (c *Cache[E]) spoilLocked(key Key) {
 	c.byKey.Remove(key)
-	if b := c.inflight[key]; b != nil {
+	for b := range c.running[key] {
 		b.stale = true
-		delete(c.inflight, key) // later callers start a fresh build
+	}
+	delete(c.inflight, key) // later callers start a fresh build
+}
+
+// Forget drops the directory's cached listing after a change to some
+// entry's attributes: a build in flight is still returned (its names are
+// right) but not kept.
+func (c *Cache[E]) Forget(key Key) {
+	c.mu.Lock()
+	c.byKey.Remove(key)
+	for b := range c.running[key] {
+		b.noStore = true
 	}
 	c.mu.Unlock()
 }

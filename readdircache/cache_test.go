@@ -23,7 +23,7 @@ func TestStaleBuildIsNeverPublished(t *testing.T) {
 			c.Invalidate(key)          // ...and its invalidation, mid-build
 		}
 	})
-	build := func(uint64, int) ([]string, error) { return append([]string(nil), state...), nil }
+	build := func(uint64) ([]string, error) { return append([]string(nil), state...), nil }
 	s, err := c.Get(key, "sig", build)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func TestStaleBuildIsNeverPublished(t *testing.T) {
 	if calls != 2 {
 		t.Fatalf("expected a rebuild, builds: %d", calls)
 	}
-	again, _ := c.Get(key, "sig", func(uint64, int) ([]string, error) { t.Fatal("should hit"); return nil, nil })
+	again, _ := c.Get(key, "sig", func(uint64) ([]string, error) { t.Fatal("should hit"); return nil, nil })
 	if again != s {
 		t.Fatal("the fresh build was not the one cached")
 	}
@@ -54,7 +54,7 @@ func TestConcurrentRequestsShareOneBuild(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := c.Get(Key{1, 1}, "s", func(uint64, int) ([]int, error) {
+			s, err := c.Get(Key{1, 1}, "s", func(uint64) ([]int, error) {
 				builds.Add(1)
 				<-release
 				return []int{1, 2, 3}, nil
@@ -83,7 +83,7 @@ func TestConcurrentRequestsShareOneBuild(t *testing.T) {
 func TestSignatureChangeRebuilds(t *testing.T) {
 	c, _ := New[int](8)
 	n := 0
-	build := func(uint64, int) ([]int, error) { n++; return []int{n}, nil }
+	build := func(uint64) ([]int, error) { n++; return []int{n}, nil }
 	a, _ := c.Get(Key{1, 1}, "v1", build)
 	b, _ := c.Get(Key{1, 1}, "v1", build)
 	d, _ := c.Get(Key{1, 1}, "v2", build)
@@ -98,10 +98,10 @@ func TestSignatureChangeRebuilds(t *testing.T) {
 func TestBuildErrorIsNotCached(t *testing.T) {
 	c, _ := New[int](8)
 	boom := errors.New("boom")
-	if _, err := c.Get(Key{1, 1}, "s", func(uint64, int) ([]int, error) { return nil, boom }); !errors.Is(err, boom) {
+	if _, err := c.Get(Key{1, 1}, "s", func(uint64) ([]int, error) { return nil, boom }); !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}
-	s, err := c.Get(Key{1, 1}, "s", func(uint64, int) ([]int, error) { return []int{7}, nil })
+	s, err := c.Get(Key{1, 1}, "s", func(uint64) ([]int, error) { return []int{7}, nil })
 	if err != nil || s.Entries[0] != 7 {
 		t.Fatalf("after an error the next call must build: %v %v", s, err)
 	}
@@ -110,7 +110,7 @@ func TestBuildErrorIsNotCached(t *testing.T) {
 func TestBoundedSize(t *testing.T) {
 	c, _ := New[int](4)
 	for i := uint64(0); i < 100; i++ {
-		c.Get(Key{1, i}, "s", func(uint64, int) ([]int, error) { return []int{int(i)}, nil })
+		c.Get(Key{1, i}, "s", func(uint64) ([]int, error) { return []int{int(i)}, nil })
 	}
 	if n := c.Stats().Cached; n != 4 {
 		t.Fatalf("%d listings cached, limit 4", n)

@@ -16,6 +16,10 @@ $BB mount -t sysfs sysfs /sys
 # Keep mount(8)'s state and every temporary file off the host.
 $BB mount -t tmpfs tmpfs /run
 $BB mount -t tmpfs tmpfs /tmp
+# The scripts are reached through their own hostfs mount (host path, like $OUT), because the
+# tmpfs above hides them when the checkout lives under /tmp.
+$BB mkdir -p /run/tests
+$BB mount -t hostfs -o "$TESTS" hostfs /run/tests
 $BB mount -t hostfs -o "$OUT" hostfs /mnt
 # /mnt now is $OUT (writable); the NFS mount goes below /run.
 exec >/mnt/guest.log 2>&1
@@ -51,9 +55,9 @@ until mount -t nfs -o "vers=3,proto=tcp,port=$PORT,mountport=$PORT,mountproto=tc
 done
 echo "guest: mounted $SRV:/ on /run/nfs"
 
-sh "$TESTS/workload.sh" /run/nfs >/mnt/transcript.txt 2>&1
+sh /run/tests/workload.sh /run/nfs >/mnt/transcript.txt 2>&1
 echo "guest: workload exit status $?"
-sh "$TESTS/manifest.sh" /run/nfs >/mnt/merged.manifest 2>/mnt/manifest.err
+sh /run/tests/manifest.sh /run/nfs >/mnt/merged.manifest 2>/mnt/manifest.err
 echo "guest: manifest exit status $?"
 
 cd /

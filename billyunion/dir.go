@@ -413,7 +413,7 @@ func (fs *FS) checkEmpty(d *dir, e *entry) error {
 // through), a lower-only object gets a whiteout. A directory's upper part,
 // which may hold whiteouts, is moved into the work directory first and
 // emptied there, while the lock is still held.
-func (fs *FS) removeLocked(t *target) error {
+func (fs *FS) removeLocked(t *target) (err error) {
 	wd, up, name := fs.work.FD(), fs.upperFD(t.d), t.e.name
 	if !fs.inUpper(&t.e) {
 		wo, err := fs.newWhiteout()
@@ -429,6 +429,13 @@ func (fs *FS) removeLocked(t *target) error {
 	needWhiteout, err := fs.lowerPositive(t.d, name)
 	if err != nil {
 		return err
+	}
+	if id, ok := fs.removedID(t.d, &t.e); ok {
+		defer func() {
+			if err == nil {
+				fs.moves.forget(id)
+			}
+		}()
 	}
 	isDir := t.e.isDir()
 	if needWhiteout {

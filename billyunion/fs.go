@@ -73,6 +73,12 @@ type FS struct {
 	layerUUID [][16]byte
 	// listings caches merged directory listings (readdircache).
 	listings *readdircache.Cache[os.FileInfo]
+	// rootPaths holds each layer root's path as the kernel reports it
+	// (export.go matches reconnected handles against them).
+	rootPaths []string
+	// moves records where renamed and linked objects went (moves.go); nil
+	// when read-only.
+	moves *moves
 }
 
 var (
@@ -161,6 +167,27 @@ func New(opts Options) (*FS, error) {
 	if fs.listings, err = readdircache.New[os.FileInfo](size); err != nil {
 		return nil, fmt.Errorf("billyunion: %w", err)
 	}
+	for _, l := range fs.layers {
+		p, err := os.Readlink(layer.ProcPath(l.Root))
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: %w", err)
+		}
+		fs.rootPaths = append(fs.rootPaths, p)
+	}
+	if err := fs.checkHandles(); err != nil {
+		return nil, err
+	}
+	if fs.hasUpper {
+		wl, err := layer.Open(opts.Work)
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: work directory: %w", err)
+		}
+		fs.moves, err = openMoves(wl.Root, fs)
+		wl.Close()
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: work directory %s: %w", opts.Work, err)
+		}
+	}
 	ok = true
 	return fs, nil
 }
@@ -196,6 +223,8 @@ func (fs *FS) Close() error {
 		l.Close()
 	}
 	fs.layers = nil
+	fs.moves.close()
+	fs.moves = nil
 	if fs.work != nil {
 		fs.work.Close()
 		fs.work = nil

@@ -220,6 +220,9 @@ func (fs *FS) renameLocked(p *pair) error {
 	if err != nil {
 		return err
 	}
+	if err := fs.recordMove(p.od, &p.oe, p.nd, newName); err != nil {
+		return err
+	}
 	switch {
 	case whiteoutOld && p.ne.upperWhiteout:
 		// Swap: the object goes to the new name, the whiteout to the old.
@@ -327,6 +330,9 @@ func (fs *FS) Link(oldpath, newpath string) error {
 		if err := copyup.MarkImpure(np, fs.x); err != nil {
 			return layer.Errno(err)
 		}
+	}
+	if err := fs.recordMove(p.od, &p.oe, p.nd, newName); err != nil {
+		return err
 	}
 	if !p.ne.upperWhiteout {
 		return layer.Errno(unix.Linkat(op, oldName, np, newName, 0))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -10,27 +11,64 @@ import (
 
 	billy "github.com/go-git/go-billy/v5"
 	nfs "github.com/willscott/go-nfs"
-	"github.com/willscott/go-nfs/helpers"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+	"github.com/ovlnfs/ovlnfs/handles"
 )
 
-// handleCacheSize bounds go-nfs's in-memory handle cache. It is large because an evicted
-// handle turns into ESTALE on the client, and because go-nfs caps a READDIR reply at half of
-// HandleLimit() entries.
-const handleCacheSize = 1 << 20
+// handleLimit is what go-nfs asks of HandleLimit(); it only uses it to cap the entries of
+// one READDIR reply (at half of it), since handles here are not kept in a cache that
+// could run out.
+const handleLimit = 1 << 20
 
-// newNFSHandler builds the go-nfs Handler that serves union. It is the one place that
-// decides how file handles are made.
-//
-// TEMPORARY: handles come from go-nfs's stock CachingHandler (random ids in a bounded
-// in-memory LRU), so every handle goes stale when the server restarts or evicts it. The
-// issue "stable handles" (package handles/) replaces the CachingHandler here; the export
-// behaviour (auth flavors, FSStat, ".." at the root) stays in exportHandler and
-// rootParentHandler.
-func newNFSHandler(union billy.Filesystem, statfsPath string, readOnly bool, logger *slog.Logger) nfs.Handler {
-	export := &exportHandler{union: union, statfsPath: statfsPath, readOnly: readOnly, logger: logger}
-	return &rootParentHandler{inner: helpers.NewCachingHandler(export, handleCacheSize)}
+// newNFSHandler builds the go-nfs Handler that serves union through served (the
+// filesystem go-nfs calls). It is the one place that decides how file handles are made:
+// package handles derives them from the objects' persistent identities.
+func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath string, readOnly bool, logger *slog.Logger) (nfs.Handler, error) {
+	hs, err := handles.New(union, handles.Options{Logger: logger.With("component", "handles")})
+	if err != nil {
+		return nil, err
+	}
+	export := &exportHandler{union: served, statfsPath: statfsPath, readOnly: readOnly, logger: logger}
+	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}}, nil
 }
+
+// identityHandler gives go-nfs handles from package handles: persistent, stable across
+// copy-up, rename and restart.
+type identityHandler struct {
+	*exportHandler
+	handles *handles.Handles
+}
+
+func (h *identityHandler) ToHandle(_ billy.Filesystem, path []string) []byte {
+	fh, err := h.handles.ToHandle(path)
+	if err != nil {
+		// go-nfs has no way to fail here; the client gets an empty handle, which
+		// resolves to nothing (STALE) rather than to a wrong object.
+		h.logger.Warn("cannot make a file handle", "path", strings.Join(path, "/"), "err", err)
+		return nil
+	}
+	return fh
+}
+
+func (h *identityHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
+	path, err := h.handles.FromHandle(fh)
+	if err != nil {
+		if errors.Is(err, handles.ErrBadHandle) {
+			h.logger.Debug("malformed file handle", "len", len(fh))
+		}
+		return nil, nil, err
+	}
+	return h.union, path, nil
+}
+
+func (h *identityHandler) InvalidateHandle(_ billy.Filesystem, fh []byte) error {
+	h.handles.Forget(fh)
+	return nil
+}
+
+func (h *identityHandler) HandleLimit() int { return handleLimit }
 
 // exportHandler answers MOUNT and FSSTAT for the single export "/".
 type exportHandler struct {
@@ -115,15 +153,6 @@ func (h *exportHandler) FSStat(ctx context.Context, _ billy.Filesystem, s *nfs.F
 	}
 	return nil
 }
-
-// The handle methods are supplied by the CachingHandler wrapped around exportHandler; go-nfs
-// never calls these.
-func (h *exportHandler) ToHandle(billy.Filesystem, []string) []byte { return nil }
-func (h *exportHandler) FromHandle([]byte) (billy.Filesystem, []string, error) {
-	return nil, nil, &nfs.NFSStatusError{NFSStatus: nfs.NFSStatusStale}
-}
-func (h *exportHandler) InvalidateHandle(billy.Filesystem, []byte) error { return nil }
-func (h *exportHandler) HandleLimit() int                                { return handleCacheSize }
 
 // rootPath is how rootParentHandler presents the export root to go-nfs.
 var rootPath = []string{"."}

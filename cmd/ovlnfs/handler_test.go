@@ -2,21 +2,31 @@ package main
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
-	"github.com/willscott/go-nfs/helpers/memfs"
+	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
 // go-nfs answers LOOKUP ".." with ACCES when the directory's path is empty and otherwise
 // uses path[:len-1] as the parent; the root must therefore decode to a one-element path
 // whose parent path encodes back to the root handle.
 func TestRootParentIsRoot(t *testing.T) {
-	fs := memfs.New()
-	if err := fs.MkdirAll("a/b", 0o755); err != nil {
+	lower := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(lower, "a/b"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := newNFSHandler(fs, t.TempDir(), false, slog.New(slog.DiscardHandler))
+	fs, err := billyunion.New(billyunion.Options{Lowers: []string{lower}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	h, err := newNFSHandler(fs, fs, lower, true, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	root := h.ToHandle(fs, []string{})
 	_, p, err := h.FromHandle(root)
 	if err != nil || len(p) == 0 {

@@ -87,7 +87,11 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	if readOnly {
 		statfsPath = cfg.lowers[0]
 	}
-	handler := newNFSHandler(served, statfsPath, readOnly, logger)
+	handler, err := newNFSHandler(union, served, statfsPath, readOnly, logger)
+	if err != nil {
+		cleanup()
+		return refused("%v", err)
+	}
 	front := newFrontEnd(logger, handler, errnos)
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.

@@ -1,0 +1,173 @@
+package handles
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/fnv"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+)
+
+// The wire format, version 1 (at most MaxSize bytes):
+//
+//	0      version (1)
+//	1..4   export id: the layer set's id, big-endian
+//	5      flags: flagDir, flagHint, flagHashedName
+//	       object:  fs index | handle type | length | handle bytes
+//	       with flagHint:
+//	         parent: fs index | handle type | length | handle bytes
+//	         name:   length | bytes, or with flagHashedName an 8-byte
+//	                 FNV-1a hash of a name too long to fit
+//
+// Nothing else follows; a handle with trailing bytes is malformed.
+const (
+	MaxSize = 64 // NFSv3's limit (RFC 1813 NFS3_FHSIZE)
+
+	formatVersion = 1
+	headerSize    = 6
+
+	flagDir        = 1 << 0
+	flagHint       = 1 << 1
+	flagHashedName = 1 << 2
+	knownFlags     = flagDir | flagHint | flagHashedName
+)
+
+// ErrBadHandle is returned for bytes that are not a handle of this format.
+var ErrBadHandle = errors.New("handles: malformed file handle")
+
+// errTooBig: the object's kernel handle leaves no room in MaxSize bytes.
+var errTooBig = errors.New("handles: the layer filesystem's file handles are too large for NFSv3")
+
+// handle is a decoded handle.
+type handle struct {
+	export   uint32
+	dir      bool
+	obj      billyunion.ObjectID
+	hasHint  bool
+	parent   billyunion.ObjectID
+	name     string // when the name was stored whole
+	nameHash uint64 // when it was hashed
+	hashed   bool
+}
+
+func nameHash(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+func appendID(b []byte, id billyunion.ObjectID) ([]byte, bool) {
+	if id.Type < 0 || id.Type > 255 || len(id.Handle) == 0 || len(id.Handle) > 255 {
+		return b, false
+	}
+	b = append(b, id.FS, byte(id.Type), byte(len(id.Handle)))
+	return append(b, id.Handle...), true
+}
+
+func idSize(id billyunion.ObjectID) int { return 3 + len(id.Handle) }
+
+// encode builds the handle for h. The hint is dropped when it cannot fit;
+// the name is hashed when it alone does not fit.
+func encode(h *handle) ([]byte, error) {
+	b := make([]byte, 0, MaxSize)
+	b = append(b, formatVersion)
+	b = binary.BigEndian.AppendUint32(b, h.export)
+	flags := byte(0)
+	if h.dir {
+		flags |= flagDir
+	}
+	left := MaxSize - headerSize - idSize(h.obj)
+	if left < 0 {
+		return nil, errTooBig
+	}
+	hint := h.hasHint && left >= idSize(h.parent)+1+1 // room for at least a one-byte name
+	inline := false
+	if hint {
+		left -= idSize(h.parent)
+		inline = 1+len(h.name) <= left
+		if !inline && left < 8 {
+			hint = false
+		}
+	}
+	if hint {
+		flags |= flagHint
+		if !inline {
+			flags |= flagHashedName
+		}
+	}
+	b = append(b, flags)
+	b, ok := appendID(b, h.obj)
+	if !ok {
+		return nil, errTooBig
+	}
+	if hint {
+		if b, ok = appendID(b, h.parent); !ok {
+			return nil, errTooBig
+		}
+		if inline {
+			b = append(b, byte(len(h.name)))
+			b = append(b, h.name...)
+		} else {
+			b = binary.BigEndian.AppendUint64(b, nameHash(h.name))
+		}
+	}
+	return b, nil
+}
+
+func readID(b []byte) (billyunion.ObjectID, []byte, bool) {
+	if len(b) < 3 {
+		return billyunion.ObjectID{}, nil, false
+	}
+	n := int(b[2])
+	if n == 0 || len(b) < 3+n {
+		return billyunion.ObjectID{}, nil, false
+	}
+	id := billyunion.ObjectID{FS: b[0], Type: int32(b[1]), Handle: append([]byte(nil), b[3:3+n]...)}
+	return id, b[3+n:], true
+}
+
+// decode parses and validates a handle; ErrBadHandle for anything that is
+// not exactly a version-1 handle (the export id is checked by the caller).
+func decode(b []byte) (*handle, error) {
+	if len(b) < headerSize || len(b) > MaxSize || b[0] != formatVersion {
+		return nil, ErrBadHandle
+	}
+	flags := b[5]
+	if flags&^knownFlags != 0 || (flags&flagHashedName != 0 && flags&flagHint == 0) ||
+		(flags&flagDir != 0 && flags&flagHint != 0) {
+		return nil, ErrBadHandle
+	}
+	h := &handle{export: binary.BigEndian.Uint32(b[1:5]), dir: flags&flagDir != 0}
+	rest := b[headerSize:]
+	var ok bool
+	if h.obj, rest, ok = readID(rest); !ok {
+		return nil, ErrBadHandle
+	}
+	if flags&flagHint != 0 {
+		h.hasHint = true
+		if h.parent, rest, ok = readID(rest); !ok {
+			return nil, ErrBadHandle
+		}
+		if flags&flagHashedName != 0 {
+			if len(rest) != 8 {
+				return nil, ErrBadHandle
+			}
+			h.hashed = true
+			h.nameHash = binary.BigEndian.Uint64(rest)
+			rest = nil
+		} else {
+			if len(rest) < 1 || len(rest) != 1+int(rest[0]) {
+				return nil, ErrBadHandle
+			}
+			h.name = string(rest[1:])
+			if billyunion.ValidName(h.name) != nil {
+				return nil, ErrBadHandle
+			}
+			rest = nil
+		}
+	}
+	if len(rest) != 0 {
+		return nil, ErrBadHandle
+	}
+	return h, nil
+}

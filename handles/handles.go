@@ -1,0 +1,211 @@
+package handles
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+)
+
+// Union is what handles needs from the union (billyunion.FS).
+type Union interface {
+	Identify(path string) (billyunion.Identity, error)
+	IdentifyWithParent(path string) (billyunion.Identity, billyunion.ObjectID, bool, error)
+	FindDir(id billyunion.ObjectID) (string, error)
+	FindConnected(id billyunion.ObjectID) (string, error)
+	Locations(id billyunion.ObjectID) ([]billyunion.Location, error)
+	ReadDir(path string) ([]os.FileInfo, error)
+	LayerSetID() uint32
+}
+
+// Options configures Handles.
+type Options struct {
+	// CacheEntries bounds the identity -> path cache; 0 means
+	// DefaultCacheEntries. A miss costs a resolution (a few lookups), never
+	// a stale handle.
+	CacheEntries int
+	Logger       *slog.Logger
+}
+
+// DefaultCacheEntries is the path cache size when none is configured.
+const DefaultCacheEntries = 1 << 18
+
+// Handles makes and resolves file handles for one union.
+type Handles struct {
+	union  Union
+	export uint32
+	// paths maps an identity (ObjectID.Key) to the path it was last
+	// confirmed at. Entries are hints like any other: every use is
+	// confirmed with the union.
+	paths *lru.Cache[string, string]
+	log   *slog.Logger
+}
+
+// New returns Handles for union.
+func New(union Union, opts Options) (*Handles, error) {
+	size := opts.CacheEntries
+	if size == 0 {
+		size = DefaultCacheEntries
+	}
+	if size < 0 {
+		return nil, errors.New("handles: cache size must be positive")
+	}
+	paths, err := lru.New[string, string](size)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handles{union: union, export: union.LayerSetID(), paths: paths, log: log}, nil
+}
+
+// ToHandle returns the handle of the object at path (components from the
+// export root; none for the root).
+func (h *Handles) ToHandle(path []string) ([]byte, error) {
+	p := strings.Join(path, "/")
+	obj, parent, hasParent, err := h.union.IdentifyWithParent(p)
+	if err != nil {
+		return nil, err
+	}
+	hd := &handle{export: h.export, dir: obj.Dir, obj: obj.ID}
+	if !obj.Dir && hasParent && len(path) > 0 {
+		hd.hasHint, hd.parent, hd.name = true, parent, path[len(path)-1]
+	}
+	b, err := encode(hd)
+	if err != nil {
+		return nil, err
+	}
+	h.paths.Add(obj.ID.Key(), p)
+	return b, nil
+}
+
+// FromHandle returns the current path of the object fh names.
+// ErrBadHandle for bytes that are no handle, ESTALE for a handle of another
+// configuration or of an object that is gone.
+func (h *Handles) FromHandle(fh []byte) ([]string, error) {
+	hd, err := decode(fh)
+	if err != nil {
+		return nil, err
+	}
+	if hd.export != h.export {
+		return nil, syscall.ESTALE
+	}
+	p, err := h.resolve(hd)
+	if err != nil {
+		return nil, err
+	}
+	if p == "" {
+		return []string{}, nil
+	}
+	return strings.Split(p, "/"), nil
+}
+
+// Forget drops what is cached for fh's object (go-nfs calls it after a
+// rename or remove); the handle itself stays valid while the object lives.
+func (h *Handles) Forget(fh []byte) {
+	if hd, err := decode(fh); err == nil {
+		h.paths.Remove(hd.obj.Key())
+	}
+}
+
+// CachedPaths is the number of identities with a cached path.
+func (h *Handles) CachedPaths() int { return h.paths.Len() }
+
+// confirm reports whether the object at p is id (and a directory iff dir).
+func (h *Handles) confirm(p string, id billyunion.ObjectID, dir bool) bool {
+	got, err := h.union.Identify(p)
+	return err == nil && got.Dir == dir && got.ID.Equal(id)
+}
+
+func (h *Handles) resolve(hd *handle) (string, error) {
+	key := hd.obj.Key()
+	if p, ok := h.paths.Get(key); ok {
+		if h.confirm(p, hd.obj, hd.dir) {
+			return p, nil
+		}
+		h.paths.Remove(key)
+	}
+	if hd.dir {
+		return h.resolveDir(hd.obj)
+	}
+	found := func(p string) (string, error) {
+		h.paths.Add(key, p)
+		return p, nil
+	}
+	if hd.hasHint {
+		if dir, err := h.resolveDir(hd.parent); err == nil {
+			if !hd.hashed {
+				if p := join(dir, hd.name); h.confirm(p, hd.obj, false) {
+					return found(p)
+				}
+			} else if p, ok := h.scanForHash(dir, hd); ok {
+				return found(p)
+			}
+		}
+	}
+	locs, err := h.union.Locations(hd.obj)
+	if err != nil {
+		h.log.Warn("reading the moves index", "err", err)
+	}
+	for _, loc := range locs {
+		if dir, err := h.resolveDir(loc.Parent); err == nil {
+			if p := join(dir, loc.Name); h.confirm(p, hd.obj, false) {
+				return found(p)
+			}
+		}
+	}
+	if p, err := h.union.FindConnected(hd.obj); err == nil && h.confirm(p, hd.obj, false) {
+		return found(p)
+	}
+	return "", syscall.ESTALE
+}
+
+// resolveDir finds a directory by identity: cache, then the kernel's
+// reconnection of its handle.
+func (h *Handles) resolveDir(id billyunion.ObjectID) (string, error) {
+	key := id.Key()
+	if p, ok := h.paths.Get(key); ok {
+		if h.confirm(p, id, true) {
+			return p, nil
+		}
+		h.paths.Remove(key)
+	}
+	p, err := h.union.FindDir(id)
+	if err != nil || !h.confirm(p, id, true) {
+		return "", syscall.ESTALE
+	}
+	h.paths.Add(key, p)
+	return p, nil
+}
+
+// scanForHash finds a name too long for the handle among dir's entries by
+// its hash (one listing, served from the union's listing cache when warm).
+func (h *Handles) scanForHash(dir string, hd *handle) (string, bool) {
+	entries, err := h.union.ReadDir(dir)
+	if err != nil {
+		return "", false
+	}
+	for _, fi := range entries {
+		if nameHash(fi.Name()) != hd.nameHash {
+			continue
+		}
+		if p := join(dir, fi.Name()); h.confirm(p, hd.obj, false) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}

@@ -16,10 +16,10 @@ import (
 // stack is a real union on temporary layers: two lowers, an upper, a work
 // directory.
 type stack struct {
-	t                          testing.TB
+	t                         testing.TB
 	root, l1, l2, upper, work string
-	fs                         *billyunion.FS
-	h                          *Handles
+	fs                        *billyunion.FS
+	h                         *Handles
 }
 
 func requireRoot(t testing.TB) {

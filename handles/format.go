@@ -19,7 +19,11 @@ import (
 //	         name:   length | bytes, or with flagHashedName an 8-byte
 //	                 FNV-1a hash of a name too long to fit
 //
-// Nothing else follows; a handle with trailing bytes is malformed.
+// then zero bytes up to a multiple of 4. go-nfs reads handles with an XDR
+// opaque decoder that does not skip the padding after an opaque whose
+// length is not a multiple of 4, and so misreads the arguments that follow;
+// handles of such lengths are never made. Anything else trailing makes a
+// handle malformed.
 const (
 	MaxSize = 64 // NFSv3's limit (RFC 1813 NFS3_FHSIZE)
 
@@ -111,6 +115,9 @@ func encode(h *handle) ([]byte, error) {
 			b = binary.BigEndian.AppendUint64(b, nameHash(h.name))
 		}
 	}
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
 	return b, nil
 }
 
@@ -129,7 +136,7 @@ func readID(b []byte) (billyunion.ObjectID, []byte, bool) {
 // decode parses and validates a handle; ErrBadHandle for anything that is
 // not exactly a version-1 handle (the export id is checked by the caller).
 func decode(b []byte) (*handle, error) {
-	if len(b) < headerSize || len(b) > MaxSize || b[0] != formatVersion {
+	if len(b) < headerSize || len(b) > MaxSize || len(b)%4 != 0 || b[0] != formatVersion {
 		return nil, ErrBadHandle
 	}
 	flags := b[5]
@@ -149,25 +156,31 @@ func decode(b []byte) (*handle, error) {
 			return nil, ErrBadHandle
 		}
 		if flags&flagHashedName != 0 {
-			if len(rest) != 8 {
+			if len(rest) < 8 {
 				return nil, ErrBadHandle
 			}
 			h.hashed = true
 			h.nameHash = binary.BigEndian.Uint64(rest)
-			rest = nil
+			rest = rest[8:]
 		} else {
-			if len(rest) < 1 || len(rest) != 1+int(rest[0]) {
+			if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
 				return nil, ErrBadHandle
 			}
-			h.name = string(rest[1:])
+			h.name = string(rest[1 : 1+int(rest[0])])
 			if billyunion.ValidName(h.name) != nil {
 				return nil, ErrBadHandle
 			}
-			rest = nil
+			rest = rest[1+int(rest[0]):]
 		}
 	}
-	if len(rest) != 0 {
+	// Only the padding may follow.
+	if len(rest) > 3 {
 		return nil, ErrBadHandle
+	}
+	for _, c := range rest {
+		if c != 0 {
+			return nil, ErrBadHandle
+		}
 	}
 	return h, nil
 }

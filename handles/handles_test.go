@@ -328,7 +328,7 @@ func TestForeignAndForgedHandles(t *testing.T) {
 		}
 	}
 	// Malformed bytes.
-	for _, b := range [][]byte{nil, {1}, bytes.Repeat([]byte{0xff}, 64), append(append([]byte(nil), good.fh...), 0), good.fh[:len(good.fh)-1], make([]byte, 65)} {
+	for _, b := range [][]byte{nil, {1}, bytes.Repeat([]byte{0xff}, 64), append(append([]byte(nil), good.fh...), 0, 0, 0, 0), good.fh[:len(good.fh)-4], append(good.fh[:len(good.fh):len(good.fh)], 1, 0, 0, 0), make([]byte, 65)} {
 		if p, err := s.h.FromHandle(b); err == nil {
 			t.Fatalf("malformed %x resolved to %q", b, p)
 		}
@@ -349,7 +349,7 @@ func TestHandleFormatRoundTrip(t *testing.T) {
 		{handle{export: 7, obj: id(40), hasHint: true, parent: id(40), name: "x"}, false, false},
 	} {
 		b, err := encode(&tc.h)
-		if err != nil || len(b) > MaxSize {
+		if err != nil || len(b) > MaxSize || len(b)%4 != 0 {
 			t.Fatalf("encode %+v: %d bytes, %v", tc.h, len(b), err)
 		}
 		got, err := decode(b)

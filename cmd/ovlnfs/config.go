@@ -27,6 +27,9 @@ type serveConfig struct {
 	listen      string
 	logFormat   string
 	logLevel    slog.Level
+	// handleCacheEntries bounds the file handle -> path cache (0: the default). Only speed
+	// depends on it: a handle that is not cached is resolved from disk.
+	handleCacheEntries int
 }
 
 // configError is a configuration the server refuses before touching anything. main turns it
@@ -47,6 +50,7 @@ type rawServeFlags struct {
 	readOnly                    bool
 	listen                      string
 	logFormat, logLevel         string
+	handleCacheEntries          int
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -60,6 +64,7 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.StringVar(&raw.listen, "listen", defaultListen, "HOST:PORT for NFSv3 and MOUNT (both on this one TCP port)")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
+	fs.IntVar(&raw.handleCacheEntries, "handle-cache-entries", 0, "file handles whose current path is kept in memory (default 262144); a handle not cached is resolved from disk, never answered STALE")
 	return fs
 }
 
@@ -76,7 +81,10 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		return nil, refuse("unexpected argument %q (paths are given with --lowerdir/--upperdir/--workdir or -o)", fs.Arg(0))
 	}
 
-	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat}
+	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries}
+	if raw.handleCacheEntries < 0 {
+		return nil, refuse("--handle-cache-entries must be 0 (the default) or more, not %d", raw.handleCacheEntries)
+	}
 	switch raw.logFormat {
 	case "text", "json":
 	default:

@@ -25,8 +25,8 @@ const handleLimit = 1 << 20
 // newNFSHandler builds the go-nfs Handler that serves union through served (the
 // filesystem go-nfs calls). It is the one place that decides how file handles are made:
 // package handles derives them from the objects' persistent identities.
-func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath string, readOnly bool, logger *slog.Logger) (nfs.Handler, error) {
-	hs, err := handles.New(union, handles.Options{Logger: logger.With("component", "handles")})
+func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath string, readOnly bool, handleCacheEntries int, logger *slog.Logger) (nfs.Handler, error) {
+	hs, err := handles.New(union, handles.Options{CacheEntries: handleCacheEntries, Logger: logger.With("component", "handles")})
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	if readOnly {
 		statfsPath = cfg.lowers[0]
 	}
-	handler, err := newNFSHandler(union, served, statfsPath, readOnly, logger)
+	handler, err := newNFSHandler(union, served, statfsPath, readOnly, cfg.handleCacheEntries, logger)
 	if err != nil {
 		cleanup()
 		return refused("%v", err)

@@ -6,6 +6,8 @@
 #   TESTS    host directory holding workload.sh and manifest.sh
 #   SRV PORT the ovlnfs server's address and port
 #   GUEST_IP the guest's address (/24) on eth0
+#   WORKLOAD the script in $TESTS to run on the mount (default workload.sh)
+#   NFSOPTS  extra NFS mount options (comma-separated), if any
 # Every outcome is written to $OUT; the host decides pass or fail.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 BB=/bin/busybox
@@ -48,14 +50,14 @@ $BB ip link set eth0 up
 
 mkdir -p /run/nfs
 i=0
-until mount -t nfs -o "vers=3,proto=tcp,port=$PORT,mountport=$PORT,mountproto=tcp,nolock,noacl,addr=$SRV,mountaddr=$SRV" "$SRV:/" /run/nfs; do
+until mount -t nfs -o "vers=3,proto=tcp,port=$PORT,mountport=$PORT,mountproto=tcp,nolock,noacl,addr=$SRV,mountaddr=$SRV${NFSOPTS:+,$NFSOPTS}" "$SRV:/" /run/nfs; do
 	i=$((i + 1))
 	[ $i -ge 5 ] && { echo "guest: mount failed"; finish 91; }
 	sleep 1
 done
 echo "guest: mounted $SRV:/ on /run/nfs"
 
-sh /run/tests/workload.sh /run/nfs >/mnt/transcript.txt 2>&1
+sh "/run/tests/${WORKLOAD:-workload.sh}" /run/nfs >/mnt/transcript.txt 2>&1
 echo "guest: workload exit status $?"
 sh /run/tests/manifest.sh /run/nfs >/mnt/merged.manifest 2>/mnt/manifest.err
 echo "guest: manifest exit status $?"

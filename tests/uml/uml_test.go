@@ -202,7 +202,7 @@ func newNetns(t *testing.T) string {
 
 // runGuest boots UML in the namespace; the guest mounts the export, runs the workload and
 // the manifest and writes them to out.
-func runGuest(t *testing.T, ns, testsDir, out string) {
+func runGuest(t *testing.T, ns, testsDir, out string, extraArgs ...string) {
 	version := strings.TrimSpace(sh(t, 10*time.Second, "linux.uml", "--version"))
 	t.Logf("booting UML %s", version)
 	args := []string{"netns", "exec", ns, "linux.uml",
@@ -211,6 +211,7 @@ func runGuest(t *testing.T, ns, testsDir, out string) {
 		"con=null", "con0=fd:0,fd:1", "eth0=tuntap," + tapName,
 		"OUT=" + out, "TESTS=" + testsDir, "SRV=" + serverIP, "PORT=" + nfsPort, "GUEST_IP=" + guestIP,
 	}
+	args = append(args, extraArgs...)
 	cmd := exec.Command("ip", args...)
 	console, err := os.Create(filepath.Join(out, "uml-console.txt"))
 	if err != nil {

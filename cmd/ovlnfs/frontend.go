@@ -97,6 +97,7 @@ type frontEnd struct {
 	logger  *slog.Logger
 	handler nfs.Handler // decodes handles for the calls the front end repairs
 	errnos  *errnoRecorder
+	mounts  *mountTable
 
 	mu       sync.Mutex
 	conns    map[*frontConn]struct{}
@@ -105,7 +106,8 @@ type frontEnd struct {
 }
 
 func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder) *frontEnd {
-	return &frontEnd{logger: logger, handler: handler, errnos: errnos, conns: make(map[*frontConn]struct{})}
+	return &frontEnd{logger: logger, handler: handler, errnos: errnos, mounts: newMountTable(),
+		conns: make(map[*frontConn]struct{})}
 }
 
 // frontListener hands go-nfs wrapped connections.
@@ -172,6 +174,7 @@ type pendingCall struct {
 	started    time.Time
 	errnoKey   *errnoKey // set for calls whose failure status is repaired
 	isLink     bool      // the reply needs go-nfs's LINK layout turned into LINK3res
+	mountDir   string    // MNT: the directory asked for, entered in the DUMP list on success
 }
 
 type frontConn struct {
@@ -183,6 +186,8 @@ type frontConn struct {
 
 	// write side, used only by go-nfs's writer goroutine
 	out []byte // reply bytes received from go-nfs, not yet a whole record
+
+	wmu sync.Mutex // serialises whole records on Conn: go-nfs's replies and the front end's own
 
 	mu     sync.Mutex
 	calls  map[uint32]*pendingCall // by xid
@@ -226,6 +231,17 @@ func (c *frontConn) nextRequest() error {
 			}
 			c.fe.logger.Error("reading request", "client", c.RemoteAddr().String(), "err", err)
 			return err
+		}
+		if h, ok := parseCallHeader(record); ok {
+			if reply := c.fe.localReply(h, record, hostOf(c.RemoteAddr())); reply != nil {
+				c.fe.logger.Debug("rpc answered by the front end", "xid", h.xid, "prog", h.prog,
+					"vers", h.vers, "proc", h.proc, "reply", describeReply(reply))
+				if err := c.writeRecord(reply); err != nil {
+					c.Close()
+					return io.EOF
+				}
+				continue
+			}
 		}
 		call, record, ok := c.inspectCall(record)
 		if !ok {
@@ -320,22 +336,23 @@ func withRecordMark(record []byte) []byte {
 // inspectCall parses a call record's header and, for the calls the front end repairs,
 // their arguments. It returns the (possibly rewritten) record.
 func (c *frontConn) inspectCall(record []byte) (*pendingCall, []byte, bool) {
-	r := xdrReader{buf: record}
-	_ = r.uint32() // xid
-	msgType := r.uint32()
-	_ = r.uint32() // rpc version
-	prog, vers, proc := r.uint32(), r.uint32(), r.uint32()
-	r.skipAuth() // credential
-	r.skipAuth() // verifier
-	if r.err != nil || msgType != rpcCall {
+	h, ok := parseCallHeader(record)
+	if !ok {
 		return nil, record, false
 	}
-	call := &pendingCall{prog: prog, proc: proc, started: time.Now()}
-	if prog != progNFS || vers != 3 {
+	call := &pendingCall{prog: h.prog, proc: h.proc, started: time.Now()}
+	r := xdrReader{buf: record, pos: h.argsAt}
+	if h.prog == progMount && h.proc == mountProcMnt {
+		if dir := r.opaque(); r.err == nil {
+			call.mountDir = string(dir)
+		}
 		return call, record, true
 	}
-	argsAt := r.pos
-	switch proc {
+	if h.prog != progNFS || h.vers != 3 {
+		return call, record, true
+	}
+	argsAt := h.argsAt
+	switch h.proc {
 	case procRemove, procRmdir:
 		dir, name := r.opaque(), r.opaque()
 		if path, ok := c.childPath(dir, name, r.err); ok {
@@ -419,7 +436,7 @@ func (c *frontConn) Write(p []byte) (int, error) {
 		if reply == nil {
 			continue
 		}
-		if _, err := c.Conn.Write(withRecordMark(reply)); err != nil {
+		if err := c.writeRecord(reply); err != nil {
 			return 0, err
 		}
 	}
@@ -429,12 +446,20 @@ func (c *frontConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (c *frontConn) writeRecord(record []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.Conn.Write(withRecordMark(record))
+	return err
+}
+
 // finishReply repairs and traces one reply record; nil drops it (go-nfs writes an empty
 // record when a connection's context ends mid-request).
 func (c *frontConn) finishReply(record []byte) []byte {
 	if len(record) < 8 {
 		return nil
 	}
+	fixAcceptStat(record)
 	xid := binary.BigEndian.Uint32(record)
 	c.mu.Lock()
 	call := c.calls[xid]
@@ -446,6 +471,10 @@ func (c *frontConn) finishReply(record []byte) []byte {
 	defer c.fe.inflight.Done()
 
 	statusAt, ok := replyResultOffset(record)
+	if ok && call.prog == progMount && call.proc == mountProcMnt && statusAt+4 <= len(record) &&
+		binary.BigEndian.Uint32(record[statusAt:]) == 0 {
+		c.fe.mounts.add(hostOf(c.RemoteAddr()), call.mountDir)
+	}
 	status := uint32(0)
 	hasStatus := ok && call.prog == progNFS && call.proc != 0 && statusAt+4 <= len(record)
 	if hasStatus {

@@ -49,8 +49,7 @@ func dialRPC(t testing.TB, addr string) *rpcClient {
 func (c *rpcClient) readLoop() {
 	defer close(c.done)
 	for {
-		fc := &frontConn{Conn: c.conn}
-		record, err := fc.readRecord()
+		record, err := readRecord(c.conn)
 		if err != nil {
 			c.mu.Lock()
 			c.err = err

@@ -37,6 +37,7 @@ type frontEnd struct {
 	handler nfs.Handler // decodes handles for the calls the front end repairs
 	errnos  *errnoRecorder
 	mounts  *mountTable
+	syncer  syncer        // makes WRITE and COMMIT data durable before their replies
 	pl      *pipeListener // set by listen
 
 	mu       sync.Mutex
@@ -45,8 +46,8 @@ type frontEnd struct {
 	inflight sync.WaitGroup
 }
 
-func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder) *frontEnd {
-	return &frontEnd{logger: logger, handler: handler, errnos: errnos, mounts: newMountTable(),
+func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder, sync syncer) *frontEnd {
+	return &frontEnd{logger: logger, handler: handler, errnos: errnos, mounts: newMountTable(), syncer: sync,
 		conns: make(map[*clientConn]struct{})}
 }
 

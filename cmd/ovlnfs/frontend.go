@@ -32,10 +32,14 @@ const (
 	progNFS   = 100003
 	progMount = 100005
 
+	procWrite  = 7
 	procRemove = 12
 	procRmdir  = 13
 	procRename = 14
 	procLink   = 15
+	procCommit = 21
+
+	stableUnstable = 0
 
 	lastFragment = 1 << 31
 
@@ -44,6 +48,7 @@ const (
 	maxRecordSize = 64 << 20
 
 	nfsStatusOK = 0
+	nfsStatusIO = 5
 )
 
 var nfsProcNames = [...]string{"NULL", "GETATTR", "SETATTR", "LOOKUP", "ACCESS", "READLINK", "READ",
@@ -95,6 +100,8 @@ type pendingCall struct {
 	errnoKey        *errnoKey // set for calls whose failure status is repaired
 	isLink          bool      // the reply needs go-nfs's LINK layout turned into LINK3res
 	mountDir        string    // MNT: the directory asked for, entered in the DUMP list on success
+	syncHandle      []byte    // WRITE, COMMIT: the file's handle
+	syncWrite       bool      // the reply may go out only once the file is on stable storage
 }
 
 // inspectCall parses a call record's header and, for the calls the front end repairs,
@@ -133,6 +140,20 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) (*pendingCall, []by
 		}
 		call.isLink = true
 		record = fe.rewriteLinkCall(record[:argsAt], file, dir, name, call)
+	case procWrite:
+		fh := r.opaque()
+		_, _ = r.uint32(), r.uint32() // offset
+		_ = r.uint32()                // count
+		stable := r.uint32()
+		if r.err == nil {
+			call.syncHandle = append([]byte(nil), fh...)
+			call.syncWrite = stable != stableUnstable
+		}
+	case procCommit:
+		if fh := r.opaque(); r.err == nil {
+			call.syncHandle = append([]byte(nil), fh...)
+			call.syncWrite = true
+		}
 	}
 	return call, record
 }
@@ -210,6 +231,9 @@ func (fe *frontEnd) finishReply(call *pendingCall, record []byte, client string)
 		}
 		if call.isLink {
 			record = linkReplyToLINK3res(record, statusAt)
+		}
+		if call.syncHandle != nil && status == nfsStatusOK {
+			record, status = fe.makeDurable(call, record, statusAt)
 		}
 	}
 	if fe.logger.Enabled(context.Background(), slog.LevelDebug) {

@@ -151,9 +151,10 @@ func opaqueArg(b []byte) []byte {
 type testServer struct {
 	addr   string
 	layout layout
+	log    *lockedBuffer
 }
 
-func startTestServer(t testing.TB, files map[string]string) *testServer {
+func startTestServer(t testing.TB, files map[string]string, extraArgs ...string) *testServer {
 	t.Helper()
 	root := t.TempDir()
 	l := layout{root: root, l1: filepath.Join(root, "l1"), l2: filepath.Join(root, "l2"),
@@ -180,10 +181,10 @@ func startTestServer(t testing.TB, files map[string]string) *testServer {
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr lockedBuffer
+	stderr := &lockedBuffer{}
 	go func() {
-		done <- run(ctx, []string{"serve", "--lowerdir=" + l.l1 + ":" + l.l2, "--upperdir=" + l.upper,
-			"--workdir=" + l.work, "--listen=" + addr}, io.Discard, &stderr)
+		done <- run(ctx, append([]string{"serve", "--lowerdir=" + l.l1 + ":" + l.l2, "--upperdir=" + l.upper,
+			"--workdir=" + l.work, "--listen=" + addr}, extraArgs...), io.Discard, stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -208,7 +209,7 @@ func startTestServer(t testing.TB, files map[string]string) *testServer {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &testServer{addr: addr, layout: l}
+	return &testServer{addr: addr, layout: l, log: stderr}
 }
 
 type lockedBuffer struct {

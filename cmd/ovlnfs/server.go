@@ -88,7 +88,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		statfsPath = cfg.lowers[0]
 	}
 	handler := newNFSHandler(served, statfsPath, readOnly, logger)
-	front := newFrontEnd(logger, handler, errnos)
+	front := newFrontEnd(logger, handler, errnos, served)
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.
 	nfs.SetLogger(newGoNFSLogger(logger))

@@ -357,6 +357,16 @@ func TestKernelClientMatchesKernelOverlay(t *testing.T) {
 	}
 
 	t.Run("nfsv4-refused", func(t *testing.T) { checkV4Refused(t, guestOut, server.Log()) })
+	t.Run("fsync-before-reply", func(t *testing.T) {
+		// dd conv=fsync and oflag=sync in the workload: the server must have synced the
+		// upper file before answering COMMIT and stable WRITE (it logs that before replying).
+		log := server.Log()
+		commits := strings.Count(log, `msg="fsync before reply"`)
+		if !logHas(log, "fsync before reply", "NFS.COMMIT") {
+			t.Errorf("no COMMIT was answered after an fsync (%d fsync lines)", commits)
+		}
+		t.Logf("%d replies waited for an fsync", commits)
+	})
 	t.Run("acl-probe-answered", func(t *testing.T) {
 		// The guest mounted without noacl; the kernel's NFS_ACL probe must have been told
 		// the program is not there (it then stops asking) rather than get PROC_UNAVAIL.

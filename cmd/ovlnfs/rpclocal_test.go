@@ -3,6 +3,7 @@ package main
 import (
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestExportAndDump(t *testing.T) {
@@ -91,4 +92,40 @@ func TestUnsupportedProgramsAndVersions(t *testing.T) {
 
 	// The connection still serves NFSv3 after all of that.
 	accepted(t, c.call(progNFS, nfsVersion, 0, nil), acceptSuccess)
+}
+
+// TestMalformedRecords sends records the server cannot answer; each ends its connection
+// (there is no XID to answer), and the server keeps serving other connections.
+func TestMalformedRecords(t *testing.T) {
+	s := startTestServer(t, nil)
+	good := dialRPC(t, s.addr)
+	fh := good.mountRoot()
+	for name, record := range map[string][]byte{
+		"short":          {1, 2, 3},
+		"reply not call": {0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0},
+	} {
+		c := dialRPC(t, s.addr)
+		if _, err := c.conn.Write(withRecordMark(record)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: connection still open", name)
+		}
+	}
+	// Arguments cut short reach go-nfs: a clean error reply or a closed connection will do.
+	c := dialRPC(t, s.addr)
+	select {
+	case reply, ok := <-c.start(rpcVersion, progNFS, nfsVersion, procWrite, append(opaqueArg(fh), 0, 0, 0, 0)):
+		if ok {
+			r := accepted(t, reply, acceptSuccess)
+			if st := r.uint32(); st == 0 {
+				t.Errorf("truncated WRITE answered NFS3_OK")
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("truncated WRITE: neither a reply nor a closed connection")
+	}
+	accepted(t, good.call(progNFS, nfsVersion, 0, nil), acceptSuccess)
 }

@@ -185,3 +185,18 @@ func (f *errnoFS) Link(path, link string) error {
 	}
 	return err
 }
+
+// Sync flushes the union file at path to stable storage. Opening read-only is enough for
+// fsync, and reaches the upper copy of a file that has one.
+func (f *errnoFS) Sync(path string) error {
+	file, err := f.Filesystem.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	s, ok := file.(interface{ Sync() error })
+	if !ok {
+		return syscall.ENOTSUP
+	}
+	return s.Sync()
+}

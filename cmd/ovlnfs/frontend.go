@@ -3,23 +3,19 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"sync"
 	"syscall"
 	"time"
 
 	billy "github.com/go-git/go-billy/v5"
-	nfs "github.com/willscott/go-nfs"
 )
 
 // The front end sits between the listener and go-nfs. It reads whole ONC RPC records from
-// each client (reassembling fragments, which go-nfs cannot), hands them to go-nfs one at a
-// time, and sees every reply on its way out. That position lets it
+// each client (reassembling fragments, which go-nfs cannot), answers what go-nfs cannot
+// (rpclocal.go), hands the rest to go-nfs several at a time (frontconn.go), and sees every
+// reply on its way out. That position lets it
 //   - count requests in flight, so shutdown can stop reading new ones and wait for the rest;
 //   - trace every call at debug level;
 //   - repair the few wire formats go-nfs v0.0.4 gets wrong where nothing else reaches:
@@ -36,10 +32,14 @@ const (
 	progNFS   = 100003
 	progMount = 100005
 
+	procWrite  = 7
 	procRemove = 12
 	procRmdir  = 13
 	procRename = 14
 	procLink   = 15
+	procCommit = 21
+
+	stableUnstable = 0
 
 	lastFragment = 1 << 31
 
@@ -48,6 +48,7 @@ const (
 	maxRecordSize = 64 << 20
 
 	nfsStatusOK = 0
+	nfsStatusIO = 5
 )
 
 var nfsProcNames = [...]string{"NULL", "GETATTR", "SETATTR", "LOOKUP", "ACCESS", "READLINK", "READ",
@@ -92,280 +93,77 @@ func nfsStatusForErrno(errno syscall.Errno) (uint32, bool) {
 	return 0, false
 }
 
-// frontEnd owns the connections of one server.
-type frontEnd struct {
-	logger  *slog.Logger
-	handler nfs.Handler // decodes handles for the calls the front end repairs
-	errnos  *errnoRecorder
-
-	mu       sync.Mutex
-	conns    map[*frontConn]struct{}
-	draining bool
-	inflight sync.WaitGroup
-}
-
-func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder) *frontEnd {
-	return &frontEnd{logger: logger, handler: handler, errnos: errnos, conns: make(map[*frontConn]struct{})}
-}
-
-// frontListener hands go-nfs wrapped connections.
-type frontListener struct {
-	net.Listener
-	fe *frontEnd
-}
-
-func (fe *frontEnd) listener(l net.Listener) net.Listener { return &frontListener{Listener: l, fe: fe} }
-
-func (l *frontListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	fc := &frontConn{Conn: c, fe: l.fe, calls: make(map[uint32]*pendingCall)}
-	l.fe.mu.Lock()
-	if l.fe.draining {
-		l.fe.mu.Unlock()
-		c.Close()
-		return nil, net.ErrClosed
-	}
-	l.fe.conns[fc] = struct{}{}
-	l.fe.mu.Unlock()
-	l.fe.logger.Debug("connection opened", "client", c.RemoteAddr().String())
-	return fc, nil
-}
-
-// shutdown stops reading new requests on every connection, waits (bounded by ctx) for the
-// replies of requests already read, then closes the connections.
-func (fe *frontEnd) shutdown(ctx context.Context) error {
-	fe.mu.Lock()
-	fe.draining = true
-	conns := make([]*frontConn, 0, len(fe.conns))
-	for c := range fe.conns {
-		conns = append(conns, c)
-	}
-	fe.mu.Unlock()
-
-	// Wake readers blocked waiting for a next request; they see draining and report EOF.
-	for _, c := range conns {
-		_ = c.Conn.SetReadDeadline(time.Now())
-	}
-	done := make(chan struct{})
-	go func() {
-		fe.inflight.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("requests still in flight: %w", ctx.Err())
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	return err
-}
-
 // pendingCall is what the front end remembers about a request until its reply passes.
 type pendingCall struct {
-	prog, proc uint32
-	started    time.Time
-	errnoKey   *errnoKey // set for calls whose failure status is repaired
-	isLink     bool      // the reply needs go-nfs's LINK layout turned into LINK3res
-}
-
-type frontConn struct {
-	net.Conn
-	fe *frontEnd
-
-	// read side, used only by go-nfs's reader goroutine
-	pending []byte // the current request record, with its record mark, not yet read by go-nfs
-
-	// write side, used only by go-nfs's writer goroutine
-	out []byte // reply bytes received from go-nfs, not yet a whole record
-
-	mu     sync.Mutex
-	calls  map[uint32]*pendingCall // by xid
-	closed bool
-}
-
-func (c *frontConn) Read(p []byte) (int, error) {
-	if len(c.pending) == 0 {
-		if err := c.nextRequest(); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	return n, nil
-}
-
-// nextRequest reads the next whole request record and queues it for go-nfs.
-func (c *frontConn) nextRequest() error {
-	for {
-		if c.fe.isDraining() {
-			c.awaitReplies()
-			return io.EOF
-		}
-		record, err := c.readRecord()
-		if err != nil {
-			if c.fe.isDraining() {
-				c.awaitReplies()
-				return io.EOF
-			}
-			// go-nfs closes the connection on EOF only; close it here for every error so
-			// no socket outlives its reader.
-			c.Close()
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return io.EOF
-			}
-			if errors.Is(err, syscall.ECONNRESET) {
-				// Clients such as libnfs reset the connection instead of closing it.
-				c.fe.logger.Debug("connection reset by client", "client", c.RemoteAddr().String())
-				return io.EOF
-			}
-			c.fe.logger.Error("reading request", "client", c.RemoteAddr().String(), "err", err)
-			return err
-		}
-		call, record, ok := c.inspectCall(record)
-		if !ok {
-			// Not a call we can parse: let go-nfs judge it (it answers garbage args or
-			// closes the connection), but do not count it in flight.
-			c.pending = withRecordMark(record)
-			return nil
-		}
-		c.fe.mu.Lock()
-		if c.fe.draining {
-			c.fe.mu.Unlock()
-			return io.EOF
-		}
-		c.fe.inflight.Add(1)
-		c.fe.mu.Unlock()
-
-		xid := binary.BigEndian.Uint32(record)
-		c.mu.Lock()
-		if old, dup := c.calls[xid]; dup && old != nil {
-			// A retransmission of a call still being handled: go-nfs would answer twice;
-			// the first answer satisfies the client, so drop this copy.
-			c.mu.Unlock()
-			c.fe.inflight.Done()
-			continue
-		}
-		c.calls[xid] = call
-		c.mu.Unlock()
-		c.pending = withRecordMark(record)
-		return nil
-	}
-}
-
-func (fe *frontEnd) isDraining() bool {
-	fe.mu.Lock()
-	defer fe.mu.Unlock()
-	return fe.draining
-}
-
-// awaitReplies waits until go-nfs has written the replies of every request this
-// connection read. go-nfs closes the connection as soon as a read reports EOF, while its
-// writer may still hold the last reply; waiting here keeps that reply.
-func (c *frontConn) awaitReplies() {
-	deadline := time.Now().Add(replyDrainTimeout)
-	for time.Now().Before(deadline) {
-		c.mu.Lock()
-		n := len(c.calls)
-		c.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// replyDrainTimeout bounds how long a draining connection waits for go-nfs's last replies.
-const replyDrainTimeout = 30 * time.Second
-
-// readRecord reads one RPC record, joining its fragments.
-func (c *frontConn) readRecord() ([]byte, error) {
-	var record []byte
-	var mark [4]byte
-	for {
-		if _, err := io.ReadFull(c.Conn, mark[:]); err != nil {
-			if len(record) > 0 && errors.Is(err, io.EOF) {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		m := binary.BigEndian.Uint32(mark[:])
-		size := int(m &^ lastFragment)
-		if len(record)+size > maxRecordSize {
-			return nil, fmt.Errorf("request record over %d bytes", maxRecordSize)
-		}
-		start := len(record)
-		record = append(record, make([]byte, size)...)
-		if _, err := io.ReadFull(c.Conn, record[start:]); err != nil {
-			return nil, err
-		}
-		if m&lastFragment != 0 {
-			return record, nil
-		}
-	}
-}
-
-func withRecordMark(record []byte) []byte {
-	out := make([]byte, 4+len(record))
-	binary.BigEndian.PutUint32(out, uint32(len(record))|lastFragment)
-	copy(out[4:], record)
-	return out
+	xid, prog, proc uint32
+	started         time.Time
+	errnoKey        *errnoKey // set for calls whose failure status is repaired
+	isLink          bool      // the reply needs go-nfs's LINK layout turned into LINK3res
+	mountDir        string    // MNT: the directory asked for, entered in the DUMP list on success
+	syncHandle      []byte    // WRITE, COMMIT: the file's handle
+	syncWrite       bool      // the reply may go out only once the file is on stable storage
 }
 
 // inspectCall parses a call record's header and, for the calls the front end repairs,
 // their arguments. It returns the (possibly rewritten) record.
-func (c *frontConn) inspectCall(record []byte) (*pendingCall, []byte, bool) {
-	r := xdrReader{buf: record}
-	_ = r.uint32() // xid
-	msgType := r.uint32()
-	_ = r.uint32() // rpc version
-	prog, vers, proc := r.uint32(), r.uint32(), r.uint32()
-	r.skipAuth() // credential
-	r.skipAuth() // verifier
-	if r.err != nil || msgType != rpcCall {
-		return nil, record, false
+func (fe *frontEnd) inspectCall(h callHeader, record []byte) (*pendingCall, []byte) {
+	call := &pendingCall{xid: h.xid, prog: h.prog, proc: h.proc, started: time.Now()}
+	r := xdrReader{buf: record, pos: h.argsAt}
+	if h.prog == progMount && h.proc == mountProcMnt {
+		if dir := r.opaque(); r.err == nil {
+			call.mountDir = string(dir)
+		}
+		return call, record
 	}
-	call := &pendingCall{prog: prog, proc: proc, started: time.Now()}
-	if prog != progNFS || vers != 3 {
-		return call, record, true
+	if h.prog != progNFS || h.vers != 3 {
+		return call, record
 	}
-	argsAt := r.pos
-	switch proc {
+	argsAt := h.argsAt
+	switch h.proc {
 	case procRemove, procRmdir:
 		dir, name := r.opaque(), r.opaque()
-		if path, ok := c.childPath(dir, name, r.err); ok {
+		if path, ok := fe.childPath(dir, name, r.err); ok {
 			call.errnoKey = &errnoKey{op: "remove", from: path}
 		}
 	case procRename:
 		fromDir, fromName := r.opaque(), r.opaque()
 		toDir, toName := r.opaque(), r.opaque()
-		from, ok1 := c.childPath(fromDir, fromName, r.err)
-		to, ok2 := c.childPath(toDir, toName, r.err)
+		from, ok1 := fe.childPath(fromDir, fromName, r.err)
+		to, ok2 := fe.childPath(toDir, toName, r.err)
 		if ok1 && ok2 {
 			call.errnoKey = &errnoKey{op: "rename", from: from, to: to}
 		}
 	case procLink:
 		file, dir, name := r.opaque(), r.opaque(), r.opaque()
 		if r.err != nil {
-			return call, record, true
+			return call, record
 		}
 		call.isLink = true
-		record = c.rewriteLinkCall(record[:argsAt], file, dir, name, call)
+		record = fe.rewriteLinkCall(record[:argsAt], file, dir, name, call)
+	case procWrite:
+		fh := r.opaque()
+		_, _ = r.uint32(), r.uint32() // offset
+		_ = r.uint32()                // count
+		stable := r.uint32()
+		if r.err == nil {
+			call.syncHandle = append([]byte(nil), fh...)
+			call.syncWrite = stable != stableUnstable
+		}
+	case procCommit:
+		if fh := r.opaque(); r.err == nil {
+			call.syncHandle = append([]byte(nil), fh...)
+			call.syncWrite = true
+		}
 	}
-	return call, record, true
+	return call, record
 }
 
 // childPath is the union path go-nfs will compute for name inside the directory handle dir.
-func (c *frontConn) childPath(dir, name []byte, parseErr error) (string, bool) {
+func (fe *frontEnd) childPath(dir, name []byte, parseErr error) (string, bool) {
 	if parseErr != nil {
 		return "", false
 	}
-	f, path, err := c.fe.handler.FromHandle(dir)
+	f, path, err := fe.handler.FromHandle(dir)
 	if err != nil {
 		return "", false
 	}
@@ -382,10 +180,10 @@ func joinUnion(f billy.Filesystem, dir []string, name ...string) string {
 // with the target path taken from the file handle. A file handle that does not decode is
 // put where go-nfs expects the directory handle, so go-nfs answers NFS3ERR_STALE as it
 // should.
-func (c *frontConn) rewriteLinkCall(header, file, dir, name []byte, call *pendingCall) []byte {
+func (fe *frontEnd) rewriteLinkCall(header, file, dir, name []byte, call *pendingCall) []byte {
 	var w xdrWriter
 	w.buf = append(w.buf, header...)
-	f, filePath, err := c.fe.handler.FromHandle(file)
+	f, filePath, err := fe.handler.FromHandle(file)
 	if err != nil {
 		w.opaque(file)
 		w.opaque(name)
@@ -398,60 +196,32 @@ func (c *frontConn) rewriteLinkCall(header, file, dir, name []byte, call *pendin
 	w.opaque(name)
 	w.sattrUnset()
 	w.opaque([]byte(target))
-	if newPath, ok := c.childPath(dir, name, nil); ok {
+	if newPath, ok := fe.childPath(dir, name, nil); ok {
 		call.errnoKey = &errnoKey{op: "link", from: target, to: newPath}
 	}
 	return w.buf
 }
 
-func (c *frontConn) Write(p []byte) (int, error) {
-	c.out = append(c.out, p...)
-	for len(c.out) >= 4 {
-		m := binary.BigEndian.Uint32(c.out)
-		size := int(m &^ lastFragment)
-		if len(c.out) < 4+size {
-			break
-		}
-		// go-nfs writes every reply as one last fragment.
-		record := c.out[4 : 4+size]
-		reply := c.finishReply(record)
-		c.out = c.out[4+size:]
-		if reply == nil {
-			continue
-		}
-		if _, err := c.Conn.Write(withRecordMark(reply)); err != nil {
-			return 0, err
-		}
-	}
-	if len(c.out) == 0 {
-		c.out = nil // do not pin a large reply's buffer
-	}
-	return len(p), nil
-}
-
-// finishReply repairs and traces one reply record; nil drops it (go-nfs writes an empty
-// record when a connection's context ends mid-request).
-func (c *frontConn) finishReply(record []byte) []byte {
-	if len(record) < 8 {
+// finishReply repairs and traces one reply record; nil drops it.
+func (fe *frontEnd) finishReply(call *pendingCall, record []byte, client string) []byte {
+	if len(record) < 8 || binary.BigEndian.Uint32(record) != call.xid {
+		fe.logger.Error("go-nfs answered with another XID; reply dropped", "call", procName(call.prog, call.proc))
 		return nil
 	}
-	xid := binary.BigEndian.Uint32(record)
-	c.mu.Lock()
-	call := c.calls[xid]
-	delete(c.calls, xid)
-	c.mu.Unlock()
-	if call == nil {
-		return record
-	}
-	defer c.fe.inflight.Done()
+	fixAcceptStat(record)
+	xid := call.xid
 
 	statusAt, ok := replyResultOffset(record)
+	if ok && call.prog == progMount && call.proc == mountProcMnt && statusAt+4 <= len(record) &&
+		binary.BigEndian.Uint32(record[statusAt:]) == 0 {
+		fe.mounts.add(client, call.mountDir)
+	}
 	status := uint32(0)
 	hasStatus := ok && call.prog == progNFS && call.proc != 0 && statusAt+4 <= len(record)
 	if hasStatus {
 		status = binary.BigEndian.Uint32(record[statusAt:])
 		if call.errnoKey != nil {
-			if errno := c.fe.errnos.take(*call.errnoKey); errno != 0 && status != nfsStatusOK {
+			if errno := fe.errnos.take(*call.errnoKey); errno != 0 && status != nfsStatusOK {
 				if repaired, known := nfsStatusForErrno(errno); known && repaired != status {
 					record = append([]byte(nil), record...)
 					binary.BigEndian.PutUint32(record[statusAt:], repaired)
@@ -462,13 +232,16 @@ func (c *frontConn) finishReply(record []byte) []byte {
 		if call.isLink {
 			record = linkReplyToLINK3res(record, statusAt)
 		}
+		if call.syncHandle != nil && status == nfsStatusOK {
+			record, status = fe.makeDurable(call, record, statusAt)
+		}
 	}
-	if c.fe.logger.Enabled(context.Background(), slog.LevelDebug) {
+	if fe.logger.Enabled(context.Background(), slog.LevelDebug) {
 		attrs := []any{"xid", xid, "call", procName(call.prog, call.proc), "us", time.Since(call.started).Microseconds()}
 		if hasStatus {
 			attrs = append(attrs, "status", status)
 		}
-		c.fe.logger.Debug("rpc", attrs...)
+		fe.logger.Debug("rpc", attrs...)
 	}
 	return record
 }
@@ -571,29 +344,4 @@ func (w *xdrWriter) sattrUnset() {
 	for range 6 {
 		w.uint32(0)
 	}
-}
-
-func (c *frontConn) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	// Requests read but never answered are no longer in flight.
-	abandoned := len(c.calls)
-	clear(c.calls)
-	c.mu.Unlock()
-	for range abandoned {
-		c.fe.inflight.Done()
-	}
-	c.fe.mu.Lock()
-	delete(c.fe.conns, c)
-	c.fe.mu.Unlock()
-	err := c.Conn.Close()
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
-		err = nil
-	}
-	c.fe.logger.Debug("connection closed", "client", c.RemoteAddr().String())
-	return err
 }

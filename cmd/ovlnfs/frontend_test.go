@@ -10,7 +10,6 @@ import (
 func TestReadRecordJoinsFragments(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
-	c := &frontConn{Conn: server}
 	go func() {
 		var w bytes.Buffer
 		frag := func(data string, last bool) {
@@ -25,7 +24,7 @@ func TestReadRecordJoinsFragments(t *testing.T) {
 		frag("efgh", true)
 		_, _ = client.Write(w.Bytes())
 	}()
-	got, err := c.readRecord()
+	got, err := readRecord(server)
 	if err != nil || string(got) != "abcdefgh" {
 		t.Fatalf("readRecord = %q, %v", got, err)
 	}

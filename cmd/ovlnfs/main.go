@@ -88,7 +88,7 @@ Example:
       --upperdir=/tmp/ovl/upper --listen=127.0.0.1:2049
 
 Mount it (NFSv3 and MOUNT share the one port; there is no portmapper and no lock manager):
-  Linux:  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock,noacl 127.0.0.1:/ /mnt
+  Linux:  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock 127.0.0.1:/ /mnt
   macOS:  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
 
 Run 'ovlnfs serve --help' for every flag.
@@ -120,7 +120,7 @@ Examples:
   ovlnfs serve --lowerdir=/srv/base --log-format=json --log-level=debug    # read-only
 
 Mount from Linux:
-  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock,noacl 127.0.0.1:/ /mnt
+  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock 127.0.0.1:/ /mnt
 Mount from macOS:
   sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
 `)

@@ -92,14 +92,15 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		cleanup()
 		return refused("%v", err)
 	}
-	front := newFrontEnd(logger, handler, errnos)
+	front := newFrontEnd(logger, handler, errnos, served)
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.
 	nfs.SetLogger(newGoNFSLogger(logger))
 
 	server := &nfs.Server{Handler: handler, Context: context.WithoutCancel(ctx)}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- server.Serve(front.listener(listener)) }()
+	goNFSListener, acceptErr := front.listen(listener)
+	// Serve returns when the front end closes goNFSListener at the end of shutdown.
+	go func() { _ = server.Serve(goNFSListener) }()
 
 	logger.Info("ovlnfs started",
 		"listen", listener.Addr().String(),
@@ -113,7 +114,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	select {
 	case <-ctx.Done():
 		logger.Info("ovlnfs stopping", "reason", "signal")
-	case err := <-serveErr:
+	case err := <-acceptErr:
 		logger.Error("listener failed", "err", err)
 		status = exitFailure
 	}

@@ -220,3 +220,22 @@ func TestMountOfMissingDirectoryFails(t *testing.T) {
 		t.Errorf("mounting a missing directory succeeded")
 	}
 }
+
+// TestExportDiscovery uses libnfs's default URL, which asks MOUNT EXPORT for the exports
+// below the mounted one (auto-traverse-mounts): a server without EXPORT fails every call.
+func TestExportDiscovery(t *testing.T) {
+	c, _ := startServer(t, false)
+	url := func(path string) string {
+		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%d&mountport=%d", path, c.port, c.port)
+	}
+	out, err := c.run("nfs-ls", url("/"))
+	if err != nil {
+		t.Fatalf("nfs-ls / with export discovery: %v", err)
+	}
+	if got, want := names(out), []string{"top.txt", "only1.txt", "only2.txt", "dir", "deep"}; !sameSet(got, want) {
+		t.Errorf("root listing = %v, want %v", got, want)
+	}
+	if out, err := c.run("nfs-cat", url("//only2.txt")); err != nil || out != "only in lower2\n" {
+		t.Errorf("nfs-cat only2.txt = %q, %v", out, err)
+	}
+}

@@ -357,6 +357,25 @@ func TestKernelClientMatchesKernelOverlay(t *testing.T) {
 		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, guestLog, tail(string(console), 3000))
 	}
 
+	t.Run("nfsv4-refused", func(t *testing.T) { checkV4Refused(t, guestOut, server.Log()) })
+	t.Run("fsync-before-reply", func(t *testing.T) {
+		// dd conv=fsync and oflag=sync in the workload: the server must have synced the
+		// upper file before answering COMMIT and stable WRITE (it logs that before replying).
+		log := server.Log()
+		commits := strings.Count(log, `msg="fsync before reply"`)
+		if !logHas(log, "fsync before reply", "NFS.COMMIT") {
+			t.Errorf("no COMMIT was answered after an fsync (%d fsync lines)", commits)
+		}
+		t.Logf("%d replies waited for an fsync", commits)
+	})
+	t.Run("acl-probe-answered", func(t *testing.T) {
+		// The guest mounted without noacl; the kernel's NFS_ACL probe must have been told
+		// the program is not there (it then stops asking) rather than get PROC_UNAVAIL.
+		if !logHas(server.Log(), "prog=100227", "reply=PROG_UNAVAIL") {
+			t.Errorf("no NFS_ACL (100227) call answered PROG_UNAVAIL in the server log")
+		}
+	})
+
 	// Each comparison is a subtest, so the summary names which view diverged; every
 	// difference is also written to comparison.txt among the artifacts.
 	var report []string
@@ -404,4 +423,45 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// checkV4Refused judges the guest's vers=4 mount attempt: mount.nfs falls back to v3 only
+// on EPROTONOSUPPORT, which the kernel returns when the server answers PROG_MISMATCH. Any
+// other failure (a server that answers v4 calls as v3 ones) stops a default mount.
+func checkV4Refused(t *testing.T, guestOut, serverLog string) {
+	b, err := os.ReadFile(filepath.Join(guestOut, "v4-mount.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
+	if !strings.Contains(got, "Protocol not supported") || strings.Contains(got, "exit status 0") ||
+		strings.Contains(got, "still mounted") {
+		t.Errorf("vers=4 mount: want a failure with 'Protocol not supported', got:\n%s", got)
+	}
+	var secs int
+	for _, line := range strings.Split(got, "\n") {
+		if _, err := fmt.Sscanf(line, "seconds %d", &secs); err == nil && secs > 5 {
+			t.Errorf("vers=4 mount took %d s to fail; it should be refused at once", secs)
+		}
+	}
+	if !logHas(serverLog, "prog=100003 vers=4", "reply=PROG_MISMATCH") {
+		t.Errorf("no NFSv4 call answered PROG_MISMATCH in the server log")
+	}
+}
+
+// logHas reports whether one line of the log contains every part.
+func logHas(log string, parts ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }

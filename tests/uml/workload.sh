@@ -95,4 +95,9 @@ step "git log"             run git -C project log --format='%H %s'
 step "git edit+commit"     run sh -c 'echo "int x;" >> project/main.c && git -C project commit -q -am "edit" && git -C project status --porcelain'
 step "git fsck"            run git -C project fsck --no-progress
 
+# Durability: conv=fsync ends in a COMMIT, oflag=sync sends stable WRITEs (the test checks
+# the server synced before answering).
+step "dd conv=fsync"       run sh -c 'dd if=/dev/zero of=synced.bin bs=1M count=4 conv=fsync 2>/dev/null && cksum synced.bin'
+step "dd oflag=sync"       run sh -c 'dd if=/dev/zero of=osync.bin bs=4k count=4 oflag=sync 2>/dev/null && cksum osync.bin'
+
 step "final listing"       run sh -c 'ls -A . shared'

@@ -124,7 +124,23 @@ func (h *Handles) confirm(p string, id billyunion.ObjectID, dir bool) bool {
 	return err == nil && got.Dir == dir && got.ID.Equal(id)
 }
 
+// resolveAttempts bounds the tries for one handle. Each try confirms candidates one after
+// another, so an object renamed back and forth while they run can be missed by all of
+// them; a new try starts from fresher records.
+const resolveAttempts = 3
+
 func (h *Handles) resolve(hd *handle) (string, error) {
+	var err error
+	for attempt := 0; attempt < resolveAttempts; attempt++ {
+		var p string
+		if p, err = h.resolveOnce(hd); err == nil {
+			return p, nil
+		}
+	}
+	return "", err
+}
+
+func (h *Handles) resolveOnce(hd *handle) (string, error) {
 	key := hd.obj.Key()
 	if p, ok := h.paths.Get(key); ok {
 		if h.confirm(p, hd.obj, hd.dir) {

@@ -2,9 +2,12 @@ package handles
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -375,5 +378,70 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Handles resolve while their objects are renamed back and forth concurrently: a live
+// object's handle never answers ESTALE, and what it resolves to was the object.
+func TestResolveDuringRenames(t *testing.T) {
+	s := newStack(t, map[string]string{"l1/a/f0": "0", "l1/a/f1": "1", "u/b/g0": "g", "u/b/g1": "g"})
+	must(t, s.fs.MkdirAll("c", 0o755))
+	names := []string{"a/f0", "a/f1", "b/g0", "b/g1"}
+	var cs []captured
+	for _, n := range names {
+		cs = append(cs, s.capture(n))
+	}
+	var (
+		wg       sync.WaitGroup
+		stop     atomic.Bool
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		stop.Store(true)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer stop.Store(true)
+		for round := 0; round < 200 && !stop.Load(); round++ {
+			for _, n := range names {
+				moved := "c/" + strings.ReplaceAll(n, "/", "-")
+				if err := s.fs.Rename(n, moved); err != nil {
+					fail(fmt.Errorf("rename %s: %v", n, err))
+					return
+				}
+				if err := s.fs.Rename(moved, n); err != nil {
+					fail(fmt.Errorf("rename %s back: %v", moved, err))
+					return
+				}
+			}
+		}
+	}()
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				for _, c := range cs {
+					if _, err := s.h.FromHandle(c.fh); err != nil {
+						fail(fmt.Errorf("handle of %s: %v", c.path, err))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	for _, c := range cs {
+		s.expect(c, c.path)
 	}
 }

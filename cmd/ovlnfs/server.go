@@ -92,7 +92,11 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		cleanup()
 		return refused("%v", err)
 	}
-	front := newFrontEnd(logger, handler, errnos, served)
+	fsid := uint64(union.LayerSetID())
+	if fsid == 0 {
+		fsid = 1 // never 0: the one value that says nothing about the export
+	}
+	front := newFrontEnd(logger, handler, errnos, served, union, fsid)
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.
 	nfs.SetLogger(newGoNFSLogger(logger))

@@ -124,4 +124,7 @@ step "mkdir name of 256 bytes" run mkdir "$long"
 step "name of 255 bytes"   run sh -c 'touch "$(printf "%0255d" 0)" && ls | grep -c "^00000"'
 step "mv merged dir (EXDEV, copied)" run sh -c 'mv shared shared-moved && ls -A shared-moved && ! ls shared 2>/dev/null'
 step "truncate a dir"      run truncate -s 0 errs/ne-dst
+# O_CREAT|O_EXCL is an EXCLUSIVE CREATE over NFSv3 (noclobber opens with O_EXCL).
+step "exclusive create"    run sh -c 'set -C; echo one > excl.txt; echo two > excl.txt; cat excl.txt; stat -c "%a %s" excl.txt'
+step "exclusive create on lower" run sh -c 'set -C; echo x > hard.txt'
 step "final listing"       run sh -c 'ls -A . shared-moved'

@@ -143,6 +143,7 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
 		if fh := r.opaque(); r.err == nil {
 			call.syncHandle = append([]byte(nil), fh...)
 			call.syncWrite = true
+			call.objHandle = call.syncHandle
 		}
 	case procAccess, procReadlink, procRead, procReaddir, procReaddirplus:
 		if fh := r.opaque(); r.err == nil {
@@ -202,6 +203,9 @@ func (fe *frontEnd) finishReply(call *pendingCall, record []byte, client string)
 		status = binary.BigEndian.Uint32(record[statusAt:])
 		if !call.local {
 			record, status = fe.repairStatus(call, record, statusAt, status)
+			if status == nfsStatusOK {
+				record = fe.fixAttributes(call, record, statusAt)
+			}
 		}
 		if call.syncHandle != nil && status == nfsStatusOK {
 			record, status = fe.makeDurable(call, record, statusAt)

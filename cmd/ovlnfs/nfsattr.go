@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/binary"
 	"os"
 	"syscall"
 	"time"
 
+	billy "github.com/go-git/go-billy/v5"
 	"golang.org/x/sys/unix"
 )
 
@@ -171,4 +173,100 @@ func (r *xdrReader) sattr3() sattr3 {
 
 func (s *sattr3) empty() bool {
 	return s.mode == nil && s.uid == nil && s.gid == nil && s.size == nil && s.atime == nil && s.mtime == nil
+}
+
+// Attributes in the replies go-nfs writes (READ, WRITE, COMMIT, ACCESS, READLINK, READDIR,
+// READDIRPLUS) are rewritten from the union's stat, so that every reply agrees with GETATTR:
+// a client that saw a different ctime, mode or fsid in a READ reply than in GETATTR would
+// drop its caches, or take the object for another filesystem.
+
+// fixAttributes rewrites the attributes of a successful go-nfs reply in place (WRITE's
+// pre-operation attributes, which go-nfs fills with mtime as ctime, are dropped, which
+// makes a new record).
+func (fe *frontEnd) fixAttributes(call *pendingCall, record []byte, statusAt int) []byte {
+	if call.objHandle == nil || fe.fs == nil {
+		return record
+	}
+	f, elems, err := fe.handler.FromHandle(call.objHandle)
+	if err != nil {
+		return record
+	}
+	path := joinUnion(f, elems)
+	at := statusAt + 4
+	switch call.proc {
+	case procAccess, procReadlink, procRead:
+		fe.patchPostOpAttr(record, at, path)
+	case procWrite, procCommit:
+		if at+4 > len(record) {
+			return record
+		}
+		if binary.BigEndian.Uint32(record[at:]) == 1 && at+4+24 <= len(record) {
+			out := make([]byte, 0, len(record)-24)
+			out = append(out, record[:at]...)
+			out = append(out, 0, 0, 0, 0)
+			record = append(out, record[at+4+24:]...)
+		}
+		fe.patchPostOpAttr(record, at+4, path)
+	case procReaddir:
+		fe.patchPostOpAttr(record, at, path)
+	case procReaddirplus:
+		fe.patchReaddirplus(record, at, f, elems)
+	}
+	return record
+}
+
+// patchPostOpAttr rewrites the post_op_attr at `at` from path's stat when it describes the
+// same object (same fileid), and returns where the next item starts.
+func (fe *frontEnd) patchPostOpAttr(record []byte, at int, path string) int {
+	if at+4 > len(record) {
+		return len(record)
+	}
+	if binary.BigEndian.Uint32(record[at:]) == 0 {
+		return at + 4
+	}
+	start := at + 4
+	if start+fattr3Size > len(record) {
+		return len(record)
+	}
+	fi, err := fe.fs.Lstat(path)
+	if err == nil {
+		st := statOf(fi)
+		if st.Ino == binary.BigEndian.Uint64(record[start+52:]) {
+			w := xdrWriter{buf: record[start : start : start+fattr3Size]}
+			w.fattr3(st, fe.fsid)
+		}
+	}
+	return start + fattr3Size
+}
+
+// patchReaddirplus walks READDIRPLUS3resok: dir attributes, cookie verifier, then entries
+// of fileid, name, cookie, name_attributes, name_handle.
+func (fe *frontEnd) patchReaddirplus(record []byte, at int, f billy.Filesystem, dir []string) {
+	r := xdrReader{buf: record, pos: fe.patchPostOpAttr(record, at, joinUnion(f, dir))}
+	r.fixed(8) // cookieverf
+	for r.uint32() == 1 && r.err == nil {
+		r.uint64() // fileid
+		name := string(r.opaque())
+		r.uint64() // cookie
+		if r.err != nil {
+			return
+		}
+		var path string
+		switch name {
+		case ".":
+			path = joinUnion(f, dir)
+		case "..":
+			parent := dir
+			if len(parent) > 0 {
+				parent = parent[:len(parent)-1]
+			}
+			path = joinUnion(f, parent)
+		default:
+			path = joinUnion(f, dir, name)
+		}
+		r.pos = fe.patchPostOpAttr(record, r.pos, path)
+		if r.uint32() == 1 { // name_handle follows
+			r.opaque()
+		}
+	}
 }

@@ -127,4 +127,12 @@ step "truncate a dir"      run truncate -s 0 errs/ne-dst
 # O_CREAT|O_EXCL is an EXCLUSIVE CREATE over NFSv3 (noclobber opens with O_EXCL).
 step "exclusive create"    run sh -c 'set -C; echo one > excl.txt; echo two > excl.txt; cat excl.txt; stat -c "%a %s" excl.txt'
 step "exclusive create on lower" run sh -c 'set -C; echo x > hard.txt'
+# Attributes: special mode bits, atime apart from mtime, ctime moving on chmod.
+step "setuid setgid sticky" run sh -c 'echo s > suid.sh && chmod 4755 suid.sh && chmod 2755 errs && chmod +t errs/ne-dst && stat -c "%a %A %n" suid.sh errs errs/ne-dst'
+step "atime apart from mtime" run sh -c 'touch -a -d "2001-01-01 00:00:01" suid.sh && touch -m -d "2002-02-02 00:00:02" suid.sh && stat -c "%X %Y" suid.sh'
+step "ctime moves on chmod" run sh -c 'a=$(stat -c %Z suid.sh); sleep 1; chmod 700 suid.sh; b=$(stat -c %Z suid.sh); [ "$a" != "$b" ] && echo ctime changed'
+# Special files through MKNOD (as root).
+step "mknod chr blk fifo"  run sh -c 'mknod errs/cdev c 1 3 && mknod errs/bdev b 7 0 && mkfifo errs/fifo && stat -c "%F %t:%T %a %n" errs/cdev errs/bdev errs/fifo'
+step "mknod socket"        run python3 -c 'import socket, os; s = socket.socket(socket.AF_UNIX); s.bind("errs/sock"); print(oct(os.lstat("errs/sock").st_mode))'
+step "mknod whiteout-like" run mknod errs/wh c 0 0
 step "final listing"       run sh -c 'ls -A . shared-moved'

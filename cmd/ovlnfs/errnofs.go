@@ -91,10 +91,14 @@ type errnoFS struct {
 	unix     nfs.UnixChange
 	readOnly bool
 	errnos   *errnoRecorder
+	files    *openFiles // READ and WRITE opens, kept open between requests
 }
 
 func newErrnoFS(union billy.Filesystem, readOnly bool, errnos *errnoRecorder) *errnoFS {
 	f := &errnoFS{Filesystem: union, readOnly: readOnly, errnos: errnos}
+	f.files = newOpenFiles(func(path string, flag int) (billy.File, error) {
+		return union.OpenFile(path, flag, 0)
+	})
 	f.change, _ = union.(billy.Change)
 	f.unix, _ = union.(nfs.UnixChange)
 	return f
@@ -121,8 +125,19 @@ func (f *errnoFS) Stat(name string) (os.FileInfo, error) {
 	return fi, err
 }
 
+// Open is go-nfs's READ open.
+func (f *errnoFS) Open(name string) (billy.File, error) { return f.OpenFile(name, os.O_RDONLY, 0) }
+
+// OpenFile serves plain read-only and read-write opens (READ, WRITE) from the open-file
+// cache; opens that create or truncate go to the union.
 func (f *errnoFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, error) {
-	file, err := f.Filesystem.OpenFile(name, flag, perm)
+	var file billy.File
+	var err error
+	if flag == os.O_RDONLY || flag == os.O_RDWR {
+		file, err = f.files.get(name, flag == os.O_RDWR)
+	} else {
+		file, err = f.Filesystem.OpenFile(name, flag, perm)
+	}
 	if err != nil {
 		f.errnos.record(errnoKey{op: "obj", from: name}, err)
 	}
@@ -205,7 +220,7 @@ func (f *errnoFS) Link(path, link string) error {
 // Sync flushes the union file at path to stable storage. Opening read-only is enough for
 // fsync, and reaches the upper copy of a file that has one.
 func (f *errnoFS) Sync(path string) error {
-	file, err := f.Filesystem.Open(path)
+	file, err := f.files.get(path, false)
 	if err != nil {
 		return err
 	}

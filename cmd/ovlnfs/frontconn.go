@@ -40,6 +40,7 @@ type frontEnd struct {
 	syncer  syncer        // makes WRITE and COMMIT data durable before their replies
 	fs      unionOps      // what the front end's own NFS procedures call
 	fsid    uint64        // the export's fsid in the attributes the front end writes
+	files   *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
 	pl      *pipeListener // set by listen
 
 	mu       sync.Mutex

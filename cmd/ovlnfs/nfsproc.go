@@ -153,6 +153,13 @@ func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
 	return p.w.buf
 }
 
+// forgetOpen closes cached open files at path and below once their name changed meaning.
+func (fe *frontEnd) forgetOpen(path string) {
+	if fe.files != nil {
+		fe.files.forget(path)
+	}
+}
+
 // resolve turns a file handle into the union path go-nfs would use and its elements.
 func (p *localProc) resolve(fh []byte) (billy.Filesystem, []string, string, error) {
 	f, elems, err := p.fe.handler.FromHandle(fh)
@@ -495,8 +502,11 @@ func (p *localProc) remove(rmdir bool) bool {
 		} else {
 			err = p.fs.Unlink(d.child())
 		}
-		if err == nil && len(fh) > 0 {
-			_ = p.fe.handler.InvalidateHandle(d.f, fh)
+		if err == nil {
+			p.fe.forgetOpen(d.child())
+			if len(fh) > 0 {
+				_ = p.fe.handler.InvalidateHandle(d.f, fh)
+			}
 		}
 	}
 	p.w.uint32(nfsStatusOf(err))
@@ -527,6 +537,10 @@ func (p *localProc) rename() bool {
 	}
 	if err == nil {
 		err = p.fs.Rename(from.child(), to.child())
+		if err == nil {
+			p.fe.forgetOpen(from.child())
+			p.fe.forgetOpen(to.child())
+		}
 	}
 	p.w.uint32(nfsStatusOf(err))
 	var fromPost, toPost *syscall.Stat_t

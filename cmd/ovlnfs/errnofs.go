@@ -11,11 +11,12 @@ import (
 	nfs "github.com/willscott/go-nfs"
 )
 
-// go-nfs turns most errors of REMOVE, RMDIR, RENAME and LINK into NFS3ERR_IO or
-// NFS3ERR_ACCES, which loses what a client needs: `mv` only falls back to copying on EXDEV,
-// `rmdir` must see ENOTEMPTY. errnoFS records the errno of those failed calls, keyed by the
-// operation and its paths; the RPC front end, which sees the reply go-nfs wrote for the same
-// call, takes the record and puts the real status on the wire.
+// go-nfs turns most errors into NFS3ERR_IO or NFS3ERR_ACCES, which loses what a client
+// needs (a WRITE that copies a lower file up into a full upper must say NOSPC, not ACCES).
+// The namespace and attribute procedures are answered by the front end itself
+// (nfsproc.go); for the ones go-nfs still answers, errnoFS records the errno of failed
+// calls keyed by the object's path, and the RPC front end, which sees the reply go-nfs
+// wrote for the same call, takes the record and puts the real status on the wire.
 
 // errnoKey identifies one filesystem call by what go-nfs passes to it.
 type errnoKey struct {
@@ -90,10 +91,14 @@ type errnoFS struct {
 	unix     nfs.UnixChange
 	readOnly bool
 	errnos   *errnoRecorder
+	files    *openFiles // READ and WRITE opens, kept open between requests
 }
 
 func newErrnoFS(union billy.Filesystem, readOnly bool, errnos *errnoRecorder) *errnoFS {
 	f := &errnoFS{Filesystem: union, readOnly: readOnly, errnos: errnos}
+	f.files = newOpenFiles(func(path string, flag int) (billy.File, error) {
+		return union.OpenFile(path, flag, 0)
+	})
 	f.change, _ = union.(billy.Change)
 	f.unix, _ = union.(nfs.UnixChange)
 	return f
@@ -109,20 +114,50 @@ func (f *errnoFS) Capabilities() billy.Capability {
 	return c
 }
 
-func (f *errnoFS) Rename(from, to string) error {
-	err := f.Filesystem.Rename(from, to)
+// The calls go-nfs makes for the procedures it still answers (READ, WRITE, READLINK,
+// READDIR, READDIRPLUS, ACCESS) record their errno under the object's path.
+
+func (f *errnoFS) Stat(name string) (os.FileInfo, error) {
+	fi, err := f.Filesystem.Stat(name)
 	if err != nil {
-		f.errnos.record(errnoKey{op: "rename", from: from, to: to}, err)
+		f.errnos.record(errnoKey{op: "obj", from: name}, err)
 	}
-	return err
+	return fi, err
 }
 
-func (f *errnoFS) Remove(name string) error {
-	err := f.Filesystem.Remove(name)
-	if err != nil {
-		f.errnos.record(errnoKey{op: "remove", from: name}, err)
+// Open is go-nfs's READ open.
+func (f *errnoFS) Open(name string) (billy.File, error) { return f.OpenFile(name, os.O_RDONLY, 0) }
+
+// OpenFile serves plain read-only and read-write opens (READ, WRITE) from the open-file
+// cache; opens that create or truncate go to the union.
+func (f *errnoFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, error) {
+	var file billy.File
+	var err error
+	if flag == os.O_RDONLY || flag == os.O_RDWR {
+		file, err = f.files.get(name, flag == os.O_RDWR)
+	} else {
+		file, err = f.Filesystem.OpenFile(name, flag, perm)
 	}
-	return err
+	if err != nil {
+		f.errnos.record(errnoKey{op: "obj", from: name}, err)
+	}
+	return file, err
+}
+
+func (f *errnoFS) Readlink(name string) (string, error) {
+	target, err := f.Filesystem.Readlink(name)
+	if err != nil {
+		f.errnos.record(errnoKey{op: "obj", from: name}, err)
+	}
+	return target, err
+}
+
+func (f *errnoFS) ReadDir(name string) ([]os.FileInfo, error) {
+	infos, err := f.Filesystem.ReadDir(name)
+	if err != nil {
+		f.errnos.record(errnoKey{op: "obj", from: name}, err)
+	}
+	return infos, err
 }
 
 func (f *errnoFS) Chmod(name string, mode os.FileMode) error {
@@ -179,17 +214,13 @@ func (f *errnoFS) Link(path, link string) error {
 	if f.unix == nil {
 		return syscall.ENOTSUP
 	}
-	err := f.unix.Link(path, link)
-	if err != nil {
-		f.errnos.record(errnoKey{op: "link", from: path, to: link}, err)
-	}
-	return err
+	return f.unix.Link(path, link)
 }
 
 // Sync flushes the union file at path to stable storage. Opening read-only is enough for
 // fsync, and reaches the upper copy of a file that has one.
 func (f *errnoFS) Sync(path string) error {
-	file, err := f.Filesystem.Open(path)
+	file, err := f.files.get(path, false)
 	if err != nil {
 		return err
 	}

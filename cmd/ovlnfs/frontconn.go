@@ -38,6 +38,9 @@ type frontEnd struct {
 	errnos  *errnoRecorder
 	mounts  *mountTable
 	syncer  syncer        // makes WRITE and COMMIT data durable before their replies
+	fs      unionOps      // what the front end's own NFS procedures call
+	fsid    uint64        // the export's fsid in the attributes the front end writes
+	files   *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
 	pl      *pipeListener // set by listen
 
 	mu       sync.Mutex
@@ -46,9 +49,9 @@ type frontEnd struct {
 	inflight sync.WaitGroup
 }
 
-func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder, sync syncer) *frontEnd {
+func newFrontEnd(logger *slog.Logger, handler nfs.Handler, errnos *errnoRecorder, sync syncer, fs unionOps, fsid uint64) *frontEnd {
 	return &frontEnd{logger: logger, handler: handler, errnos: errnos, mounts: newMountTable(), syncer: sync,
-		conns: make(map[*clientConn]struct{})}
+		fs: fs, fsid: fsid, conns: make(map[*clientConn]struct{})}
 }
 
 // pipeListener is the listener go-nfs serves: its connections are the in-memory pipes
@@ -248,7 +251,7 @@ func (c *clientConn) serve() {
 			// the client; handling it twice could answer twice or apply it twice.
 			continue
 		}
-		call, record := c.fe.inspectCall(h, record)
+		call := c.fe.inspectCall(h, record)
 		if !c.fe.begin() {
 			return
 		}
@@ -290,6 +293,13 @@ func (c *clientConn) handle(call *pendingCall, record []byte) {
 		delete(c.calls, call.xid)
 		c.mu.Unlock()
 	}()
+	if call.local {
+		reply := c.fe.finishReply(call, c.fe.serveLocal(call, record), c.host)
+		if err := c.writeRecord(reply); err != nil {
+			c.close()
+		}
+		return
+	}
 	b, err := c.backend()
 	if err != nil {
 		c.fe.logger.Error("no connection to go-nfs", "client", c.host, "err", err)

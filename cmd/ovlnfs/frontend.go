@@ -18,10 +18,10 @@ import (
 // reply on its way out. That position lets it
 //   - count requests in flight, so shutdown can stop reading new ones and wait for the rest;
 //   - trace every call at debug level;
-//   - repair the few wire formats go-nfs v0.0.4 gets wrong where nothing else reaches:
-//     LINK arguments and results (go-nfs decodes them with the SYMLINK layout), and the
-//     status of REMOVE/RMDIR/RENAME/LINK failures (go-nfs reduces them to IO or ACCES; the
-//     real errno comes from errnoFS).
+//   - answer the namespace and attribute procedures itself (nfsproc.go), where go-nfs
+//     v0.0.4 loses errnos, mis-decodes LINK, lacks exclusive CREATE and reports one time
+//     for three;
+//   - repair the status of the procedures go-nfs answers from the errno errnoFS recorded.
 // Everything else passes through byte for byte.
 
 // ONC RPC and NFSv3 numbers used here (RFC 5531, RFC 1813).
@@ -32,12 +32,17 @@ const (
 	progNFS   = 100003
 	progMount = 100005
 
-	procWrite  = 7
-	procRemove = 12
-	procRmdir  = 13
-	procRename = 14
-	procLink   = 15
-	procCommit = 21
+	procAccess      = 4
+	procReadlink    = 5
+	procRead        = 6
+	procWrite       = 7
+	procReaddir     = 16
+	procReaddirplus = 17
+	procRemove      = 12
+	procRmdir       = 13
+	procRename      = 14
+	procLink        = 15
+	procCommit      = 21
 
 	stableUnstable = 0
 
@@ -97,49 +102,33 @@ func nfsStatusForErrno(errno syscall.Errno) (uint32, bool) {
 type pendingCall struct {
 	xid, prog, proc uint32
 	started         time.Time
-	errnoKey        *errnoKey // set for calls whose failure status is repaired
-	isLink          bool      // the reply needs go-nfs's LINK layout turned into LINK3res
-	mountDir        string    // MNT: the directory asked for, entered in the DUMP list on success
-	syncHandle      []byte    // WRITE, COMMIT: the file's handle
-	syncWrite       bool      // the reply may go out only once the file is on stable storage
+	argsAt          int    // offset of the procedure's arguments in the call record
+	local           bool   // answered by the front end's own procedures (nfsproc.go)
+	objHandle       []byte // go-nfs procedures: the object whose failure errno may be recorded
+	mountDir        string // MNT: the directory asked for, entered in the DUMP list on success
+	syncHandle      []byte // WRITE, COMMIT: the file's handle
+	syncWrite       bool   // the reply may go out only once the file is on stable storage
 }
 
 // inspectCall parses a call record's header and, for the calls the front end repairs,
-// their arguments. It returns the (possibly rewritten) record.
-func (fe *frontEnd) inspectCall(h callHeader, record []byte) (*pendingCall, []byte) {
-	call := &pendingCall{xid: h.xid, prog: h.prog, proc: h.proc, started: time.Now()}
+// their arguments.
+func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
+	call := &pendingCall{xid: h.xid, prog: h.prog, proc: h.proc, started: time.Now(), argsAt: h.argsAt}
 	r := xdrReader{buf: record, pos: h.argsAt}
 	if h.prog == progMount && h.proc == mountProcMnt {
 		if dir := r.opaque(); r.err == nil {
 			call.mountDir = string(dir)
 		}
-		return call, record
+		return call
 	}
 	if h.prog != progNFS || h.vers != 3 {
-		return call, record
+		return call
 	}
-	argsAt := h.argsAt
+	if isLocalProc(h.proc) && fe.fs != nil {
+		call.local = true
+		return call
+	}
 	switch h.proc {
-	case procRemove, procRmdir:
-		dir, name := r.opaque(), r.opaque()
-		if path, ok := fe.childPath(dir, name, r.err); ok {
-			call.errnoKey = &errnoKey{op: "remove", from: path}
-		}
-	case procRename:
-		fromDir, fromName := r.opaque(), r.opaque()
-		toDir, toName := r.opaque(), r.opaque()
-		from, ok1 := fe.childPath(fromDir, fromName, r.err)
-		to, ok2 := fe.childPath(toDir, toName, r.err)
-		if ok1 && ok2 {
-			call.errnoKey = &errnoKey{op: "rename", from: from, to: to}
-		}
-	case procLink:
-		file, dir, name := r.opaque(), r.opaque(), r.opaque()
-		if r.err != nil {
-			return call, record
-		}
-		call.isLink = true
-		record = fe.rewriteLinkCall(record[:argsAt], file, dir, name, call)
 	case procWrite:
 		fh := r.opaque()
 		_, _ = r.uint32(), r.uint32() // offset
@@ -148,26 +137,20 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) (*pendingCall, []by
 		if r.err == nil {
 			call.syncHandle = append([]byte(nil), fh...)
 			call.syncWrite = stable != stableUnstable
+			call.objHandle = call.syncHandle
 		}
 	case procCommit:
 		if fh := r.opaque(); r.err == nil {
 			call.syncHandle = append([]byte(nil), fh...)
 			call.syncWrite = true
+			call.objHandle = call.syncHandle
+		}
+	case procAccess, procReadlink, procRead, procReaddir, procReaddirplus:
+		if fh := r.opaque(); r.err == nil {
+			call.objHandle = append([]byte(nil), fh...)
 		}
 	}
-	return call, record
-}
-
-// childPath is the union path go-nfs will compute for name inside the directory handle dir.
-func (fe *frontEnd) childPath(dir, name []byte, parseErr error) (string, bool) {
-	if parseErr != nil {
-		return "", false
-	}
-	f, path, err := fe.handler.FromHandle(dir)
-	if err != nil {
-		return "", false
-	}
-	return joinUnion(f, path, string(name)), true
+	return call
 }
 
 func joinUnion(f billy.Filesystem, dir []string, name ...string) string {
@@ -175,31 +158,27 @@ func joinUnion(f billy.Filesystem, dir []string, name ...string) string {
 	return f.Join(elems...)
 }
 
-// rewriteLinkCall turns LINK3args (file handle; directory handle and name of the new link)
-// into the layout go-nfs v0.0.4 decodes (directory handle and name; sattr3; target path),
-// with the target path taken from the file handle. A file handle that does not decode is
-// put where go-nfs expects the directory handle, so go-nfs answers NFS3ERR_STALE as it
-// should.
-func (fe *frontEnd) rewriteLinkCall(header, file, dir, name []byte, call *pendingCall) []byte {
-	var w xdrWriter
-	w.buf = append(w.buf, header...)
-	f, filePath, err := fe.handler.FromHandle(file)
+// repairStatus puts the errno errnoFS recorded for a failed go-nfs call on the wire in
+// place of the status go-nfs chose (mostly ACCES or IO).
+func (fe *frontEnd) repairStatus(call *pendingCall, record []byte, statusAt int, status uint32) ([]byte, uint32) {
+	if call.objHandle == nil || status == nfsStatusOK {
+		return record, status
+	}
+	f, elems, err := fe.handler.FromHandle(call.objHandle)
 	if err != nil {
-		w.opaque(file)
-		w.opaque(name)
-		w.sattrUnset()
-		w.opaque(nil)
-		return w.buf
+		return record, status
 	}
-	target := joinUnion(f, filePath)
-	w.opaque(dir)
-	w.opaque(name)
-	w.sattrUnset()
-	w.opaque([]byte(target))
-	if newPath, ok := fe.childPath(dir, name, nil); ok {
-		call.errnoKey = &errnoKey{op: "link", from: target, to: newPath}
+	errno := fe.errnos.take(errnoKey{op: "obj", from: joinUnion(f, elems)})
+	if errno == 0 {
+		return record, status
 	}
-	return w.buf
+	repaired := nfsStatusOf(errno)
+	if repaired == status {
+		return record, status
+	}
+	record = append([]byte(nil), record...)
+	binary.BigEndian.PutUint32(record[statusAt:], repaired)
+	return record, repaired
 }
 
 // finishReply repairs and traces one reply record; nil drops it.
@@ -208,7 +187,9 @@ func (fe *frontEnd) finishReply(call *pendingCall, record []byte, client string)
 		fe.logger.Error("go-nfs answered with another XID; reply dropped", "call", procName(call.prog, call.proc))
 		return nil
 	}
-	fixAcceptStat(record)
+	if !call.local {
+		fixAcceptStat(record)
+	}
 	xid := call.xid
 
 	statusAt, ok := replyResultOffset(record)
@@ -220,17 +201,11 @@ func (fe *frontEnd) finishReply(call *pendingCall, record []byte, client string)
 	hasStatus := ok && call.prog == progNFS && call.proc != 0 && statusAt+4 <= len(record)
 	if hasStatus {
 		status = binary.BigEndian.Uint32(record[statusAt:])
-		if call.errnoKey != nil {
-			if errno := fe.errnos.take(*call.errnoKey); errno != 0 && status != nfsStatusOK {
-				if repaired, known := nfsStatusForErrno(errno); known && repaired != status {
-					record = append([]byte(nil), record...)
-					binary.BigEndian.PutUint32(record[statusAt:], repaired)
-					status = repaired
-				}
+		if !call.local {
+			record, status = fe.repairStatus(call, record, statusAt, status)
+			if status == nfsStatusOK {
+				record = fe.fixAttributes(call, record, statusAt)
 			}
-		}
-		if call.isLink {
-			record = linkReplyToLINK3res(record, statusAt)
 		}
 		if call.syncHandle != nil && status == nfsStatusOK {
 			record, status = fe.makeDurable(call, record, statusAt)
@@ -262,28 +237,6 @@ func replyResultOffset(record []byte) (int, bool) {
 		return 0, false
 	}
 	return r.pos, r.err == nil
-}
-
-// linkReplyToLINK3res turns go-nfs's LINK reply (status, then CREATE's "handle follows" and
-// handle, post-op attributes, directory wcc) into LINK3res (status, file post-op
-// attributes, directory wcc). A failure reply gains the empty file attributes LINK3resfail
-// has and go-nfs omits.
-func linkReplyToLINK3res(record []byte, statusAt int) []byte {
-	bodyAt := statusAt + 4
-	status := binary.BigEndian.Uint32(record[statusAt:])
-	out := append([]byte(nil), record[:bodyAt]...)
-	if status != nfsStatusOK {
-		out = append(out, 0, 0, 0, 0) // post_op_attr: attributes_follow = false
-		return append(out, record[bodyAt:]...)
-	}
-	r := xdrReader{buf: record, pos: bodyAt}
-	if r.uint32() == 1 {
-		r.opaque()
-	}
-	if r.err != nil {
-		return record
-	}
-	return append(out, record[r.pos:]...)
 }
 
 // xdrReader reads big-endian XDR items, remembering the first error.
@@ -321,6 +274,20 @@ func (r *xdrReader) opaque() []byte {
 	return v
 }
 
+// fixed reads n bytes of fixed-length opaque data (n a multiple of 4).
+func (r *xdrReader) fixed(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if r.pos+n > len(r.buf) {
+		r.err = io.ErrUnexpectedEOF
+		return nil
+	}
+	v := r.buf[r.pos : r.pos+n]
+	r.pos += n
+	return v
+}
+
 // skipAuth skips an opaque_auth (flavor, body).
 func (r *xdrReader) skipAuth() {
 	_ = r.uint32()
@@ -336,12 +303,5 @@ func (w *xdrWriter) opaque(b []byte) {
 	w.buf = append(w.buf, b...)
 	for len(w.buf)%4 != 0 {
 		w.buf = append(w.buf, 0)
-	}
-}
-
-// sattrUnset writes a sattr3 that sets nothing: four "set_it = false" and two DONT_CHANGE.
-func (w *xdrWriter) sattrUnset() {
-	for range 6 {
-		w.uint32(0)
 	}
 }

@@ -156,9 +156,18 @@ type testServer struct {
 
 func startTestServer(t testing.TB, files map[string]string, extraArgs ...string) *testServer {
 	t.Helper()
+	return startTestServerWith(t, nil, files, extraArgs...)
+}
+
+// startTestServerWith lets prepare change the layout (and fill it) before the server starts.
+func startTestServerWith(t testing.TB, prepare func(*layout), files map[string]string, extraArgs ...string) *testServer {
+	t.Helper()
 	root := t.TempDir()
 	l := layout{root: root, l1: filepath.Join(root, "l1"), l2: filepath.Join(root, "l2"),
 		upper: filepath.Join(root, "upper"), work: filepath.Join(root, "work")}
+	if prepare != nil {
+		prepare(&l)
+	}
 	for _, d := range []string{l.l1, l.l2, l.upper, l.work} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

@@ -92,7 +92,12 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		cleanup()
 		return refused("%v", err)
 	}
-	front := newFrontEnd(logger, handler, errnos, served)
+	fsid := uint64(union.LayerSetID())
+	if fsid == 0 {
+		fsid = 1 // never 0: the one value that says nothing about the export
+	}
+	front := newFrontEnd(logger, handler, errnos, served, union, fsid)
+	front.files = served.files
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.
 	nfs.SetLogger(newGoNFSLogger(logger))
@@ -127,6 +132,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		status = exitFailure
 	}
 	cancel()
+	served.files.closeAll()
 	cleanup()
 	logger.Info("ovlnfs stopped", "exit_status", status)
 	return status

@@ -100,4 +100,39 @@ step "git fsck"            run git -C project fsck --no-progress
 step "dd conv=fsync"       run sh -c 'dd if=/dev/zero of=synced.bin bs=1M count=4 conv=fsync 2>/dev/null && cksum synced.bin'
 step "dd oflag=sync"       run sh -c 'dd if=/dev/zero of=osync.bin bs=4k count=4 oflag=sync 2>/dev/null && cksum osync.bin'
 
-step "final listing"       run sh -c 'ls -A . shared'
+# Errors: each must reach the program as the errno the kernel overlay gives (the transcript
+# holds the messages), never as EIO.
+long=$(printf '%0256d' 0)
+step "rmdir on a file"     run rmdir hard.txt
+step "mkdir on a file"     run mkdir base.txt
+step "mkdir on a dir"      run mkdir project
+# In a directory of the upper alone: the kernel overlay marks a directory it is about to
+# rename into a merged directory opaque even when the rename then fails, which the union
+# does not copy.
+step "mv dir onto non-empty dir" run sh -c 'mkdir -p errs/ne-src errs/ne-dst/sub && mv -T errs/ne-src errs/ne-dst'
+step "mv dir onto file"    run sh -c 'echo f > errs/file && mv -T errs/ne-src errs/file'
+step "mv file onto dir"    run mv -T errs/file errs/ne-dst
+step "ln onto existing"    run ln hard.txt base.txt
+step "ln -s onto existing" run ln -s hard.txt base.txt
+step "mknod fifo onto existing" run mkfifo base.txt
+step "rm a dir"            run rm errs/ne-dst/sub
+step "unlink a dir"        run unlink errs/ne-dst/sub
+step "cd into a file"      run sh -c 'cd hard.txt'
+step "create under a file" run sh -c 'echo x > hard.txt/new'
+step "name of 256 bytes"   run touch "$long"
+step "mkdir name of 256 bytes" run mkdir "$long"
+step "name of 255 bytes"   run sh -c 'touch "$(printf "%0255d" 0)" && ls | grep -c "^00000"'
+step "mv merged dir (EXDEV, copied)" run sh -c 'mv shared shared-moved && ls -A shared-moved && ! ls shared 2>/dev/null'
+step "truncate a dir"      run truncate -s 0 errs/ne-dst
+# O_CREAT|O_EXCL is an EXCLUSIVE CREATE over NFSv3 (noclobber opens with O_EXCL).
+step "exclusive create"    run sh -c 'set -C; echo one > excl.txt; echo two > excl.txt; cat excl.txt; stat -c "%a %s" excl.txt'
+step "exclusive create on lower" run sh -c 'set -C; echo x > hard.txt'
+# Attributes: special mode bits, atime apart from mtime, ctime moving on chmod.
+step "setuid setgid sticky" run sh -c 'echo s > suid.sh && chmod 4755 suid.sh && chmod 2755 errs && chmod +t errs/ne-dst && stat -c "%a %A %n" suid.sh errs errs/ne-dst'
+step "atime apart from mtime" run sh -c 'touch -a -d "2001-01-01 00:00:01" suid.sh && touch -m -d "2002-02-02 00:00:02" suid.sh && stat -c "%X %Y" suid.sh'
+step "ctime moves on chmod" run sh -c 'a=$(stat -c %Z suid.sh); sleep 1; chmod 700 suid.sh; b=$(stat -c %Z suid.sh); [ "$a" != "$b" ] && echo ctime changed'
+# Special files through MKNOD (as root).
+step "mknod chr blk fifo"  run sh -c 'mknod errs/cdev c 1 3 && mknod errs/bdev b 7 0 && mkfifo errs/fifo && stat -c "%F %t:%T %a %n" errs/cdev errs/bdev errs/fifo'
+step "mknod socket"        run python3 -c 'import socket, os; s = socket.socket(socket.AF_UNIX); s.bind("errs/sock"); print(oct(os.lstat("errs/sock").st_mode))'
+step "mknod whiteout-like" run mknod errs/wh c 0 0
+step "final listing"       run sh -c 'ls -A . shared-moved'

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +85,7 @@ func (e *env) check(stage string, cs []captured, now map[string]string) {
 			e.t.Fatalf("%s: handle of %s answers fileid %d, want %d", stage, c.path, attr.Fileid, c.fileid)
 		}
 		if p, ok := now[c.path]; ok {
+			e.checkListed(stage, c, p)
 			fi, fh, err := e.target.Lookup(p)
 			if err != nil {
 				e.t.Fatalf("%s: lookup %s: %v", stage, p, err)
@@ -95,6 +98,36 @@ func (e *env) check(stage string, cs []captured, now map[string]string) {
 			}
 		}
 	}
+}
+
+// checkListed: READDIRPLUS of the object's directory reports the same fileid (entry and
+// attributes) and a handle naming the same object.
+func (e *env) checkListed(stage string, c captured, p string) {
+	e.t.Helper()
+	if p == "" {
+		return
+	}
+	dir, name := path.Split(p)
+	entries, err := e.target.ReadDirPlus(strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		e.t.Fatalf("%s: READDIRPLUS %q: %v", stage, dir, err)
+	}
+	for _, ent := range entries {
+		if ent.FileName != name {
+			continue
+		}
+		if ent.FileId != c.fileid || (ent.Attr.IsSet && ent.Attr.Attr.Fileid != c.fileid) {
+			e.t.Fatalf("%s: READDIRPLUS lists %s with fileid %d / %d, want %d", stage, p, ent.FileId, ent.Attr.Attr.Fileid, c.fileid)
+		}
+		if ent.Handle.IsSet {
+			attr, err := e.target.GetAttr(ent.Handle.FH)
+			if err != nil || attr.Fileid != c.fileid {
+				e.t.Fatalf("%s: READDIRPLUS handle of %s: %v %v", stage, p, attr, err)
+			}
+		}
+		return
+	}
+	e.t.Fatalf("%s: READDIRPLUS of %q does not list %s", stage, dir, name)
 }
 
 func (e *env) expectStale(stage string, cs ...captured) {

@@ -141,17 +141,6 @@ func (e *env) expectStale(stage string, cs ...captured) {
 	}
 }
 
-func write(t *testing.T, root string, files map[string]string) {
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 func TestHandlesThroughRealClient(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -164,16 +153,16 @@ func TestHandlesThroughRealClient(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(t, e.lower1, map[string]string{"lfile": "lower", "chmodme": "c", "writeme": "w", "ldir/inside": "i"})
-	write(t, e.lower2, map[string]string{"deep/a/b/c/d/e/file": "deep", "deep/a/b/c/d/e/moveme": "m"})
-	write(t, e.up, map[string]string{"ufile": "upper", "udir/sub/f": "f", "gone-upper": "g"})
-	write(t, e.lower1, map[string]string{"gone-lower": "g"})
+	testenv.WriteFiles(t, e.lower1, map[string]string{"lfile": "lower", "chmodme": "c", "writeme": "w", "ldir/inside": "i"})
+	testenv.WriteFiles(t, e.lower2, map[string]string{"deep/a/b/c/d/e/file": "deep", "deep/a/b/c/d/e/moveme": "m"})
+	testenv.WriteFiles(t, e.up, map[string]string{"ufile": "upper", "udir/sub/f": "f", "gone-upper": "g"})
+	testenv.WriteFiles(t, e.lower1, map[string]string{"gone-lower": "g"})
 	// Many lower objects for the "other traffic".
 	many := map[string]string{}
 	for i := 0; i < 2000; i++ {
 		many[fmt.Sprintf("many/f%04d", i)] = "x"
 	}
-	write(t, e.lower2, many)
+	testenv.WriteFiles(t, e.lower2, many)
 
 	e.start()
 	paths := []string{"lfile", "chmodme", "writeme", "ldir", "ldir/inside", "deep", "deep/a/b/c/d/e",

@@ -34,15 +34,7 @@ func layers(t *testing.T) (lower1, lower2, upper, work string) {
 		"lower2/deep/er/file.txt":     "deep file\n",
 		"lower2/deep/er/another.data": strings.Repeat("0123456789abcdef", 65536), // 1 MiB: several READs
 	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.WriteFiles(t, root, files)
 	work = filepath.Join(root, "work")
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)

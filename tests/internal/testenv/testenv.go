@@ -208,3 +208,18 @@ func withoutDebug(log string) string {
 	}
 	return b.String()
 }
+
+// WriteFiles creates each file (path relative to root, parents made as needed) with its
+// content.
+func WriteFiles(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -141,7 +141,6 @@ func (e *env) expectStale(stage string, cs ...captured) {
 	}
 }
 
-
 func TestHandlesThroughRealClient(t *testing.T) {
 	testenv.RequireRoot(t)
 	root := t.TempDir()

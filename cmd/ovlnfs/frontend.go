@@ -41,6 +41,9 @@ const (
 
 	stableUnstable = 0
 
+	procReaddir     = 16
+	procReaddirplus = 17
+
 	lastFragment = 1 << 31
 
 	// maxRecordSize refuses absurd records before allocating for them. go-nfs advertises
@@ -154,8 +157,24 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) (*pendingCall, []by
 			call.syncHandle = append([]byte(nil), fh...)
 			call.syncWrite = true
 		}
+	case procReaddir, procReaddirplus:
+		forgetVerifierAtCookieZero(&r)
 	}
 	return call, record
+}
+
+// forgetVerifierAtCookieZero zeroes the cookie verifier of a READDIR or READDIRPLUS that
+// starts a listing (cookie 0). go-nfs serves the snapshot a verifier names whatever the
+// cookie, and Linux sends the verifier it holds even when it reads a directory afresh, so
+// without this a client rereading a changed directory would get the old listing. A
+// verifier is meaningful only for continuing a listing (RFC 1813: 0 on the first request).
+func forgetVerifierAtCookieZero(r *xdrReader) {
+	_ = r.opaque() // directory handle
+	cookieHi, cookieLo := r.uint32(), r.uint32()
+	if r.err != nil || cookieHi != 0 || cookieLo != 0 || r.pos+8 > len(r.buf) {
+		return
+	}
+	clear(r.buf[r.pos : r.pos+8])
 }
 
 // childPath is the union path go-nfs will compute for name inside the directory handle dir.

@@ -45,44 +45,55 @@ func Write(root string, n int) (*Layers, error) {
 	if err := os.MkdirAll(l.Work, 0o755); err != nil {
 		return nil, err
 	}
-	fds := map[string]int{}
-	for _, d := range []string{l.Lower1, l.Lower2, l.Upper} {
-		fd, err := unix.Open(filepath.Join(d, Dir), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, err
-		}
-		defer unix.Close(fd)
-		fds[d] = fd
+	// What each layer gets, decided first, then written one goroutine per layer: mknod in
+	// three directories proceeds in parallel where it would queue in one.
+	type node struct {
+		name     string
+		whiteout bool
 	}
-	file := func(layer, name string) error {
-		if err := unix.Mknodat(fds[layer], name, unix.S_IFREG|0o644, 0); err != nil {
-			return fmt.Errorf("mknod %s/%s/%s: %w", layer, Dir, name, err)
-		}
-		return nil
-	}
+	plan := map[string][]node{}
 	layers := []string{l.Lower2, l.Lower1, l.Upper} // bottom up
 	for i := 0; i < n; i++ {
 		name := Name(i)
 		own := i % 3
-		if err := file(layers[own], name); err != nil {
-			return nil, err
-		}
+		plan[layers[own]] = append(plan[layers[own]], node{name: name})
 		if i%10 == 0 && own < 2 { // also in a higher layer, which hides this one
-			if err := file(layers[own+1], name); err != nil {
-				return nil, err
-			}
+			plan[layers[own+1]] = append(plan[layers[own+1]], node{name: name})
 		}
 		l.Visible = append(l.Visible, name)
 	}
 	for i := 0; i < n/10; i++ {
 		name := fmt.Sprintf("w%07d", i)
-		if err := file(layers[i%2], name); err != nil {
+		plan[layers[i%2]] = append(plan[layers[i%2]], node{name: name})
+		plan[l.Upper] = append(plan[l.Upper], node{name: name, whiteout: true})
+		l.Hidden = append(l.Hidden, name)
+	}
+	errs := make(chan error, len(layers))
+	for _, layer := range layers {
+		go func() {
+			fd, err := unix.Open(filepath.Join(layer, Dir), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer unix.Close(fd)
+			for _, nd := range plan[layer] {
+				mode := uint32(unix.S_IFREG | 0o644)
+				if nd.whiteout {
+					mode = unix.S_IFCHR // device 0/0: an overlay whiteout
+				}
+				if err := unix.Mknodat(fd, nd.name, mode, 0); err != nil {
+					errs <- fmt.Errorf("mknod %s/%s/%s: %w", layer, Dir, nd.name, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range layers {
+		if err := <-errs; err != nil {
 			return nil, err
 		}
-		if err := unix.Mknodat(fds[l.Upper], name, unix.S_IFCHR|0o000, 0); err != nil {
-			return nil, fmt.Errorf("whiteout %s: %w", name, err)
-		}
-		l.Hidden = append(l.Hidden, name)
 	}
 	slices.Sort(l.Visible)
 	return l, nil

@@ -197,3 +197,48 @@ func TestListingsAreLinearizable(t *testing.T) {
 		t.Fatalf("only %d listings observed", len(obs))
 	}
 }
+
+// A listing's ID names its snapshot for NFS paging: the snapshot stays
+// available to the directory it lists after that directory changes (so a
+// client keeps paging through one consistent listing), and is never
+// handed out for another directory.
+func TestListingByIDBelongsToItsDirectory(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	ls.file("l1", "d/a", "a")
+	ls.file("l1", "e/b", "b")
+	ls.dir("u", "e")
+	fs := ls.open()
+
+	first, err := fs.ReadDir("d")
+	noErr(t, "ReadDir d", err)
+	id := ListingID(first)
+	if id == 0 {
+		t.Fatal("a listing of a non-empty directory has no ID")
+	}
+	// Creating in d copies d up: the directory gains an upper part and its
+	// listing a new snapshot, but the old one still belongs to d.
+	f, err := fs.Create("d/new")
+	noErr(t, "Create d/new", err)
+	noErr(t, "Close", f.Close())
+	now, err := fs.ReadDir("d")
+	noErr(t, "ReadDir d", err)
+	if ListingID(now) == id || len(now) != 2 {
+		t.Fatalf("listing after a create: id %d (old %d), %d entries", ListingID(now), id, len(now))
+	}
+	old, ok := fs.ListingByID("d", id)
+	if !ok || len(old) != 1 || old[0].Name() != "a" {
+		t.Fatalf("old snapshot of d: %v, %v", old, ok)
+	}
+	if again, ok := fs.ListingByID("./d", id); !ok || len(again) != 1 || cap(again) != 1 {
+		t.Fatalf("snapshot of d spelled ./d: %v, %v (an append must not write into the snapshot)", again, ok)
+	}
+	for _, other := range []string{"e", ".", "/", "d/a", "missing"} {
+		if got, ok := fs.ListingByID(other, id); ok {
+			t.Errorf("snapshot of d served for %q: %v", other, got)
+		}
+	}
+	if _, ok := fs.ListingByID("d", id+12345); ok {
+		t.Error("an unknown ID was served")
+	}
+}

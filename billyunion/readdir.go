@@ -94,15 +94,39 @@ func ListingID(entries []os.FileInfo) uint64 {
 	return 0
 }
 
-// ListingByID returns a copy of a recent snapshot by ID, even if its
-// directory changed since, so a client paging through it sees one
-// consistent listing.
-func (fs *FS) ListingByID(id uint64) ([]os.FileInfo, bool) {
+// ListingByID returns the recent snapshot id of the directory at p, even if
+// the directory changed since, so a client paging through it sees one
+// consistent listing. The slice is shared: read it, never write it (its
+// capacity is capped so that an append copies). It is not copied because
+// the NFS layer asks for it once per READDIR page: a copy of a 100,000-entry
+// listing per 15-entry page made paging 2.7 times slower. It reports false when the snapshot is gone
+// or belongs to another directory: a verifier is only a number a client
+// sends back, and serving another directory's snapshot would show it the
+// wrong names.
+func (fs *FS) ListingByID(p string, id uint64) ([]os.FileInfo, bool) {
 	s, ok := fs.listings.ByID(id)
 	if !ok {
 		return nil, false
 	}
-	return slices.Clone(s.Entries), true
+	comps, err := splitPath(p)
+	if err != nil {
+		return nil, false
+	}
+	d, err := fs.resolveDir(comps, false)
+	if err != nil {
+		return nil, false
+	}
+	defer d.close()
+	// Any part matches, not only the top one: a directory that gained an
+	// upper part (copied up) while a client paged through it is still the
+	// same directory, and a layer directory is part of one union directory
+	// only.
+	for _, part := range d.parts {
+		if s.Key == (readdircache.Key{Dev: part.st.Dev, Ino: part.st.Ino}) {
+			return s.Entries[:len(s.Entries):len(s.Entries)], true
+		}
+	}
+	return nil, false
 }
 
 // ListingStats reports directory cache counters.

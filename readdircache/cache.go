@@ -30,6 +30,8 @@
 package readdircache
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -49,8 +51,9 @@ type Signature string
 
 // Snapshot is one immutable listing.
 type Snapshot[E any] struct {
-	// ID is unique among all snapshots of a Cache; it serves as an NFS
-	// cookie verifier.
+	// ID is unique among all snapshots of a Cache, never 0, and starts
+	// at a random point for each Cache; it serves as an NFS cookie
+	// verifier.
 	ID        uint64
 	Key       Key
 	Signature Signature
@@ -112,7 +115,28 @@ func New[E any](entries int) (*Cache[E], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache[E]{byKey: byKey, byID: byID, inflight: map[Key]*build[E]{}, running: map[Key]map[*build[E]]bool{}, active: map[Key]int{}}, nil
+	c := &Cache[E]{byKey: byKey, byID: byID, inflight: map[Key]*build[E]{}, running: map[Key]map[*build[E]]bool{}, active: map[Key]int{}}
+	// IDs are NFS cookie verifiers, which clients keep across a server
+	// restart: a restarted cache counting from the same start would hand
+	// out a verifier a client still holds for another listing, and go-nfs
+	// would then page through the wrong snapshot. A random 64-bit start
+	// makes that practically impossible.
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	c.nextID.Store(binary.LittleEndian.Uint64(seed[:]))
+	return c, nil
+}
+
+// newID returns the next snapshot ID, never 0: go-nfs reads a 0 verifier
+// as "none".
+func (c *Cache[E]) newID() uint64 {
+	for {
+		if id := c.nextID.Add(1); id != 0 {
+			return id
+		}
+	}
 }
 
 // SetBeforePublishHook installs a hook that runs between the end of a build
@@ -167,7 +191,7 @@ func (c *Cache[E]) Get(key Key, sig Signature, buildFn BuildFunc[E]) (*Snapshot[
 type BuildFunc[E any] func(id uint64) ([]E, error)
 
 func (c *Cache[E]) run(key Key, sig Signature, b *build[E], buildFn BuildFunc[E]) {
-	id := c.nextID.Add(1)
+	id := c.newID()
 	entries, err := buildFn(id)
 	if c.beforePublish != nil {
 		c.beforePublish(key)

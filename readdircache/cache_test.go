@@ -116,3 +116,25 @@ func TestBoundedSize(t *testing.T) {
 		t.Fatalf("%d listings cached, limit 4", n)
 	}
 }
+
+// Snapshot IDs serve as NFS cookie verifiers that clients keep across a
+// server restart, so two caches (two server runs) must not number their
+// snapshots alike.
+func TestIDsDifferAcrossCaches(t *testing.T) {
+	build := func(uint64) ([]string, error) { return []string{"a"}, nil }
+	seen := map[uint64]bool{}
+	for i := 0; i < 4; i++ {
+		c, err := New[string](4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Get(Key{1, 1}, "sig", build)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.ID == 0 || seen[s.ID] {
+			t.Fatalf("snapshot ID %d repeats across caches or is 0 (seen %v)", s.ID, seen)
+		}
+		seen[s.ID] = true
+	}
+}

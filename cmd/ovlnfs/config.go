@@ -9,8 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
 // defaultListen is where the server listens unless told otherwise: loopback only, so a
@@ -30,7 +33,13 @@ type serveConfig struct {
 	// handleCacheEntries bounds the file handle -> path cache (0: the default). Only speed
 	// depends on it: a handle that is not cached is resolved from disk.
 	handleCacheEntries int
+	// dirCacheEntries bounds the merged directory listings the union keeps; 0 = its default.
+	dirCacheEntries int
 }
+
+// maxDirCacheEntries refuses a listing cache size that can only be a typo: each cached
+// listing of a big directory holds megabytes.
+const maxDirCacheEntries = 1 << 20
 
 // configError is a configuration the server refuses before touching anything. main turns it
 // into one line on stderr and exit status 2.
@@ -51,6 +60,7 @@ type rawServeFlags struct {
 	listen                      string
 	logFormat, logLevel         string
 	handleCacheEntries          int
+	dirCacheEntries             *string // nil when not given
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -63,6 +73,8 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.BoolVar(&raw.readOnly, "read-only", false, "serve read-only; a given --upperdir is then shown as the top-most lower layer (no workdir needed)")
 	fs.StringVar(&raw.listen, "listen", defaultListen, "HOST:PORT for NFSv3 and MOUNT (both on this one TCP port)")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
+	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
+		func(v string) error { raw.dirCacheEntries = &v; return nil })
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
 	fs.IntVar(&raw.handleCacheEntries, "handle-cache-entries", 0, "file handles whose current path is kept in memory (default 262144); a handle not cached is resolved from disk, never answered STALE")
 	return fs
@@ -127,6 +139,19 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		}
 		raw.readOnly = raw.readOnly || opts.readOnly
 		cfg.xattrPrefix = opts.xattrPrefix
+		if opts.dirCacheEntries != nil {
+			if raw.dirCacheEntries != nil {
+				return nil, refuse("dircache_entries given both as --dircache-entries and in -o")
+			}
+			raw.dirCacheEntries = opts.dirCacheEntries
+		}
+	}
+	if raw.dirCacheEntries != nil {
+		n, err := strconv.Atoi(*raw.dirCacheEntries)
+		if err != nil || n < 1 || n > maxDirCacheEntries {
+			return nil, refuse("--dircache-entries must be a whole number from 1 to %d, not %q", maxDirCacheEntries, *raw.dirCacheEntries)
+		}
+		cfg.dirCacheEntries = n
 	}
 	if len(lowerSpec) == 0 {
 		return nil, refuse("no lower layer: give --lowerdir=DIR[:DIR...] or -o lowerdir=...")
@@ -279,6 +304,8 @@ type mountOptions struct {
 	upper, work string
 	readOnly    bool
 	xattrPrefix string
+	// dirCacheEntries is kept as text so that a bad value gets the same refusal either way.
+	dirCacheEntries *string
 }
 
 // parseMountOptions reads a kernel overlay option string as mount(8) passes it: options
@@ -308,8 +335,10 @@ func parseMountOptions(s string) (mountOptions, error) {
 		case "rw", "defaults":
 		case "userxattr":
 			mo.xattrPrefix = "user.overlay."
+		case "dircache_entries":
+			mo.dirCacheEntries = &value
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, dircache_entries)", opt)
 		}
 	}
 	return mo, nil

@@ -31,7 +31,7 @@ func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath str
 		return nil, err
 	}
 	export := &exportHandler{union: served, statfsPath: statfsPath, readOnly: readOnly, logger: logger}
-	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}}, nil
+	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}, listings: newDirListings(union, logger)}, nil
 }
 
 // identityHandler gives go-nfs handles from package handles: persistent, stable across
@@ -165,7 +165,8 @@ var rootPath = []string{"."}
 // "." joins away in every path go-nfs builds (Join(".", "a") == "a"), and ToHandle strips it
 // so the handle cache sees one spelling per object.
 type rootParentHandler struct {
-	inner nfs.Handler
+	inner    nfs.Handler
+	listings *dirListings // go-nfs's directory paging cache (listings.go)
 }
 
 func (h *rootParentHandler) Mount(ctx context.Context, conn net.Conn, req nfs.MountRequest) (nfs.MountStatus, billy.Filesystem, []nfs.AuthFlavor) {
@@ -200,27 +201,14 @@ func (h *rootParentHandler) InvalidateHandle(f billy.Filesystem, fh []byte) erro
 
 func (h *rootParentHandler) HandleLimit() int { return h.inner.HandleLimit() }
 
-// VerifierFor and DataForVerifier forward go-nfs's optional directory-listing cache; go-nfs
-// looks for them on the outermost handler only.
+// VerifierFor and DataForVerifier are go-nfs's optional directory paging cache, which it
+// looks for on the outermost handler only; the union's listing snapshots back it.
 func (h *rootParentHandler) VerifierFor(path string, contents []fs.FileInfo) uint64 {
-	if c, ok := h.inner.(nfs.CachingHandler); ok {
-		return c.VerifierFor(path, contents)
-	}
-	return 0
+	return h.listings.VerifierFor(path, contents)
 }
 
 func (h *rootParentHandler) DataForVerifier(path string, verifier uint64) []fs.FileInfo {
-	c, ok := h.inner.(nfs.CachingHandler)
-	if !ok {
-		return nil
-	}
-	cached := c.DataForVerifier(path, verifier)
-	if cached == nil {
-		return nil
-	}
-	// go-nfs sorts what it gets in place; hand it a copy so concurrent READDIRs of one
-	// directory never sort the cached slice under each other.
-	return append([]fs.FileInfo(nil), cached...)
+	return h.listings.DataForVerifier(path, verifier)
 }
 
 func withoutDots(path []string) []string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -194,4 +195,35 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}
+
+func TestDirCacheEntries(t *testing.T) {
+	l := newLayout(t)
+	for _, bad := range []string{"0", "-3", "many", "1.5", "2000000", ""} {
+		for _, args := range [][]string{
+			{"--lowerdir=" + l.l1, "--dircache-entries=" + bad},
+			{"-o", "lowerdir=" + l.l1 + ",dircache_entries=" + bad},
+		} {
+			code, _, stderr := runCLI(t, context.Background(), append([]string{"serve"}, args...)...)
+			if code != exitBadConfig || !strings.Contains(stderr, "dircache") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("%q: exit %d, stderr %q; want 2 and one line naming dircache", args, code, stderr)
+			}
+		}
+	}
+	code, _, stderr := runCLI(t, context.Background(), "serve", "--lowerdir="+l.l1, "--dircache-entries=5", "-o", "dircache_entries=6")
+	if code != exitBadConfig || !strings.Contains(stderr, "both") {
+		t.Errorf("given both ways: exit %d, stderr %q", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"--lowerdir=" + l.l1, "--dircache-entries=5000"},
+		{"-o", "lowerdir=" + l.l1 + ",dircache_entries=5000"},
+	} {
+		cfg, err := parseServeArgs(args, io.Discard)
+		if err != nil || cfg.dirCacheEntries != 5000 {
+			t.Errorf("%q: %+v, %v; want dirCacheEntries 5000", args, cfg, err)
+		}
+	}
+	if cfg, err := parseServeArgs([]string{"--lowerdir=" + l.l1}, io.Discard); err != nil || cfg.dirCacheEntries != 0 {
+		t.Errorf("default: %+v, %v; want 0 (the union's default)", cfg, err)
+	}
 }

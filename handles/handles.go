@@ -44,6 +44,7 @@ type Handles struct {
 	// confirmed with the union.
 	paths *lru.Cache[string, string]
 	log   *slog.Logger
+	gone  []byte // see Gone
 }
 
 // New returns Handles for union.
@@ -63,7 +64,11 @@ func New(union Union, opts Options) (*Handles, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handles{union: union, export: union.LayerSetID(), paths: paths, log: log}, nil
+	h := &Handles{union: union, export: union.LayerSetID(), paths: paths, log: log}
+	if h.gone, err = encode(&handle{export: h.export, obj: billyunion.ObjectID{FS: goneFS, Handle: []byte{0}}}); err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 // ToHandle returns the handle of the object at path (components from the
@@ -85,6 +90,15 @@ func (h *Handles) ToHandle(path []string) ([]byte, error) {
 	h.paths.Add(obj.ID.Key(), p)
 	return b, nil
 }
+
+// goneFS is a filesystem index no layer has: identities on it resolve to nothing.
+const goneFS = 0xff
+
+// Gone returns a well-formed handle that names no object and always answers ESTALE. It
+// stands in for an object that vanished between being listed and being given a handle
+// (a READDIRPLUS served from a listing snapshot): the client then learns it is gone
+// when it uses the entry, as if it had been removed a moment later.
+func (h *Handles) Gone() []byte { return append([]byte(nil), h.gone...) }
 
 // FromHandle returns the current path of the object fh names.
 // ErrBadHandle for bytes that are no handle, ESTALE for a handle of another

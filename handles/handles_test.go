@@ -330,6 +330,13 @@ func TestForeignAndForgedHandles(t *testing.T) {
 			t.Fatalf("forged handle %x resolved to %q", b, p)
 		}
 	}
+	// The stand-in for a vanished object is well-formed and names nothing.
+	if _, err := decode(s.h.Gone()); err != nil {
+		t.Fatalf("Gone() does not decode: %v", err)
+	}
+	if p, err := s.h.FromHandle(s.h.Gone()); err != syscall.ESTALE {
+		t.Fatalf("Gone() resolved to %q, %v", p, err)
+	}
 	// Malformed bytes.
 	for _, b := range [][]byte{nil, {1}, bytes.Repeat([]byte{0xff}, 64), append(append([]byte(nil), good.fh...), 0, 0, 0, 0), good.fh[:len(good.fh)-4], append(good.fh[:len(good.fh):len(good.fh)], 1, 0, 0, 0), make([]byte, 65)} {
 		if p, err := s.h.FromHandle(b); err == nil {

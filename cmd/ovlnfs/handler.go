@@ -8,6 +8,7 @@ import (
 	"net"
 	"path"
 	"strings"
+	"syscall"
 
 	billy "github.com/go-git/go-billy/v5"
 	nfs "github.com/willscott/go-nfs"
@@ -44,10 +45,13 @@ type identityHandler struct {
 func (h *identityHandler) ToHandle(_ billy.Filesystem, path []string) []byte {
 	fh, err := h.handles.ToHandle(path)
 	if err != nil {
-		// go-nfs has no way to fail here; the client gets an empty handle, which
-		// resolves to nothing (STALE) rather than to a wrong object.
-		h.logger.Warn("cannot make a file handle", "path", strings.Join(path, "/"), "err", err)
-		return nil
+		// go-nfs has no way to fail here. An entry of a listing snapshot that was removed
+		// since gets a handle that answers STALE when used, as if it had been removed a
+		// moment later; an empty handle would confuse clients.
+		if err != syscall.ENOENT && err != syscall.ENOTDIR {
+			h.logger.Warn("cannot make a file handle", "path", strings.Join(path, "/"), "err", err)
+		}
+		return h.handles.Gone()
 	}
 	return fh
 }

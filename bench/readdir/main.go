@@ -318,6 +318,7 @@ func format(rows []row, rounds int) string {
 		fmt.Fprintf(&b, "| %d | %s | %s | %.0fx | %s | %s | %.0f bytes |\n", r.n, secs(r.unionCold), fmt.Sprintf("%.2f ms", float64(r.unionWarm.Microseconds())/1000),
 			r.unionCold.Seconds()/r.unionWarm.Seconds(), perEntry(r.unionCold, r.n), fmt.Sprintf("%.3f µs", float64(r.unionWarm.Nanoseconds())/1000/float64(r.n)), r.bytesPerEntry)
 	}
+	b.WriteString("\n\"did not finish\" = not within -plain-timeout. See the note below the tables for where the NFS-level time goes (written by hand after a profile).\n")
 	return b.String()
 }
 

@@ -45,6 +45,9 @@ func (fs *FS) setattr(p string, check func(e *entry) error, change func(dirfd in
 	defer d.close()
 	err = layer.Errno(change(fs.upperFD(d), e.name))
 	fs.forget(d) // the entry's attributes in the parent's listing
+	if st, serr := layer.Lstat(fs.upperFD(d), e.name); serr == nil && st.Nlink > 1 && !layer.IsDir(&st) {
+		fs.listings.ForgetAll() // its other names show the attributes too
+	}
 	return err
 }
 

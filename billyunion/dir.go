@@ -365,6 +365,10 @@ func (fs *FS) Unlink(p string) error {
 		return err
 	}
 	defer t.release()
+	if fs.inUpper(&t.e) && t.e.top().st.Nlink > 1 {
+		// Its other names' link count and ctime change, in any directory.
+		defer fs.listings.ForgetAll()
+	}
 	return fs.removeLocked(t)
 }
 

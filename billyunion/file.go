@@ -28,6 +28,18 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 	if writing && !fs.hasUpper {
 		return nil, syscall.EROFS
 	}
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		f, err := fs.openOnce(p, comps, flag, perm, writing)
+		if err != errRetry {
+			return f, err
+		}
+	}
+	return nil, syscall.EAGAIN
+}
+
+// openOnce is one attempt at OpenFile; errRetry means the name changed
+// between the lookup and the open, and the lookup must be made again.
+func (fs *FS) openOnce(p string, comps []string, flag int, perm os.FileMode, writing bool) (billy.File, error) {
 	if flag&os.O_CREATE != 0 {
 		f, err := fs.createFile(p, flag, perm)
 		if err != syscall.EEXIST || flag&os.O_EXCL != 0 {
@@ -35,6 +47,9 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 		}
 	}
 	d, e, err := fs.lookup(p)
+	if err == syscall.ENOENT && flag&os.O_CREATE != 0 {
+		return nil, errRetry // removed since create found it: create it then
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -53,13 +68,13 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 	}
 	sysFlags := flag &^ (os.O_CREATE | os.O_EXCL)
 	if !writing {
-		dirfd, name := fs.realName(d, &e)
-		if name == "" {
-			name = "."
+		if fs.beforeOpen != nil {
+			fs.beforeOpen(p)
 		}
-		f, err := layer.OpenFile(dirfd, name, sysFlags, 0)
+		dirfd, name := fs.realName(d, &e)
+		f, err := layer.OpenSame(dirfd, name, sysFlags, st)
 		if err != nil {
-			return nil, layer.Errno(err)
+			return nil, openErr(err)
 		}
 		return fs.newFile(p, comps, f, fs.inUpper(&e)), nil
 	}
@@ -67,19 +82,33 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 		return nil, syscall.EISDIR
 	}
 	ud, ue, err := fs.upperEntry(comps)
+	if err == syscall.ENOENT && flag&os.O_CREATE != 0 {
+		return nil, errRetry
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer ud.close()
-	f, err := layer.OpenFile(fs.upperFD(ud), ue.name, sysFlags, 0)
-	if err != nil {
-		return nil, layer.Errno(err)
+	if fs.beforeOpen != nil {
+		fs.beforeOpen(p)
 	}
-	fs.forget(ud) // O_TRUNC may have changed the size already
-	uf := fs.newFile(p, comps, f, true)
+	f, err := layer.OpenSame(fs.upperFD(ud), ue.name, sysFlags, &ue.top().st)
+	if err != nil {
+		return nil, openErr(err)
+	}
 	key := dirKey(ud)
+	uf := fs.newFile(p, comps, f, true)
 	uf.parentKey = &key
+	uf.changed() // O_TRUNC may have changed the size already
 	return uf, nil
+}
+
+// openErr turns layer.OpenSame's errors into the union's.
+func openErr(err error) error {
+	if errors.Is(err, layer.ErrReplaced) {
+		return errRetry
+	}
+	return layer.Errno(err)
 }
 
 // createFile makes a new regular file and returns it open with flag.
@@ -181,11 +210,13 @@ func (f *file) ReadAt(b []byte, off int64) (int, error) {
 
 func (f *file) Write(b []byte) (int, error) {
 	n, err := f.current().Write(b)
+	f.changed()
 	return n, ioErr(err)
 }
 
 func (f *file) WriteAt(b []byte, off int64) (int, error) {
 	n, err := f.current().WriteAt(b, off)
+	f.changed()
 	return n, ioErr(err)
 }
 
@@ -194,7 +225,26 @@ func (f *file) Seek(off int64, whence int) (int64, error) {
 	return n, ioErr(err)
 }
 
-func (f *file) Truncate(size int64) error { return ioErr(f.current().Truncate(size)) }
+func (f *file) Truncate(size int64) error {
+	err := f.current().Truncate(size)
+	f.changed()
+	return ioErr(err)
+}
+
+// changed drops the cached listings that show this file's size and times:
+// its parent's, and every listing when the file has other names (hard
+// links), which may sit in any directory. It runs after each write rather
+// than at Close: a client listing the directory while the file is open (an
+// NFS server keeps files open between WRITEs) must see the current size.
+func (f *file) changed() {
+	if f.parentKey == nil {
+		return
+	}
+	f.fs.listings.Forget(*f.parentKey)
+	if st, err := layer.Fstat(int(f.current().Fd())); err == nil && st.Nlink > 1 {
+		f.fs.listings.ForgetAll()
+	}
+}
 
 // Sync flushes the file to stable storage.
 func (f *file) Sync() error { return ioErr(f.current().Sync()) }
@@ -214,11 +264,7 @@ func (f *file) Close() error {
 		r.Close()
 	}
 	f.retired = nil
-	err := ioErr(f.f.Close())
-	if f.parentKey != nil {
-		f.fs.listings.Forget(*f.parentKey)
-	}
-	return err
+	return ioErr(f.f.Close())
 }
 
 // ioErr keeps io.EOF (callers test for it) and turns everything else into

@@ -79,6 +79,9 @@ type FS struct {
 	// moves records where renamed and linked objects went (moves.go); nil
 	// when read-only.
 	moves *moves
+	// beforeOpen, when set (tests only), runs in OpenFile between the
+	// lookup and the open, to force a change into that window.
+	beforeOpen func(p string)
 }
 
 var (

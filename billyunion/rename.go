@@ -196,6 +196,14 @@ func isPrefix(prefix, full []string) bool {
 }
 
 func (fs *FS) renameLocked(p *pair) error {
+	for _, e := range []*entry{&p.oe, &p.ne} {
+		if fs.inUpper(e) && !e.isDir() && e.top().st.Nlink > 1 {
+			// A moved object's ctime and a replaced one's link count
+			// show in the listings of its other names' directories.
+			defer fs.listings.ForgetAll()
+			break
+		}
+	}
 	op, np := fs.upperFD(p.od), fs.upperFD(p.nd)
 	oldName, newName := p.oe.name, p.ne.name
 	isDir := p.oe.isDir()
@@ -333,6 +341,11 @@ func (fs *FS) Link(oldpath, newpath string) error {
 	}
 	if err := fs.recordMove(p.od, &p.oe, p.nd, newName); err != nil {
 		return err
+	}
+	// The link count shows in the listing of every directory holding a
+	// name of the object; the two locked here are invalidated on release.
+	if p.oe.top().st.Nlink > 1 {
+		defer fs.listings.ForgetAll()
 	}
 	if !p.ne.upperWhiteout {
 		return layer.Errno(unix.Linkat(op, oldName, np, newName, 0))

@@ -267,6 +267,19 @@ func (c *Cache[E]) Forget(key Key) {
 	c.mu.Unlock()
 }
 
+// ForgetAll is Forget for every directory: an object with several names
+// (hard links) changed, and any listing may show it.
+func (c *Cache[E]) ForgetAll() {
+	c.mu.Lock()
+	c.byKey.Purge()
+	for _, builds := range c.running {
+		for b := range builds {
+			b.noStore = true
+		}
+	}
+	c.mu.Unlock()
+}
+
 // ByID returns a recent snapshot by its ID (an NFS cookie verifier), even
 // if the directory has changed since: a client paging through a listing
 // keeps the snapshot it started with.

@@ -112,6 +112,44 @@ func OpenFile(dir int, name string, flags int, mode uint32) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
+// ErrReplaced reports that a name no longer holds the object a lookup found
+// there: another change replaced or removed it in between.
+var ErrReplaced = errors.New("layer: the name holds another object now")
+
+// OpenSame opens name inside dir with flags only if it still holds the
+// regular file or directory want describes (same device and inode). The
+// name is pinned with O_PATH and checked first, then reopened through
+// procfs, so a whiteout, fifo, device or directory renamed onto the name
+// since the lookup is never opened for I/O (opening a fifo would block, a
+// whiteout answers ENXIO). A changed or vanished name gives ErrReplaced.
+func OpenSame(dir int, name string, flags int, want *unix.Stat_t) (*os.File, error) {
+	if name == "" {
+		name = "."
+	}
+	pin, err := openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil, ErrReplaced
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pin)
+	st, err := Fstat(pin)
+	if err != nil {
+		return nil, err
+	}
+	typ := st.Mode & unix.S_IFMT
+	if st.Dev != want.Dev || st.Ino != want.Ino || typ != want.Mode&unix.S_IFMT ||
+		(typ != unix.S_IFREG && typ != unix.S_IFDIR) {
+		return nil, ErrReplaced
+	}
+	fd, err := openat(unix.AT_FDCWD, ProcPath(pin), flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
 func openat(dir int, name string, flags int, mode uint32) (int, error) {
 	var fd int
 	err := ignoringEINTR(func() error {

@@ -126,6 +126,7 @@ func mustNotExist(_ *dir, e *entry) error {
 // how to make it as a temporary in the work directory.
 type newObject struct {
 	mode  uint32 // S_IFMT | permission bits
+	owner owner  // who creates it
 	build func(work int, tmp string) error
 }
 
@@ -158,7 +159,7 @@ func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err e
 			fs.discard(tmp)
 		}
 	}()
-	if err := fs.initNew(t.d, wd, tmp, obj.mode, t.e.upperWhiteout); err != nil {
+	if err := fs.initNew(t.d, wd, tmp, obj.mode, obj.owner, t.e.upperWhiteout); err != nil {
 		return parentKey, err
 	}
 	if err := fs.placeNew(t, tmp, obj.mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
@@ -169,11 +170,11 @@ func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err e
 }
 
 // initNew gives a freshly built object its owner and mode the way the
-// kernel would for a create in the parent: the caller's uid, the parent's
-// gid and setgid bit when the parent is setgid.
-func (fs *FS) initNew(parent *dir, wd int, tmp string, mode uint32, overWhiteout bool) error {
+// kernel would for a create in the parent: the caller's uid and gid, but the
+// parent's gid and setgid bit when the parent is setgid.
+func (fs *FS) initNew(parent *dir, wd int, tmp string, mode uint32, o owner, overWhiteout bool) error {
 	pst := &parent.parts[0].st
-	gid := fs.gid
+	gid := o.gid
 	perm := mode & 0o7777
 	isDir := mode&unix.S_IFMT == unix.S_IFDIR
 	if isDir {
@@ -185,7 +186,7 @@ func (fs *FS) initNew(parent *dir, wd int, tmp string, mode uint32, overWhiteout
 			perm |= unix.S_ISGID
 		}
 	}
-	if err := unix.Fchownat(wd, tmp, fs.uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchownat(wd, tmp, o.uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return layer.Errno(err)
 	}
 	if mode&unix.S_IFMT != unix.S_IFLNK {
@@ -237,9 +238,12 @@ func (fs *FS) newWhiteout() (string, error) {
 }
 
 // Mkdir creates a directory; EEXIST if the name exists.
-func (fs *FS) Mkdir(p string, perm os.FileMode) error {
+func (fs *FS) Mkdir(p string, perm os.FileMode) error { return fs.mkdir(fs.owner, p, perm) }
+
+func (fs *FS) mkdir(o owner, p string, perm os.FileMode) error {
 	_, err := fs.create(p, newObject{
-		mode: unix.S_IFDIR | unixPerm(perm),
+		mode:  unix.S_IFDIR | unixPerm(perm),
+		owner: o,
 		build: func(wd int, tmp string) error {
 			return unix.Mkdirat(wd, tmp, 0o700)
 		},
@@ -248,7 +252,9 @@ func (fs *FS) Mkdir(p string, perm os.FileMode) error {
 }
 
 // MkdirAll creates p and any missing parents; existing directories are fine.
-func (fs *FS) MkdirAll(p string, perm os.FileMode) error {
+func (fs *FS) MkdirAll(p string, perm os.FileMode) error { return fs.mkdirAll(fs.owner, p, perm) }
+
+func (fs *FS) mkdirAll(o owner, p string, perm os.FileMode) error {
 	comps, err := splitPath(p)
 	if err != nil {
 		return err
@@ -265,7 +271,7 @@ func (fs *FS) MkdirAll(p string, perm os.FileMode) error {
 		if err != syscall.ENOENT {
 			return err
 		}
-		if err := fs.Mkdir(sub, perm); err != nil && err != syscall.EEXIST {
+		if err := fs.mkdir(o, sub, perm); err != nil && err != syscall.EEXIST {
 			return err
 		}
 	}
@@ -273,7 +279,9 @@ func (fs *FS) MkdirAll(p string, perm os.FileMode) error {
 }
 
 // Symlink creates link pointing at target, stored as given.
-func (fs *FS) Symlink(target, link string) error {
+func (fs *FS) Symlink(target, link string) error { return fs.symlink(fs.owner, target, link) }
+
+func (fs *FS) symlink(o owner, target, link string) error {
 	switch {
 	case target == "":
 		return syscall.ENOENT
@@ -286,7 +294,8 @@ func (fs *FS) Symlink(target, link string) error {
 		}
 	}
 	_, err := fs.create(link, newObject{
-		mode: unix.S_IFLNK | 0o777,
+		mode:  unix.S_IFLNK | 0o777,
+		owner: o,
 		build: func(wd int, tmp string) error {
 			return unix.Symlinkat(target, wd, tmp)
 		},
@@ -299,6 +308,10 @@ func (fs *FS) Symlink(target, link string) error {
 // permission bits. A 0/0 character device is refused with EPERM, as the
 // kernel overlay does: it would be a whiteout.
 func (fs *FS) Mknod(p string, mode uint32, major, minor uint32) error {
+	return fs.mknod(fs.owner, p, mode, major, minor)
+}
+
+func (fs *FS) mknod(o owner, p string, mode uint32, major, minor uint32) error {
 	typ := mode & unix.S_IFMT
 	switch typ {
 	case 0:
@@ -315,7 +328,8 @@ func (fs *FS) Mknod(p string, mode uint32, major, minor uint32) error {
 		dev = 0
 	}
 	_, err := fs.create(p, newObject{
-		mode: typ | mode&0o7777,
+		mode:  typ | mode&0o7777,
+		owner: o,
 		build: func(wd int, tmp string) error {
 			return unix.Mknodat(wd, tmp, typ|0o600, int(dev))
 		},

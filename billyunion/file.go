@@ -20,6 +20,11 @@ import (
 // open read-only, symlinks answer ELOOP, devices, fifos and sockets EINVAL
 // (the server must never read or write the host's devices through a layer).
 func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error) {
+	return fs.openFile(fs.owner, p, flag, perm)
+}
+
+// openFile is OpenFile for a creator o.
+func (fs *FS) openFile(o owner, p string, flag int, perm os.FileMode) (billy.File, error) {
 	comps, err := splitPath(p)
 	if err != nil {
 		return nil, err
@@ -29,7 +34,7 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 		return nil, syscall.EROFS
 	}
 	for attempt := 0; attempt < maxRetries; attempt++ {
-		f, err := fs.openOnce(p, comps, flag, perm, writing)
+		f, err := fs.openOnce(o, p, comps, flag, perm, writing)
 		if err != errRetry {
 			return f, err
 		}
@@ -39,9 +44,9 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 
 // openOnce is one attempt at OpenFile; errRetry means the name changed
 // between the lookup and the open, and the lookup must be made again.
-func (fs *FS) openOnce(p string, comps []string, flag int, perm os.FileMode, writing bool) (billy.File, error) {
+func (fs *FS) openOnce(o owner, p string, comps []string, flag int, perm os.FileMode, writing bool) (billy.File, error) {
 	if flag&os.O_CREATE != 0 {
-		f, err := fs.createFile(p, flag, perm)
+		f, err := fs.createFile(o, p, flag, perm)
 		if err != syscall.EEXIST || flag&os.O_EXCL != 0 {
 			return f, err
 		}
@@ -112,7 +117,7 @@ func openErr(err error) error {
 }
 
 // createFile makes a new regular file and returns it open with flag.
-func (fs *FS) createFile(p string, flag int, perm os.FileMode) (billy.File, error) {
+func (fs *FS) createFile(o owner, p string, flag int, perm os.FileMode) (billy.File, error) {
 	if !fs.hasUpper {
 		return nil, syscall.EROFS
 	}
@@ -122,7 +127,8 @@ func (fs *FS) createFile(p string, flag int, perm os.FileMode) (billy.File, erro
 	}
 	var opened *os.File
 	parentKey, err := fs.create(p, newObject{
-		mode: unix.S_IFREG | unixPerm(perm),
+		mode:  unix.S_IFREG | unixPerm(perm),
+		owner: o,
 		build: func(wd int, tmp string) error {
 			access := flag & (os.O_WRONLY | os.O_RDWR | os.O_APPEND)
 			f, err := layer.OpenFile(wd, tmp, access|unix.O_CREAT|unix.O_EXCL, 0o600)

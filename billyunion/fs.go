@@ -64,8 +64,9 @@ type FS struct {
 	// copyUps counts completed copy-ups; files opened read-only on a lower
 	// layer compare it to notice that their object moved up.
 	copyUps atomic.Uint64
-	// uid, gid own the objects the union creates.
-	uid, gid int
+	// owner owns the objects the union creates unless a Caller creates
+	// them: the server process itself.
+	owner owner
 	// originUUIDs: origin records carry the lower filesystem's uuid (the
 	// kernel's uuid=on, chosen for a fresh upper); else zeros (uuid=null).
 	originUUIDs bool
@@ -99,7 +100,7 @@ func New(opts Options) (*FS, error) {
 	if opts.Upper != "" && opts.Work == "" {
 		return nil, fmt.Errorf("billyunion: an upper layer needs a work directory: %w", syscall.EINVAL)
 	}
-	fs := &FS{log: opts.Logger, locks: newLockTable(), uid: os.Geteuid(), gid: os.Getegid()}
+	fs := &FS{log: opts.Logger, locks: newLockTable(), owner: owner{uid: os.Geteuid(), gid: os.Getegid()}}
 	if fs.log == nil {
 		fs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -37,11 +37,15 @@ type frontEnd struct {
 	handler nfs.Handler // decodes handles for the calls the front end repairs
 	errnos  *errnoRecorder
 	mounts  *mountTable
-	syncer  syncer        // makes WRITE and COMMIT data durable before their replies
-	fs      unionOps      // what the front end's own NFS procedures call
-	fsid    uint64        // the export's fsid in the attributes the front end writes
-	files   *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
-	pl      *pipeListener // set by listen
+	syncer  syncer   // makes WRITE and COMMIT data durable before their replies
+	fs      unionOps // what the front end's own NFS procedures call
+	fsid    uint64   // the export's fsid in the attributes the front end writes
+	// asCaller, when set, gives the union as a caller sees it (objects it creates are
+	// its own); set when the server runs as root and so can give objects away.
+	asCaller func(caller) unionOps
+	readOnly bool          // no upper layer: ACCESS grants no change
+	files    *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
+	pl       *pipeListener // set by listen
 
 	mu       sync.Mutex
 	conns    map[*clientConn]struct{}

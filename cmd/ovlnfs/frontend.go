@@ -108,12 +108,13 @@ type pendingCall struct {
 	mountDir        string // MNT: the directory asked for, entered in the DUMP list on success
 	syncHandle      []byte // WRITE, COMMIT: the file's handle
 	syncWrite       bool   // the reply may go out only once the file is on stable storage
+	cred            caller // who the call says it comes from
 }
 
 // inspectCall parses a call record's header and, for the calls the front end repairs,
 // their arguments.
 func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
-	call := &pendingCall{xid: h.xid, prog: h.prog, proc: h.proc, started: time.Now(), argsAt: h.argsAt}
+	call := &pendingCall{xid: h.xid, prog: h.prog, proc: h.proc, started: time.Now(), argsAt: h.argsAt, cred: h.cred}
 	r := xdrReader{buf: record, pos: h.argsAt}
 	if h.prog == progMount && h.proc == mountProcMnt {
 		if dir := r.opaque(); r.err == nil {

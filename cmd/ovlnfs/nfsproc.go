@@ -18,8 +18,10 @@ import (
 // drops setuid/setgid/sticky and guards on mtime, and its attributes carry one time for
 // three. Each procedure here is a thin translation: decode the arguments, make one union
 // call, map its errno to a status with nfsStatusOf, encode attributes from the real stat.
-// go-nfs keeps READ, WRITE, READDIR, READDIRPLUS, READLINK, ACCESS, FSSTAT, FSINFO,
-// PATHCONF and COMMIT.
+// ACCESS is answered here too: go-nfs grants whatever is asked, whoever asks. The union
+// seen by each call is the caller's (cred.go), so what a client creates is its user's.
+// go-nfs keeps READ, WRITE, READDIR, READDIRPLUS, READLINK, FSSTAT, FSINFO, PATHCONF and
+// COMMIT.
 
 // NFSv3 procedure numbers answered here (the others are in frontend.go).
 const (
@@ -71,8 +73,8 @@ type unionOps interface {
 // isLocalProc reports whether the front end answers this NFSv3 procedure itself.
 func isLocalProc(proc uint32) bool {
 	switch proc {
-	case procGetattr, procSetattr, procLookup, procCreate, procMkdir, procSymlink, procMknod,
-		procRemove, procRmdir, procRename, procLink:
+	case procGetattr, procSetattr, procLookup, procAccess, procCreate, procMkdir, procSymlink,
+		procMknod, procRemove, procRmdir, procRename, procLink:
 		return true
 	}
 	return false
@@ -118,7 +120,8 @@ func itoa(v uint32) string {
 // localProc holds what one locally answered call needs.
 type localProc struct {
 	fe   *frontEnd
-	fs   unionOps
+	fs   unionOps // the union as the caller sees it: what it creates is the caller's
+	cred caller
 	r    xdrReader
 	w    *xdrWriter
 	fsid uint64
@@ -126,7 +129,10 @@ type localProc struct {
 
 // serveLocal answers an NFSv3 call of isLocalProc.
 func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
-	p := &localProc{fe: fe, fs: fe.fs, r: xdrReader{buf: record, pos: call.argsAt}, fsid: fe.fsid}
+	p := &localProc{fe: fe, fs: fe.fs, cred: call.cred, r: xdrReader{buf: record, pos: call.argsAt}, fsid: fe.fsid}
+	if fe.asCaller != nil && call.cred.unix {
+		p.fs = fe.asCaller(call.cred)
+	}
 	p.w = acceptedReply(call.xid, acceptSuccess)
 	var ok bool
 	switch call.proc {
@@ -136,6 +142,8 @@ func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
 		ok = p.setattr()
 	case procLookup:
 		ok = p.lookup()
+	case procAccess:
+		ok = p.access()
 	case procCreate:
 		ok = p.create()
 	case procMkdir, procSymlink, procMknod:
@@ -248,6 +256,29 @@ func (p *localProc) getattr() bool {
 	p.w.uint32(nfsStatusOf(err))
 	if err == nil {
 		p.w.fattr3(st, p.fsid)
+	}
+	return true
+}
+
+// access answers ACCESS for the caller from the object's mode and owner (cred.go).
+func (p *localProc) access() bool {
+	fh := p.r.opaque()
+	asked := p.r.uint32()
+	if p.r.err != nil {
+		return false
+	}
+	_, _, path, err := p.resolve(fh)
+	var st *syscall.Stat_t
+	if err == nil {
+		st, err = p.stat(path)
+		if errors.Is(err, syscall.ENOENT) {
+			err = statusError(nfsStatusStale)
+		}
+	}
+	p.w.uint32(nfsStatusOf(err))
+	p.w.postOpAttr(st, p.fsid)
+	if err == nil {
+		p.w.uint32(accessFor(p.cred, st, asked, p.fe.readOnly))
 	}
 	return true
 }

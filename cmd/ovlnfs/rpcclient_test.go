@@ -29,6 +29,29 @@ type rpcClient struct {
 	waiting map[uint32]chan []byte
 	err     error
 	done    chan struct{}
+	// credFlavor and credBody are the credential calls carry: AUTH_UNIX for root
+	// unless a test sets another.
+	credFlavor uint32
+	credBody   []byte
+}
+
+// authUnixBody encodes an AUTH_UNIX credential body.
+func authUnixBody(uid, gid uint32, groups ...uint32) []byte {
+	var cred xdrWriter
+	cred.uint32(0)
+	cred.opaque([]byte("test"))
+	cred.uint32(uid)
+	cred.uint32(gid)
+	cred.uint32(uint32(len(groups)))
+	for _, g := range groups {
+		cred.uint32(g)
+	}
+	return cred.buf
+}
+
+// as makes the following calls carry an AUTH_UNIX credential for uid, gid and groups.
+func (c *rpcClient) as(uid, gid uint32, groups ...uint32) {
+	c.credFlavor, c.credBody = authUnix, authUnixBody(uid, gid, groups...)
 }
 
 func dialRPC(t testing.TB, addr string) *rpcClient {
@@ -37,7 +60,8 @@ func dialRPC(t testing.TB, addr string) *rpcClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &rpcClient{t: t, conn: conn, xid: 0x1000, waiting: make(map[uint32]chan []byte), done: make(chan struct{})}
+	c := &rpcClient{t: t, conn: conn, xid: 0x1000, waiting: make(map[uint32]chan []byte), done: make(chan struct{}),
+		credFlavor: authUnix, credBody: authUnixBody(0, 0)}
 	go c.readLoop()
 	t.Cleanup(func() {
 		conn.Close()
@@ -87,15 +111,10 @@ func (c *rpcClient) start(rpcVers, prog, vers, proc uint32, args []byte) <-chan 
 	w.uint32(prog)
 	w.uint32(vers)
 	w.uint32(proc)
-	// AUTH_UNIX credential for root, as the kernel client sends.
-	var cred xdrWriter
-	cred.uint32(0)
-	cred.opaque([]byte("test"))
-	cred.uint32(0)
-	cred.uint32(0)
-	cred.uint32(0)
-	w.uint32(1)
-	w.opaque(cred.buf)
+	c.mu.Lock()
+	w.uint32(c.credFlavor)
+	w.opaque(c.credBody)
+	c.mu.Unlock()
 	w.uint32(0)
 	w.uint32(0)
 	w.buf = append(w.buf, args...)

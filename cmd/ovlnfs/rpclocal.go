@@ -49,13 +49,19 @@ const (
 type callHeader struct {
 	xid, msgType, rpcVers, prog, vers, proc uint32
 	argsAt                                  int // offset of the procedure's arguments
+	cred                                    caller
+	badCred                                 bool // an AUTH_UNIX credential that does not decode
 }
 
 func parseCallHeader(record []byte) (callHeader, bool) {
 	r := xdrReader{buf: record}
 	h := callHeader{xid: r.uint32(), msgType: r.uint32(), rpcVers: r.uint32()}
 	h.prog, h.vers, h.proc = r.uint32(), r.uint32(), r.uint32()
-	r.skipAuth() // credential
+	flavor := r.uint32()
+	body := r.opaque()
+	if r.err == nil {
+		h.cred, h.badCred = parseCredential(flavor, body)
+	}
 	r.skipAuth() // verifier
 	h.argsAt = r.pos
 	return h, r.err == nil && h.msgType == rpcCall
@@ -150,6 +156,9 @@ func (fe *frontEnd) localReply(h callHeader, record []byte, client string) []byt
 		w.uint32(rpcVersion) // high
 		return w.buf
 	}
+	if h.badCred {
+		return authErrorReply(h.xid)
+	}
 	switch h.prog {
 	case progNFS:
 		if h.vers != nfsVersion {
@@ -206,6 +215,9 @@ func progMismatch(xid, version uint32) []byte {
 func describeReply(reply []byte) string {
 	r := xdrReader{buf: reply, pos: 8}
 	if r.uint32() == msgDenied {
+		if r.uint32() == rejectAuthError {
+			return "AUTH_ERROR"
+		}
 		return "RPC_MISMATCH"
 	}
 	r.skipAuth()

@@ -98,6 +98,10 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	}
 	front := newFrontEnd(logger, handler, errnos, served, union, fsid)
 	front.files = served.files
+	front.readOnly = union.ReadOnly()
+	if os.Geteuid() == 0 {
+		front.asCaller = func(c caller) unionOps { return union.As(c.uid, c.gid) }
+	}
 	// go-nfs keeps its logger in a package variable; this is the only way to route its
 	// lines into ours. It is set once, before the first connection.
 	nfs.SetLogger(newGoNFSLogger(logger))

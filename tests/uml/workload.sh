@@ -135,4 +135,16 @@ step "ctime moves on chmod" run sh -c 'a=$(stat -c %Z suid.sh); sleep 1; chmod 7
 step "mknod chr blk fifo"  run sh -c 'mknod errs/cdev c 1 3 && mknod errs/bdev b 7 0 && mkfifo errs/fifo && stat -c "%F %t:%T %a %n" errs/cdev errs/bdev errs/fifo'
 step "mknod socket"        run python3 -c 'import socket, os; s = socket.socket(socket.AF_UNIX); s.bind("errs/sock"); print(oct(os.lstat("errs/sock").st_mode))'
 step "mknod whiteout-like" run mknod errs/wh c 0 0
+# Credentials: what a user creates is that user's, and the mode bits decide what it may do
+# (ACCESS answers for the caller's uid and groups, not for the server).
+as_user() { setpriv --reuid=1000 --regid=1000 --clear-groups "$@"; }
+step "user dir"            run sh -c 'mkdir userdir && chmod 1777 userdir && echo secret > secret.txt && chmod 600 secret.txt'
+step "user creates"        run as_user sh -c 'echo mine > userdir/mine.txt && mkdir userdir/mydir && ln -s mine.txt userdir/mylink && mkfifo userdir/myfifo && stat -c "%u:%g %a %n" userdir/mine.txt userdir/mydir userdir/mylink userdir/myfifo'
+step "user reads own file" run as_user cat userdir/mine.txt
+step "user reads 0600 file" run as_user cat secret.txt
+step "user writes root's file" run as_user sh -c 'echo no >> base.txt'
+step "user lists 0700 dir" run as_user ls project
+step "user creates in root's dir" run as_user touch not-mine.txt
+step "user removes root's file" run as_user rm -f secret.txt
+step "root reads user file" run cat userdir/mine.txt
 step "final listing"       run sh -c 'ls -A . shared-moved'

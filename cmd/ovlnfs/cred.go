@@ -92,28 +92,90 @@ const (
 	access3Execute = 0x20
 )
 
+// rights are the read, write and execute permissions c has on an object with stat st.
+func (c caller) rights(st *syscall.Stat_t) (r, w, x bool) {
+	if c.unix && c.uid == 0 {
+		return true, true, st.Mode&syscall.S_IFMT == syscall.S_IFDIR || st.Mode&0o111 != 0
+	}
+	shift := 0 // other
+	switch {
+	case c.uid == st.Uid:
+		shift = 6
+	case c.inGroup(st.Gid):
+		shift = 3
+	}
+	bits := st.Mode >> shift & 0o7
+	return bits&4 != 0, bits&2 != 0, bits&1 != 0
+}
+
+func (c caller) inGroup(gid uint32) bool { return c.gid == gid || slices.Contains(c.groups, gid) }
+
+// checked reports whether the server checks this caller's permissions: AUTH_UNIX callers
+// other than root. AUTH_NONE calls act as the server process (see above).
+func (c caller) checked() bool { return c.unix && c.uid != 0 }
+
+// The Linux client leaves the permission checks of directory changes to the server (it
+// asks ACCESS before reading and writing files, not before creating or removing names),
+// so the front end checks them, as the kernel would for a local process with the
+// caller's ids: EACCES without write and search permission on the directory, EPERM for a
+// sticky directory's entry that is neither the caller's nor in the caller's directory,
+// and the owner rules of chmod, chown and utimes.
+
+// mayChangeDir: the caller may add or remove names in the directory dir.
+func (c caller) mayChangeDir(dir *syscall.Stat_t) error {
+	if !c.checked() {
+		return nil
+	}
+	if _, w, x := c.rights(dir); !w || !x {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// mayRemove: the caller may remove or rename away entry (nil: there is none) from dir.
+func (c caller) mayRemove(dir, entry *syscall.Stat_t) error {
+	if err := c.mayChangeDir(dir); err != nil || entry == nil || !c.checked() {
+		return err
+	}
+	if dir.Mode&syscall.S_ISVTX != 0 && c.uid != dir.Uid && c.uid != entry.Uid {
+		return syscall.EPERM
+	}
+	return nil
+}
+
+// maySetattr: the caller may make the changes of s to an object with stat st.
+func (c caller) maySetattr(st *syscall.Stat_t, s *sattr3) error {
+	if !c.checked() {
+		return nil
+	}
+	owner := c.uid == st.Uid
+	_, w, _ := c.rights(st)
+	switch {
+	case s.uid != nil && *s.uid != st.Uid:
+		return syscall.EPERM // only root gives files away
+	case s.gid != nil && *s.gid != st.Gid && (!owner || !c.inGroup(*s.gid)):
+		return syscall.EPERM
+	case s.mode != nil && !owner:
+		return syscall.EPERM
+	case s.clientTime && !owner:
+		return syscall.EPERM
+	case (s.atime != nil || s.mtime != nil) && !owner && !w:
+		return syscall.EACCES
+	case s.size != nil && !owner && !w:
+		// The owner may truncate without write permission: over NFS an ftruncate of a
+		// file opened for writing before a chmod looks the same as a truncate.
+		return syscall.EACCES
+	}
+	return nil
+}
+
 // accessFor answers ACCESS: which of the asked rights c has on an object with stat st,
 // by the object's mode bits as the kernel checks them (root may read and write anything
 // and execute what anyone may execute; others get the owner's, the group's or the other
 // bits, the first class they fall in). A read-only export grants no change.
 func accessFor(c caller, st *syscall.Stat_t, asked uint32, readOnly bool) uint32 {
 	isDir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
-	var r, w, x bool
-	switch {
-	case c.unix && c.uid == 0:
-		r, w = true, true
-		x = isDir || st.Mode&0o111 != 0
-	default:
-		shift := 0 // other
-		switch {
-		case c.uid == st.Uid:
-			shift = 6
-		case c.gid == st.Gid || slices.Contains(c.groups, st.Gid):
-			shift = 3
-		}
-		bits := st.Mode >> shift & 0o7
-		r, w, x = bits&4 != 0, bits&2 != 0, bits&1 != 0
-	}
+	r, w, x := c.rights(st)
 	if readOnly {
 		w = false
 	}

@@ -99,10 +99,9 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 	if os.Geteuid() != 0 {
 		requireInCI(t, "giving files away needs root")
 	}
-	srv := startTestServer(t, map[string]string{"lower.txt": "lower\n", "shared/.keep": ""})
+	srv := startTestServer(t, map[string]string{"lower.txt": "lower\n"})
 	c := dialRPC(t, srv.addr)
 	root := c.mountRoot()
-	shared := c.lookup(root, "shared")
 	if err := os.MkdirAll(filepath.Join(srv.layout.upper, "sgid"), 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -115,29 +114,41 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 	}
 	sgidFH := c.lookup(root, "sgid")
 
+	pubDir := filepath.Join(srv.layout.upper, "pub")
+	if err := os.Mkdir(pubDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(pubDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pubDir, "others"), []byte("x"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(filepath.Join(pubDir, "others"), 2000, 2000)
+	pub := c.lookup(root, "pub")
+
 	c.as(1000, 1000, 27)
 	made := map[string][]byte{}
-	made["file"] = c.create(root, "file")
-	made["dir"] = c.mkdir(root, "dir")
+	made["pub/file"] = c.create(pub, "file")
+	made["pub/dir"] = c.mkdir(pub, "dir")
 	var sl xdrWriter
-	sl.buf = append(dirop(root, "link"), sattrNone()...)
+	sl.buf = append(dirop(pub, "link"), sattrNone()...)
 	sl.opaque([]byte("file"))
 	if st, r := c.nfsCall(procSymlink, sl.buf); st != 0 {
 		t.Fatalf("SYMLINK: status %d", st)
 	} else {
-		made["link"] = newHandle(t, r)
+		made["pub/link"] = newHandle(t, r)
 	}
 	var fifo xdrWriter
-	fifo.buf = dirop(root, "fifo")
+	fifo.buf = dirop(pub, "fifo")
 	fifo.uint32(nf3Fifo)
 	fifo.buf = append(fifo.buf, sattrMode(0o644)...)
 	if st, r := c.nfsCall(procMknod, fifo.buf); st != 0 {
 		t.Fatalf("MKNOD: status %d", st)
 	} else {
-		made["fifo"] = newHandle(t, r)
+		made["pub/fifo"] = newHandle(t, r)
 	}
 	made["sgid/inherits"] = c.create(sgidFH, "inherits")
-	made["shared/below-lower-dir"] = c.create(shared, "below-lower-dir")
 
 	for name, fh := range made {
 		wantGID := uint32(1000)
@@ -157,8 +168,50 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 		}
 	}
 
+	// What uid 1000 may not do, as the kernel refuses it to a local process.
 	lower := c.lookup(root, "lower.txt") // root's, 0644
-	if got, want := c.accessCall(made["file"]), uint32(access3Read|access3Modify|access3Extend); got != want {
+	size0 := uint64(0)
+	mode := uint32(0o777)
+	var chown xdrWriter
+	chown.opaque(made["pub/file"])
+	chown.buf = append(chown.buf, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0) // no mode; uid 0
+	chown.buf = append(chown.buf, make([]byte, 20)...)               // no gid, size, times; no guard
+	for _, tc := range []struct {
+		what string
+		proc uint32
+		args []byte
+		want uint32
+	}{
+		{"CREATE in root's directory", procCreate, createArgs(root, "nope", createGuarded, sattrMode(0o644)), 13},
+		{"MKDIR in root's directory", procMkdir, append(dirop(root, "nope"), sattrMode(0o755)...), 13},
+		{"REMOVE from root's directory", procRemove, dirop(root, "lower.txt"), 13},
+		{"REMOVE another user's file from a sticky directory", procRemove, dirop(pub, "others"), 1},
+		{"RENAME out of root's directory", procRename, append(dirop(root, "lower.txt"), dirop(pub, "stolen")...), 13},
+		{"LINK into root's directory", procLink, append(opaqueArg(made["pub/file"]), dirop(root, "nope")...), 13},
+		{"SETATTR mode of root's file", procSetattr, setattrArgs(lower, &mode, nil, nil, nil, nil), 1},
+		{"SETATTR size of root's 0644 file", procSetattr, setattrArgs(lower, nil, &size0, nil, nil, nil), 13},
+		{"SETATTR giving a file to root", procSetattr, chown.buf, 1},
+	} {
+		if st, _ := c.nfsCall(tc.proc, tc.args); st != tc.want {
+			t.Errorf("%s as uid 1000: status %d, want %d", tc.what, st, tc.want)
+		}
+	}
+	for _, name := range []string{"nope", "lower.txt", "pub/stolen"} {
+		if _, err := os.Lstat(filepath.Join(srv.layout.upper, name)); !os.IsNotExist(err) {
+			t.Errorf("upper has %s after refused calls (%v)", name, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(pubDir, "others")); err != nil {
+		t.Errorf("another user's file in the sticky directory is gone: %v", err)
+	}
+	if a := c.getattr(lower); a.mode != 0o644 || a.size != 6 {
+		t.Errorf("root's file changed by refused calls: mode %o size %d", a.mode, a.size)
+	}
+	if a := c.getattr(made["pub/file"]); a.uid != 1000 {
+		t.Errorf("refused chown changed the owner to %d", a.uid)
+	}
+
+	if got, want := c.accessCall(made["pub/file"]), uint32(access3Read|access3Modify|access3Extend); got != want {
 		t.Errorf("ACCESS of the caller's own 0644 file: %#x, want %#x", got, want)
 	}
 	if got, want := c.accessCall(lower), uint32(access3Read); got != want {

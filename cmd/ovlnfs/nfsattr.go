@@ -134,6 +134,7 @@ type sattr3 struct {
 	mode, uid, gid *uint32
 	size           *uint64
 	atime, mtime   *time.Time
+	clientTime     bool // a time is set to the client's value, not the server's clock
 }
 
 func (r *xdrReader) uint64() uint64 {
@@ -161,6 +162,7 @@ func (r *xdrReader) sattr3() sattr3 {
 			now := time.Now()
 			return &now
 		case setToClientTime:
+			s.clientTime = true
 			sec, nsec := r.uint32(), r.uint32()
 			t := time.Unix(int64(sec), int64(nsec))
 			return &t

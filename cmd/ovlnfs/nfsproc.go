@@ -303,6 +303,9 @@ func (p *localProc) setattr() bool {
 		err = statusError(nfsStatusNotSync)
 	}
 	if err == nil {
+		err = p.cred.maySetattr(pre, &s)
+	}
+	if err == nil {
 		err = p.apply(path, &s, pre)
 	}
 	p.w.uint32(nfsStatusOf(err))
@@ -404,6 +407,42 @@ func (p *localProc) lookup() bool {
 	return true
 }
 
+// applyAsCaller applies the attributes a CREATE, MKDIR, SYMLINK or MKNOD asked for to the
+// object it made, with the caller's rights: a user may not create a file and hand it to
+// another.
+func (p *localProc) applyAsCaller(path string, s *sattr3) error {
+	st, err := p.stat(path)
+	if err != nil {
+		return err
+	}
+	if err := p.cred.maySetattr(st, s); err != nil {
+		return err
+	}
+	return p.apply(path, s, nil)
+}
+
+// mayRename: the caller may take from's entry out of its directory and put it in to's,
+// replacing what is there; moving a directory to another parent also rewrites its "..",
+// which needs write permission on it.
+func (p *localProc) mayRename(from *dirArgs, fromDir *syscall.Stat_t, to *dirArgs, toDir *syscall.Stat_t) error {
+	if !p.cred.checked() {
+		return nil
+	}
+	moved := p.statOrNil(from.child())
+	if err := p.cred.mayRemove(fromDir, moved); err != nil {
+		return err
+	}
+	if err := p.cred.mayRemove(toDir, p.statOrNil(to.child())); err != nil {
+		return err
+	}
+	if moved != nil && moved.Mode&syscall.S_IFMT == syscall.S_IFDIR && from.dir != to.dir {
+		if _, w, _ := p.cred.rights(moved); !w {
+			return syscall.EACCES
+		}
+	}
+	return nil
+}
+
 // newObjectReply writes the result of CREATE, MKDIR, SYMLINK and MKNOD.
 func (p *localProc) newObjectReply(d *dirArgs, dirPre *syscall.Stat_t, err error) {
 	var fh []byte
@@ -464,6 +503,9 @@ func (p *localProc) makeNode(proc uint32) bool {
 	if err == nil {
 		err = checkNewName(d.name)
 	}
+	if err == nil && p.statOrNil(d.child()) == nil {
+		err = p.cred.mayChangeDir(dirPre)
+	}
 	if err == nil {
 		path := d.child()
 		mode := uint32(0o755)
@@ -499,7 +541,7 @@ func (p *localProc) makeNode(proc uint32) bool {
 		if err == nil {
 			rest := ownerAndTimes(s)
 			if !rest.empty() {
-				err = p.apply(path, &rest, nil)
+				err = p.applyAsCaller(path, &rest)
 			}
 		}
 	}
@@ -524,6 +566,9 @@ func (p *localProc) remove(rmdir bool) bool {
 				err = syscall.ENOENT
 			}
 		}
+	}
+	if err == nil {
+		err = p.cred.mayRemove(dirPre, p.statOrNil(d.child()))
 	}
 	if err == nil {
 		// The handle is made before the object goes, to drop what is cached for it.
@@ -567,6 +612,9 @@ func (p *localProc) rename() bool {
 		}
 	}
 	if err == nil {
+		err = p.mayRename(&from, fromPre, &to, toPre)
+	}
+	if err == nil {
 		err = p.fs.Rename(from.child(), to.child())
 		if err == nil {
 			p.fe.forgetOpen(from.child())
@@ -599,6 +647,9 @@ func (p *localProc) link() bool {
 	}
 	if err == nil {
 		err = checkNewName(d.name)
+	}
+	if err == nil && p.statOrNil(d.child()) == nil {
+		err = p.cred.mayChangeDir(dirPre)
 	}
 	if err == nil {
 		err = p.fs.Link(target, d.child())
@@ -637,6 +688,9 @@ func (p *localProc) create() bool {
 	if err == nil {
 		err = checkNewName(d.name)
 	}
+	if err == nil && p.statOrNil(d.child()) == nil {
+		err = p.cred.mayChangeDir(dirPre)
+	}
 	if err == nil {
 		if how == createExclusive {
 			err = p.createExclusive(d.child(), verf)
@@ -673,7 +727,7 @@ func (p *localProc) createChecked(path string, guarded bool, s *sattr3) error {
 		if rest.empty() {
 			return nil
 		}
-		return p.apply(path, &rest, nil)
+		return p.applyAsCaller(path, &rest)
 	}
 	if !errors.Is(err, syscall.EEXIST) || guarded {
 		return err
@@ -689,6 +743,9 @@ func (p *localProc) createChecked(path string, guarded bool, s *sattr3) error {
 		return nil
 	}
 	only := sattr3{size: s.size}
+	if err := p.cred.maySetattr(st, &only); err != nil {
+		return err
+	}
 	return p.apply(path, &only, st)
 }
 

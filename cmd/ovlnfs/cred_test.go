@@ -175,7 +175,7 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 	var chown xdrWriter
 	chown.opaque(made["pub/file"])
 	chown.buf = append(chown.buf, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0) // no mode; uid 0
-	chown.buf = append(chown.buf, make([]byte, 20)...)               // no gid, size, times; no guard
+	chown.buf = append(chown.buf, make([]byte, 20)...)                // no gid, size, times; no guard
 	for _, tc := range []struct {
 		what string
 		proc uint32

@@ -91,6 +91,33 @@ func (fs *FS) Identify(p string) (Identity, error) {
 	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(fs.identityOf(d, &e))}, nil
 }
 
+// EntryIdentity is Identify for an entry of a listing of the directory dir
+// (a FileInfo from ReadDir or ListingByID), cached in the entry. An entry
+// whose name now holds another object (or none) answers ENOENT: the
+// listing is older than that change.
+func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
+	entry, ok := fi.(*fileInfo)
+	if !ok {
+		return Identity{}, syscall.EINVAL
+	}
+	if id := entry.id.Load(); id != nil {
+		return *id, nil
+	}
+	p := entry.name
+	if dir != "" && dir != "/" {
+		p = dir + "/" + entry.name
+	}
+	id, err := fs.Identify(p)
+	if err != nil {
+		return Identity{}, err
+	}
+	if id.Ino != entry.st.Ino {
+		return Identity{}, syscall.ENOENT
+	}
+	entry.id.Store(&id)
+	return id, nil
+}
+
 // IdentifyWithParent is Identify that also returns the identity of the
 // directory the object was found in (ok false for the root), from the same
 // lookup.

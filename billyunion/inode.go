@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/bits"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -146,6 +147,10 @@ type fileInfo struct {
 	name    string
 	st      syscall.Stat_t
 	listing uint64 // the listing snapshot this came from, if any
+	// id caches the entry's identity once EntryIdentity computed it: a
+	// snapshot is immutable and an identity survives copy-up, so clients
+	// paging through a listing again need no lookup per entry.
+	id atomic.Pointer[Identity]
 }
 
 // The kernel fills unix.Stat_t and syscall.Stat_t from the same struct on

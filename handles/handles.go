@@ -20,6 +20,7 @@ type Union interface {
 	FindConnected(id billyunion.ObjectID) (string, error)
 	Locations(id billyunion.ObjectID) ([]billyunion.Location, error)
 	ReadDir(path string) ([]os.FileInfo, error)
+	EntryIdentity(dir string, fi os.FileInfo) (billyunion.Identity, error)
 	LayerSetID() uint32
 }
 
@@ -93,6 +94,49 @@ func (h *Handles) ToHandle(path []string) ([]byte, error) {
 
 // goneFS is a filesystem index no layer has: identities on it resolve to nothing.
 const goneFS = 0xff
+
+// Listing makes the handles of the entries of one listing of the directory
+// at dir: what ToHandle would give for each, without a lookup per entry
+// once the listing was handed out before (identities are cached in the
+// union's listing entries).
+type Listing struct {
+	h      *Handles
+	dir    []string
+	dirKey string // the directory's path, as the union names it
+	parent billyunion.ObjectID
+}
+
+// ForListing prepares the handles of the entries of a listing of dir.
+func (h *Handles) ForListing(dir []string) (*Listing, error) {
+	p := strings.Join(dir, "/")
+	id, err := h.union.Identify(p)
+	if err != nil {
+		return nil, err
+	}
+	if !id.Dir {
+		return nil, syscall.ENOTDIR
+	}
+	return &Listing{h: h, dir: dir, dirKey: p, parent: id.ID}, nil
+}
+
+// Handle returns the handle of entry fi of the listing; ENOENT when its name
+// holds another object now.
+func (l *Listing) Handle(fi os.FileInfo) ([]byte, error) {
+	obj, err := l.h.union.EntryIdentity(l.dirKey, fi)
+	if err != nil {
+		return nil, err
+	}
+	hd := &handle{export: l.h.export, dir: obj.Dir, obj: obj.ID}
+	if !obj.Dir {
+		hd.hasHint, hd.parent, hd.name = true, l.parent, fi.Name()
+	}
+	b, err := encode(hd)
+	if err != nil {
+		return nil, err
+	}
+	l.h.paths.Add(obj.ID.Key(), join(l.dirKey, fi.Name()))
+	return b, nil
+}
 
 // Gone returns a well-formed handle that names no object and always answers ESTALE. It
 // stands in for an object that vanished between being listed and being given a handle

@@ -43,9 +43,13 @@ type frontEnd struct {
 	// asCaller, when set, gives the union as a caller sees it (objects it creates are
 	// its own); set when the server runs as root and so can give objects away.
 	asCaller func(caller) unionOps
-	readOnly bool          // no upper layer: ACCESS grants no change
-	files    *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
-	pl       *pipeListener // set by listen
+	readOnly bool // no upper layer: ACCESS grants no change
+	// dirs and entryHandles, when set, let the front end answer READDIR and READDIRPLUS
+	// itself (readdir.go).
+	dirs         dirSource
+	entryHandles listingHandles
+	files        *openFiles    // go-nfs's READ/WRITE opens, to drop on REMOVE/RMDIR/RENAME
+	pl           *pipeListener // set by listen
 
 	mu       sync.Mutex
 	conns    map[*clientConn]struct{}

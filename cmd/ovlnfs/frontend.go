@@ -125,7 +125,7 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
 	if h.prog != progNFS || h.vers != 3 {
 		return call
 	}
-	if isLocalProc(h.proc) && fe.fs != nil {
+	if fe.fs != nil && (isLocalProc(h.proc) || fe.dirs != nil && (h.proc == procReaddir || h.proc == procReaddirplus)) {
 		call.local = true
 		return call
 	}

@@ -26,13 +26,13 @@ const handleLimit = 1 << 20
 // newNFSHandler builds the go-nfs Handler that serves union through served (the
 // filesystem go-nfs calls). It is the one place that decides how file handles are made:
 // package handles derives them from the objects' persistent identities.
-func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath string, readOnly bool, handleCacheEntries int, logger *slog.Logger) (nfs.Handler, error) {
+func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath string, readOnly bool, handleCacheEntries int, logger *slog.Logger) (nfs.Handler, *handles.Handles, error) {
 	hs, err := handles.New(union, handles.Options{CacheEntries: handleCacheEntries, Logger: logger.With("component", "handles")})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	export := &exportHandler{union: served, statfsPath: statfsPath, readOnly: readOnly, logger: logger}
-	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}, listings: newDirListings(union, logger)}, nil
+	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}, listings: newDirListings(union, logger)}, hs, nil
 }
 
 // identityHandler gives go-nfs handles from package handles: persistent, stable across

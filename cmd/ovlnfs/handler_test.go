@@ -23,7 +23,7 @@ func TestRootParentIsRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	h, err := newNFSHandler(fs, fs, lower, true, 0, slog.New(slog.DiscardHandler))
+	h, _, err := newNFSHandler(fs, fs, lower, true, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,6 +144,8 @@ func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
 		ok = p.lookup()
 	case procAccess:
 		ok = p.access()
+	case procReaddir, procReaddirplus:
+		ok = p.readdir(call.proc == procReaddirplus)
 	case procCreate:
 		ok = p.create()
 	case procMkdir, procSymlink, procMknod:

@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	if readOnly {
 		statfsPath = cfg.lowers[0]
 	}
-	handler, err := newNFSHandler(union, served, statfsPath, readOnly, cfg.handleCacheEntries, logger)
+	handler, hs, err := newNFSHandler(union, served, statfsPath, readOnly, cfg.handleCacheEntries, logger)
 	if err != nil {
 		cleanup()
 		return refused("%v", err)
@@ -99,6 +99,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	front := newFrontEnd(logger, handler, errnos, served, union, fsid)
 	front.files = served.files
 	front.readOnly = union.ReadOnly()
+	front.dirs, front.entryHandles = union, hs
 	if os.Geteuid() == 0 {
 		front.asCaller = func(c caller) unionOps { return union.As(c.uid, c.gid) }
 	}

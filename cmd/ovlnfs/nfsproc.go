@@ -242,19 +242,25 @@ func (p *localProc) checkDir(d *dirArgs) (*syscall.Stat_t, error) {
 	return st, nil
 }
 
+// statHandle resolves fh and stats the object: STALE when either fails to find it.
+func (p *localProc) statHandle(fh []byte) (billy.Filesystem, []string, string, *syscall.Stat_t, error) {
+	f, elems, path, err := p.resolve(fh)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	st, err := p.stat(path)
+	if errors.Is(err, syscall.ENOENT) {
+		err = statusError(nfsStatusStale)
+	}
+	return f, elems, path, st, err
+}
+
 func (p *localProc) getattr() bool {
 	fh := p.r.opaque()
 	if p.r.err != nil {
 		return false
 	}
-	_, _, path, err := p.resolve(fh)
-	var st *syscall.Stat_t
-	if err == nil {
-		st, err = p.stat(path)
-		if errors.Is(err, syscall.ENOENT) {
-			err = statusError(nfsStatusStale)
-		}
-	}
+	_, _, _, st, err := p.statHandle(fh)
 	p.w.uint32(nfsStatusOf(err))
 	if err == nil {
 		p.w.fattr3(st, p.fsid)
@@ -269,14 +275,7 @@ func (p *localProc) access() bool {
 	if p.r.err != nil {
 		return false
 	}
-	_, _, path, err := p.resolve(fh)
-	var st *syscall.Stat_t
-	if err == nil {
-		st, err = p.stat(path)
-		if errors.Is(err, syscall.ENOENT) {
-			err = statusError(nfsStatusStale)
-		}
-	}
+	_, _, _, st, err := p.statHandle(fh)
 	p.w.uint32(nfsStatusOf(err))
 	p.w.postOpAttr(st, p.fsid)
 	if err == nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"os"
 	"syscall"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/readdircache"
 )
 
 // READDIR and READDIRPLUS, answered from the union's listing snapshots. go-nfs v0.0.4
@@ -35,6 +38,7 @@ const (
 type dirSource interface {
 	ReadDir(p string) ([]os.FileInfo, error)
 	ListingByID(p string, id uint64) ([]os.FileInfo, bool)
+	ListingStats() readdircache.Stats
 }
 
 // listingHandles makes the handles of a listing's entries (package handles).
@@ -68,14 +72,7 @@ func (p *localProc) readdir(plus bool) bool {
 		return false
 	}
 	verifier := binary.BigEndian.Uint64(verf)
-	f, elems, path, err := p.resolve(fh)
-	var dirSt *syscall.Stat_t
-	if err == nil {
-		dirSt, err = p.stat(path)
-		if err == syscall.ENOENT {
-			err = statusError(nfsStatusStale)
-		}
-	}
+	f, elems, path, dirSt, err := p.statHandle(fh)
 	if err == nil && dirSt.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		err = syscall.ENOTDIR
 	}
@@ -118,7 +115,13 @@ func (p *localProc) snapshot(path string, cookie, verifier uint64) ([]os.FileInf
 		if err != nil {
 			return nil, 0, err
 		}
-		return entries, billyunion.ListingID(entries), nil
+		id := billyunion.ListingID(entries)
+		if p.fe.logger.Enabled(context.Background(), slog.LevelDebug) {
+			st := p.fe.dirs.ListingStats()
+			p.fe.logger.Debug("directory listed", "path", path, "verifier", id, "entries", len(entries),
+				"cached_listings", st.Cached, "hits", st.Hits, "misses", st.Misses, "stale_builds", st.Stale)
+		}
+		return entries, id, nil
 	}
 	entries, ok := p.fe.dirs.ListingByID(path, verifier)
 	if !ok {

@@ -224,6 +224,20 @@ func checkNewName(name string) error {
 	return billyunion.ValidName(name)
 }
 
+// checkNewEntry checks a diropargs3 that names an entry to make: the directory is one, the
+// name can be an entry's, and the caller may add to the directory (unless the name exists
+// already: what that means is the procedure's to say). It returns the directory's stat.
+func (p *localProc) checkNewEntry(d *dirArgs) (*syscall.Stat_t, error) {
+	dirSt, err := p.checkDir(d)
+	if err == nil {
+		err = checkNewName(d.name)
+	}
+	if err == nil && p.statOrNil(d.child()) == nil {
+		err = p.cred.mayChangeDir(dirSt)
+	}
+	return dirSt, err
+}
+
 // checkDir makes sure the directory of a diropargs3 is one.
 func (p *localProc) checkDir(d *dirArgs) (*syscall.Stat_t, error) {
 	if d.err != nil {
@@ -500,13 +514,7 @@ func (p *localProc) makeNode(proc uint32) bool {
 	if p.r.err != nil {
 		return false
 	}
-	dirPre, err := p.checkDir(&d)
-	if err == nil {
-		err = checkNewName(d.name)
-	}
-	if err == nil && p.statOrNil(d.child()) == nil {
-		err = p.cred.mayChangeDir(dirPre)
-	}
+	dirPre, err := p.checkNewEntry(&d)
 	if err == nil {
 		path := d.child()
 		mode := uint32(0o755)
@@ -644,13 +652,7 @@ func (p *localProc) link() bool {
 	_, _, target, err := p.resolve(fh)
 	var dirPre *syscall.Stat_t
 	if err == nil {
-		dirPre, err = p.checkDir(&d)
-	}
-	if err == nil {
-		err = checkNewName(d.name)
-	}
-	if err == nil && p.statOrNil(d.child()) == nil {
-		err = p.cred.mayChangeDir(dirPre)
+		dirPre, err = p.checkNewEntry(&d)
 	}
 	if err == nil {
 		err = p.fs.Link(target, d.child())
@@ -685,13 +687,7 @@ func (p *localProc) create() bool {
 	if p.r.err != nil {
 		return false
 	}
-	dirPre, err := p.checkDir(&d)
-	if err == nil {
-		err = checkNewName(d.name)
-	}
-	if err == nil && p.statOrNil(d.child()) == nil {
-		err = p.cred.mayChangeDir(dirPre)
-	}
+	dirPre, err := p.checkNewEntry(&d)
 	if err == nil {
 		if how == createExclusive {
 			err = p.createExclusive(d.child(), verf)

@@ -125,7 +125,7 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
 	if h.prog != progNFS || h.vers != 3 {
 		return call
 	}
-	if fe.fs != nil && (isLocalProc(h.proc) || fe.dirs != nil && (h.proc == procReaddir || h.proc == procReaddirplus)) {
+	if fe.fs != nil && isLocalProc(h.proc) {
 		call.local = true
 		return call
 	}
@@ -146,31 +146,12 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
 			call.syncWrite = true
 			call.objHandle = call.syncHandle
 		}
-	case procAccess, procReadlink, procRead:
+	case procReadlink, procRead:
 		if fh := r.opaque(); r.err == nil {
 			call.objHandle = append([]byte(nil), fh...)
-		}
-	case procReaddir, procReaddirplus:
-		if fh := r.opaque(); r.err == nil {
-			call.objHandle = append([]byte(nil), fh...)
-			forgetVerifierAtCookieZero(&r)
 		}
 	}
 	return call
-}
-
-// forgetVerifierAtCookieZero zeroes, in the call record itself, the cookie verifier of a
-// READDIR or READDIRPLUS that starts a listing (cookie 0); r stands after the directory
-// handle. go-nfs serves the snapshot a verifier names whatever the cookie, and Linux sends
-// the verifier it holds even when it reads a directory afresh, so without this a client
-// rereading a changed directory would get the old listing. A verifier is meaningful only
-// for continuing a listing (RFC 1813: 0 on the first request).
-func forgetVerifierAtCookieZero(r *xdrReader) {
-	cookieHi, cookieLo := r.uint32(), r.uint32()
-	if r.err != nil || cookieHi != 0 || cookieLo != 0 || r.pos+8 > len(r.buf) {
-		return
-	}
-	clear(r.buf[r.pos : r.pos+8])
 }
 
 func joinUnion(f billy.Filesystem, dir []string, name ...string) string {

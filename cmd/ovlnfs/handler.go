@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"log/slog"
 	"net"
 	"path"
@@ -32,7 +31,7 @@ func newNFSHandler(union *billyunion.FS, served billy.Filesystem, statfsPath str
 		return nil, nil, err
 	}
 	export := &exportHandler{union: served, statfsPath: statfsPath, readOnly: readOnly, logger: logger}
-	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}, listings: newDirListings(union, logger)}, hs, nil
+	return &rootParentHandler{inner: &identityHandler{exportHandler: export, handles: hs}}, hs, nil
 }
 
 // identityHandler gives go-nfs handles from package handles: persistent, stable across
@@ -169,8 +168,7 @@ var rootPath = []string{"."}
 // "." joins away in every path go-nfs builds (Join(".", "a") == "a"), and ToHandle strips it
 // so the handle cache sees one spelling per object.
 type rootParentHandler struct {
-	inner    nfs.Handler
-	listings *dirListings // go-nfs's directory paging cache (listings.go)
+	inner nfs.Handler
 }
 
 func (h *rootParentHandler) Mount(ctx context.Context, conn net.Conn, req nfs.MountRequest) (nfs.MountStatus, billy.Filesystem, []nfs.AuthFlavor) {
@@ -204,16 +202,6 @@ func (h *rootParentHandler) InvalidateHandle(f billy.Filesystem, fh []byte) erro
 }
 
 func (h *rootParentHandler) HandleLimit() int { return h.inner.HandleLimit() }
-
-// VerifierFor and DataForVerifier are go-nfs's optional directory paging cache, which it
-// looks for on the outermost handler only; the union's listing snapshots back it.
-func (h *rootParentHandler) VerifierFor(path string, contents []fs.FileInfo) uint64 {
-	return h.listings.VerifierFor(path, contents)
-}
-
-func (h *rootParentHandler) DataForVerifier(path string, verifier uint64) []fs.FileInfo {
-	return h.listings.DataForVerifier(path, verifier)
-}
 
 func withoutDots(path []string) []string {
 	clean := path

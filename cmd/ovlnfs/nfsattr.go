@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	billy "github.com/go-git/go-billy/v5"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,8 +176,7 @@ func (s *sattr3) empty() bool {
 	return s.mode == nil && s.uid == nil && s.gid == nil && s.size == nil && s.atime == nil && s.mtime == nil
 }
 
-// Attributes in the replies go-nfs writes (READ, WRITE, COMMIT, ACCESS, READLINK, READDIR,
-// READDIRPLUS) are rewritten from the union's stat, so that every reply agrees with GETATTR:
+// Attributes in the replies go-nfs writes (READ, WRITE, COMMIT, READLINK) are rewritten from the union's stat, so that every reply agrees with GETATTR:
 // a client that saw a different ctime, mode or fsid in a READ reply than in GETATTR would
 // drop its caches, or take the object for another filesystem.
 
@@ -196,7 +194,7 @@ func (fe *frontEnd) fixAttributes(call *pendingCall, record []byte, statusAt int
 	path := joinUnion(f, elems)
 	at := statusAt + 4
 	switch call.proc {
-	case procAccess, procReadlink, procRead:
+	case procReadlink, procRead:
 		fe.patchPostOpAttr(record, at, path)
 	case procWrite, procCommit:
 		if at+4 > len(record) {
@@ -209,10 +207,6 @@ func (fe *frontEnd) fixAttributes(call *pendingCall, record []byte, statusAt int
 			record = append(out, record[at+4+24:]...)
 		}
 		fe.patchPostOpAttr(record, at+4, path)
-	case procReaddir:
-		fe.patchPostOpAttr(record, at, path)
-	case procReaddirplus:
-		fe.patchReaddirplus(record, at, f, elems)
 	}
 	return record
 }
@@ -239,36 +233,4 @@ func (fe *frontEnd) patchPostOpAttr(record []byte, at int, path string) int {
 		}
 	}
 	return start + fattr3Size
-}
-
-// patchReaddirplus walks READDIRPLUS3resok: dir attributes, cookie verifier, then entries
-// of fileid, name, cookie, name_attributes, name_handle.
-func (fe *frontEnd) patchReaddirplus(record []byte, at int, f billy.Filesystem, dir []string) {
-	r := xdrReader{buf: record, pos: fe.patchPostOpAttr(record, at, joinUnion(f, dir))}
-	r.fixed(8) // cookieverf
-	for r.uint32() == 1 && r.err == nil {
-		r.uint64() // fileid
-		name := string(r.opaque())
-		r.uint64() // cookie
-		if r.err != nil {
-			return
-		}
-		var path string
-		switch name {
-		case ".":
-			path = joinUnion(f, dir)
-		case "..":
-			parent := dir
-			if len(parent) > 0 {
-				parent = parent[:len(parent)-1]
-			}
-			path = joinUnion(f, parent)
-		default:
-			path = joinUnion(f, dir, name)
-		}
-		r.pos = fe.patchPostOpAttr(record, r.pos, path)
-		if r.uint32() == 1 { // name_handle follows
-			r.opaque()
-		}
-	}
 }

@@ -20,8 +20,8 @@ import (
 // call, map its errno to a status with nfsStatusOf, encode attributes from the real stat.
 // ACCESS is answered here too: go-nfs grants whatever is asked, whoever asks. The union
 // seen by each call is the caller's (cred.go), so what a client creates is its user's.
-// go-nfs keeps READ, WRITE, READDIR, READDIRPLUS, READLINK, FSSTAT, FSINFO, PATHCONF and
-// COMMIT.
+// READDIR and READDIRPLUS are in readdir.go. go-nfs keeps READ, WRITE, READLINK, FSSTAT,
+// FSINFO, PATHCONF and COMMIT.
 
 // NFSv3 procedure numbers answered here (the others are in frontend.go).
 const (
@@ -74,7 +74,7 @@ type unionOps interface {
 func isLocalProc(proc uint32) bool {
 	switch proc {
 	case procGetattr, procSetattr, procLookup, procAccess, procCreate, procMkdir, procSymlink,
-		procMknod, procRemove, procRmdir, procRename, procLink:
+		procMknod, procRemove, procRmdir, procRename, procLink, procReaddir, procReaddirplus:
 		return true
 	}
 	return false

@@ -199,6 +199,14 @@ func TestReaddirPaging(t *testing.T) {
 	if n := names(got); !slices.Contains(n, "added-while-paging") || slices.Contains(n, "up-0199") {
 		t.Errorf("a listing started after the changes does not show them")
 	}
+	// Linux sends the verifier it holds even when it reads a directory afresh: cookie 0
+	// starts a new listing whatever the verifier.
+	old := c.readdirPage(true, big, 0, 0, 512, 4096)
+	c.create(big, "added-after-verifier")
+	fresh := c.readdirPage(true, big, 0, old.verf, 512, 4096)
+	if fresh.status != 0 || fresh.verf == old.verf {
+		t.Errorf("cookie 0 with an old verifier: status %d, verifier %x (old %x): the old snapshot was served", fresh.status, fresh.verf, old.verf)
+	}
 
 	// A verifier naming no snapshot: BAD_COOKIE, not another listing's names.
 	first := c.readdirPage(true, big, 0, 0, 512, 4096)

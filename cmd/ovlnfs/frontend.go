@@ -42,14 +42,16 @@ const (
 	procRmdir       = 13
 	procRename      = 14
 	procLink        = 15
+	procFsstat      = 18
+	procPathconf    = 20
 	procCommit      = 21
 
 	stableUnstable = 0
 
 	lastFragment = 1 << 31
 
-	// maxRecordSize refuses absurd records before allocating for them. go-nfs advertises
-	// 1 GiB transfer sizes; real clients cap at 1 MiB per READ/WRITE.
+	// maxRecordSize refuses absurd records before allocating for them; FSINFO offers 1 MiB
+	// per READ/WRITE.
 	maxRecordSize = 64 << 20
 
 	nfsStatusOK = 0
@@ -146,7 +148,7 @@ func (fe *frontEnd) inspectCall(h callHeader, record []byte) *pendingCall {
 			call.syncWrite = true
 			call.objHandle = call.syncHandle
 		}
-	case procReadlink, procRead:
+	case procReadlink, procRead, procFsstat, procPathconf:
 		if fh := r.opaque(); r.err == nil {
 			call.objHandle = append([]byte(nil), fh...)
 		}

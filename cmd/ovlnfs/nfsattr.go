@@ -176,9 +176,11 @@ func (s *sattr3) empty() bool {
 	return s.mode == nil && s.uid == nil && s.gid == nil && s.size == nil && s.atime == nil && s.mtime == nil
 }
 
-// Attributes in the replies go-nfs writes (READ, WRITE, COMMIT, READLINK) are rewritten from the union's stat, so that every reply agrees with GETATTR:
-// a client that saw a different ctime, mode or fsid in a READ reply than in GETATTR would
-// drop its caches, or take the object for another filesystem.
+// Attributes in the replies go-nfs writes (READ, WRITE, COMMIT, READLINK, FSSTAT, PATHCONF)
+// are rewritten from the union's stat, so that every reply agrees with GETATTR: a client
+// that saw a different ctime, mode or fsid in a READ reply than in GETATTR would drop its
+// caches, or take the object for another filesystem (Linux reading the root's fsid from
+// FSINFO and then go-nfs's fsid 0 from FSSTAT at mount time could not enter the mount).
 
 // fixAttributes rewrites the attributes of a successful go-nfs reply in place (WRITE's
 // pre-operation attributes, which go-nfs fills with mtime as ctime, are dropped, which
@@ -194,7 +196,7 @@ func (fe *frontEnd) fixAttributes(call *pendingCall, record []byte, statusAt int
 	path := joinUnion(f, elems)
 	at := statusAt + 4
 	switch call.proc {
-	case procReadlink, procRead:
+	case procReadlink, procRead, procFsstat, procPathconf:
 		fe.patchPostOpAttr(record, at, path)
 	case procWrite, procCommit:
 		if at+4 > len(record) {

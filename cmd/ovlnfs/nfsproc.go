@@ -20,8 +20,8 @@ import (
 // call, map its errno to a status with nfsStatusOf, encode attributes from the real stat.
 // ACCESS is answered here too: go-nfs grants whatever is asked, whoever asks. The union
 // seen by each call is the caller's (cred.go), so what a client creates is its user's.
-// READDIR and READDIRPLUS are in readdir.go. go-nfs keeps READ, WRITE, READLINK, FSSTAT,
-// FSINFO, PATHCONF and COMMIT.
+// READDIR and READDIRPLUS are in readdir.go, FSINFO in fsinfo.go. go-nfs keeps READ, WRITE,
+// READLINK, FSSTAT, PATHCONF and COMMIT.
 
 // NFSv3 procedure numbers answered here (the others are in frontend.go).
 const (
@@ -74,7 +74,7 @@ type unionOps interface {
 func isLocalProc(proc uint32) bool {
 	switch proc {
 	case procGetattr, procSetattr, procLookup, procAccess, procCreate, procMkdir, procSymlink,
-		procMknod, procRemove, procRmdir, procRename, procLink, procReaddir, procReaddirplus:
+		procMknod, procRemove, procRmdir, procRename, procLink, procReaddir, procReaddirplus, procFsinfo:
 		return true
 	}
 	return false
@@ -156,6 +156,8 @@ func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
 		ok = p.rename()
 	case procLink:
 		ok = p.link()
+	case procFsinfo:
+		ok = p.fsinfo()
 	}
 	if !ok {
 		return acceptedReply(call.xid, acceptGarbageArgs).buf

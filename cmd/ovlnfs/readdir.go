@@ -93,6 +93,10 @@ func (p *localProc) readdir(plus bool) bool {
 	}
 	p.w.uint32(nfsStatusOf(err))
 	p.w.postOpAttr(dirSt, p.fsid)
+	if p.fe.logger.Enabled(context.Background(), slog.LevelDebug) {
+		p.fe.logger.Debug("directory page", "path", path, "cookie", cookie, "verifier_sent",
+			binary.BigEndian.Uint64(verf), "verifier", verifier, "entries", page.count, "eof", page.eof, "err", err)
+	}
 	if err != nil {
 		return true
 	}

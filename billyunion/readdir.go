@@ -77,7 +77,7 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 		// lock, under which no change can begin, and build again.
 		unlock := fs.locks.lock(d.parts[0].st.Ino)
 		defer unlock()
-		snap, err = fs.listings.Get(dirKey(d), signature(d), build)
+		snap, err = fs.listings.GetExcluded(dirKey(d), signature(d), build)
 	}
 	return snap, err
 }

@@ -71,13 +71,40 @@ type unionOps interface {
 }
 
 // isLocalProc reports whether the front end answers this NFSv3 procedure itself.
-func isLocalProc(proc uint32) bool {
+func isLocalProc(proc uint32) bool { return localAnswer(proc) != nil }
+
+// localAnswer returns the procedure's implementation in the front end, nil for those go-nfs
+// answers: the one list of local procedures.
+func localAnswer(proc uint32) func(*localProc) bool {
 	switch proc {
-	case procGetattr, procSetattr, procLookup, procAccess, procCreate, procMkdir, procSymlink,
-		procMknod, procRemove, procRmdir, procRename, procLink, procReaddir, procReaddirplus, procFsinfo:
-		return true
+	case procGetattr:
+		return (*localProc).getattr
+	case procSetattr:
+		return (*localProc).setattr
+	case procLookup:
+		return (*localProc).lookup
+	case procAccess:
+		return (*localProc).access
+	case procReaddir:
+		return func(p *localProc) bool { return p.readdir(false) }
+	case procReaddirplus:
+		return func(p *localProc) bool { return p.readdir(true) }
+	case procCreate:
+		return (*localProc).create
+	case procMkdir, procSymlink, procMknod:
+		return func(p *localProc) bool { return p.makeNode(proc) }
+	case procRemove:
+		return func(p *localProc) bool { return p.remove(false) }
+	case procRmdir:
+		return func(p *localProc) bool { return p.remove(true) }
+	case procRename:
+		return (*localProc).rename
+	case procLink:
+		return (*localProc).link
+	case procFsinfo:
+		return (*localProc).fsinfo
 	}
-	return false
+	return nil
 }
 
 // nfsStatusOf is the one place an error of the union becomes an NFS status.
@@ -134,32 +161,8 @@ func (fe *frontEnd) serveLocal(call *pendingCall, record []byte) []byte {
 		p.fs = fe.asCaller(call.cred)
 	}
 	p.w = acceptedReply(call.xid, acceptSuccess)
-	var ok bool
-	switch call.proc {
-	case procGetattr:
-		ok = p.getattr()
-	case procSetattr:
-		ok = p.setattr()
-	case procLookup:
-		ok = p.lookup()
-	case procAccess:
-		ok = p.access()
-	case procReaddir, procReaddirplus:
-		ok = p.readdir(call.proc == procReaddirplus)
-	case procCreate:
-		ok = p.create()
-	case procMkdir, procSymlink, procMknod:
-		ok = p.makeNode(call.proc)
-	case procRemove, procRmdir:
-		ok = p.remove(call.proc == procRmdir)
-	case procRename:
-		ok = p.rename()
-	case procLink:
-		ok = p.link()
-	case procFsinfo:
-		ok = p.fsinfo()
-	}
-	if !ok {
+	answer := localAnswer(call.proc)
+	if answer == nil || !answer(p) {
 		return acceptedReply(call.xid, acceptGarbageArgs).buf
 	}
 	return p.w.buf

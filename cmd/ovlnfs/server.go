@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	nfs "github.com/willscott/go-nfs"
+	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
-// shutdownTimeout bounds how long a stopping server waits for requests in flight.
+// shutdownTimeout bounds how long a stopping server waits for calls in flight.
 const shutdownTimeout = 30 * time.Second
 
 func newLogger(cfg *serveConfig, out io.Writer) *slog.Logger {
@@ -43,75 +43,47 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		}
 		return refused("cannot listen on %s: %v", cfg.listen, unwrapOpError(err))
 	}
-	// Until the server runs, every exit path must close what was opened so far.
-	cleanups := []func(){func() { listener.Close() }}
-	cleanup := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}
+	defer listener.Close()
 
 	readOnly := cfg.upper == ""
 	if !readOnly {
 		if cfg.workIsAuto {
 			if err := os.Mkdir(cfg.work, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-				cleanup()
 				return refused("cannot create workdir %s: %v", cfg.work, unwrapOpError(err))
 			}
 		}
 		lock, err := lockWorkdir(cfg.work)
 		if err != nil {
-			cleanup()
 			if errors.Is(err, errWorkdirBusy) {
 				return refused("workdir %s is in use (%v): each running ovlnfs needs its own workdir", cfg.work, err)
 			}
 			return refused("cannot lock workdir %s: %v", cfg.work, unwrapOpError(err))
 		}
-		cleanups = append(cleanups, func() { _ = lock.release() })
+		defer func() { _ = lock.release() }()
 	}
 
-	union, err := openUnion(cfg, logger)
-	if err != nil {
-		cleanup()
-		return refused("%v", err)
-	}
-	cleanups = append(cleanups, func() {
-		if err := union.Close(); err != nil {
-			logger.Error("closing union", "err", err)
-		}
+	srv, err := server.New(server.Config{
+		Lowers:             cfg.lowers,
+		Upper:              cfg.upper,
+		Work:               cfg.work,
+		XattrPrefix:        cfg.xattrPrefix,
+		DirCacheEntries:    cfg.dirCacheEntries,
+		HandleCacheEntries: cfg.handleCacheEntries,
+		// Only root can give what a client creates to the client's user.
+		ActAsCaller: os.Geteuid() == 0,
+		Logger:      logger,
 	})
-
-	errnos := newErrnoRecorder()
-	served := newErrnoFS(union, readOnly, errnos)
-	statfsPath := cfg.upper
-	if readOnly {
-		statfsPath = cfg.lowers[0]
-	}
-	handler, hs, err := newNFSHandler(union, served, statfsPath, readOnly, cfg.handleCacheEntries, logger)
 	if err != nil {
-		cleanup()
 		return refused("%v", err)
 	}
-	fsid := uint64(union.LayerSetID())
-	if fsid == 0 {
-		fsid = 1 // never 0: the one value that says nothing about the export
-	}
-	front := newFrontEnd(logger, handler, errnos, served, union, fsid)
-	front.files = served.files
-	front.readOnly = union.ReadOnly()
-	front.dirs, front.entryHandles = union, hs
-	if os.Geteuid() == 0 {
-		front.asCaller = func(c caller) unionOps { return union.As(c.uid, c.gid) }
-	}
-	// go-nfs keeps its logger in a package variable; this is the only way to route its
-	// lines into ours. It is set once, before the first connection.
-	nfs.SetLogger(newGoNFSLogger(logger))
+	defer func() {
+		if err := srv.Close(); err != nil {
+			logger.Error("closing the union", "err", err)
+		}
+	}()
 
-	server := &nfs.Server{Handler: handler, Context: context.WithoutCancel(ctx)}
-	goNFSListener, acceptErr := front.listen(listener)
-	// Serve returns when the front end closes goNFSListener at the end of shutdown.
-	go func() { _ = server.Serve(goNFSListener) }()
-
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(listener) }()
 	logger.Info("ovlnfs started",
 		"listen", listener.Addr().String(),
 		"lowerdir", strings.Join(cfg.lowers, ":"),
@@ -124,21 +96,18 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	select {
 	case <-ctx.Done():
 		logger.Info("ovlnfs stopping", "reason", "signal")
-	case err := <-acceptErr:
+		listener.Close() // stop accepting first, then let calls already read finish
+		<-served
+	case err := <-served:
 		logger.Error("listener failed", "err", err)
 		status = exitFailure
 	}
-
-	// Stop accepting first, then let requests already read finish.
-	listener.Close()
 	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	if err := front.shutdown(drainCtx); err != nil {
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
 		logger.Error("shutdown incomplete", "err", err)
 		status = exitFailure
 	}
-	cancel()
-	served.files.closeAll()
-	cleanup()
 	logger.Info("ovlnfs stopped", "exit_status", status)
 	return status
 }

@@ -1,0 +1,129 @@
+package nfs3
+
+import (
+	"slices"
+	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+)
+
+// Permission checks for the principal a call acts for. The Linux client leaves the checks
+// of directory changes to the server (it asks ACCESS before reading and writing files, not
+// before creating or removing names), so the server makes them, as the kernel would for a
+// local process with the caller's ids: EACCES without write and search permission on the
+// directory, EPERM for a sticky directory's entry that is neither the caller's nor in the
+// caller's directory, and the owner rules of chmod, chown and utimes. As with knfsd and
+// no_root_squash, uid 0 on a client is root here. A call without AUTH_UNIX (AUTH_NONE)
+// acts as the server process and is checked as "other" by ACCESS.
+
+// ACCESS3 bits (RFC 1813 section 3.3.4).
+const (
+	access3Read    = 0x01
+	access3Lookup  = 0x02
+	access3Modify  = 0x04
+	access3Extend  = 0x08
+	access3Delete  = 0x10
+	access3Execute = 0x20
+)
+
+// principal is whom a call acts for: the identity its credential claims.
+type principal struct{ oncrpc.Credential }
+
+// rights are the read, write and execute permissions p has on an object with stat st.
+func (p principal) rights(st *syscall.Stat_t) (r, w, x bool) {
+	if p.Unix && p.UID == 0 {
+		return true, true, isDir(st) || st.Mode&0o111 != 0
+	}
+	shift := 0 // other
+	switch {
+	case p.UID == st.Uid:
+		shift = 6
+	case p.inGroup(st.Gid):
+		shift = 3
+	}
+	bits := st.Mode >> shift & 0o7
+	return bits&4 != 0, bits&2 != 0, bits&1 != 0
+}
+
+func (p principal) inGroup(gid uint32) bool { return p.GID == gid || slices.Contains(p.Groups, gid) }
+
+// checked reports whether the server checks this principal's permissions: AUTH_UNIX
+// callers other than root.
+func (p principal) checked() bool { return p.Unix && p.UID != 0 }
+
+// mayChangeDir: p may add or remove names in the directory dir.
+func (p principal) mayChangeDir(dir *syscall.Stat_t) error {
+	if !p.checked() {
+		return nil
+	}
+	if _, w, x := p.rights(dir); !w || !x {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// mayRemove: p may remove or rename away entry (nil: there is none) from dir.
+func (p principal) mayRemove(dir, entry *syscall.Stat_t) error {
+	if err := p.mayChangeDir(dir); err != nil || entry == nil || !p.checked() {
+		return err
+	}
+	if dir.Mode&syscall.S_ISVTX != 0 && p.UID != dir.Uid && p.UID != entry.Uid {
+		return syscall.EPERM
+	}
+	return nil
+}
+
+// maySetattr: p may make the changes of s to an object with stat st.
+func (p principal) maySetattr(st *syscall.Stat_t, s *sattr3) error {
+	if !p.checked() {
+		return nil
+	}
+	owner := p.UID == st.Uid
+	_, w, _ := p.rights(st)
+	switch {
+	case s.uid != nil && *s.uid != st.Uid:
+		return syscall.EPERM // only root gives files away
+	case s.gid != nil && *s.gid != st.Gid && (!owner || !p.inGroup(*s.gid)):
+		return syscall.EPERM
+	case s.mode != nil && !owner:
+		return syscall.EPERM
+	case s.clientTime && !owner:
+		return syscall.EPERM
+	case (s.atime != nil || s.mtime != nil) && !owner && !w:
+		return syscall.EACCES
+	case s.size != nil && !owner && !w:
+		// The owner may truncate without write permission: over NFS an ftruncate of a
+		// file opened for writing before a chmod looks the same as a truncate.
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// accessFor answers ACCESS: which of the asked rights p has on an object with stat st,
+// by the object's mode bits as the kernel checks them (root may read and write anything
+// and execute what anyone may execute; others get the owner's, the group's or the other
+// bits, the first class they fall in). A read-only export grants no change.
+func accessFor(p principal, st *syscall.Stat_t, asked uint32, readOnly bool) uint32 {
+	r, w, x := p.rights(st)
+	if readOnly {
+		w = false
+	}
+	var granted uint32
+	if r {
+		granted |= access3Read
+	}
+	if w {
+		granted |= access3Modify | access3Extend
+		if isDir(st) {
+			granted |= access3Delete
+		}
+	}
+	if x {
+		if isDir(st) {
+			granted |= access3Lookup
+		} else {
+			granted |= access3Execute
+		}
+	}
+	return granted & asked
+}

@@ -1,0 +1,187 @@
+package nfs3
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"os"
+	"path"
+	"syscall"
+	"time"
+
+	billy "github.com/go-git/go-billy/v5"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
+)
+
+// Config is what an NFSv3 server serves.
+type Config struct {
+	Union   *billyunion.FS
+	Handles *handles.Handles
+	// StatfsPath is the directory whose filesystem FSSTAT reports: the upper layer, or the
+	// top lower one when read-only.
+	StatfsPath string
+	// ActAsCaller makes what a client creates its user's (the server must run as root to
+	// give objects away); otherwise objects are the server process's.
+	ActAsCaller bool
+	Logger      *slog.Logger
+}
+
+// Server answers NFSv3 calls for one export.
+type Server struct {
+	union       *billyunion.FS
+	handles     *handles.Handles
+	files       *openFiles
+	fsid        uint64 // the export's fsid in every fattr3
+	readOnly    bool
+	statfsPath  string
+	actAsCaller bool
+	// writeVerifier changes with every start, so clients resend what they had written
+	// UNSTABLE and not seen committed before a restart (RFC 1813 section 3.3.7).
+	writeVerifier [8]byte
+	logger        *slog.Logger
+}
+
+// New builds the NFSv3 server of cfg's union.
+func New(cfg Config) (*Server, error) {
+	if cfg.Union == nil || cfg.Handles == nil {
+		return nil, errors.New("nfs3: a union and its handles are needed")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	fsid := uint64(cfg.Union.LayerSetID())
+	if fsid == 0 {
+		fsid = 1 // never 0: the one value that says nothing about the export
+	}
+	s := &Server{union: cfg.Union, handles: cfg.Handles, fsid: fsid, readOnly: cfg.Union.ReadOnly(),
+		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger}
+	if _, err := rand.Read(s.writeVerifier[:]); err != nil {
+		return nil, err
+	}
+	s.files = newOpenFiles(func(p string, flag int) (billy.File, error) { return cfg.Union.OpenFile(p, flag, 0) })
+	return s, nil
+}
+
+// Close closes the files kept open between calls; calls after it open files uncached.
+func (s *Server) Close() { s.files.closeAll() }
+
+// namespace is the union as one principal sees it: *billyunion.FS, or the
+// *billyunion.Caller whose new objects are the caller's.
+type namespace interface {
+	Lstat(p string) (os.FileInfo, error)
+	Readlink(p string) (string, error)
+	OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
+	Rename(from, to string) error
+	Unlink(p string) error
+	Rmdir(p string) error
+	Mkdir(p string, perm os.FileMode) error
+	Symlink(target, link string) error
+	Mknod(p string, mode, major, minor uint32) error
+	Link(oldpath, newpath string) error
+	Chmod(p string, mode os.FileMode) error
+	Lchown(p string, uid, gid int) error
+	Chtimes(p string, atime, mtime time.Time) error
+	Truncate(p string, size int64) error
+}
+
+// request is one call being answered.
+type request struct {
+	s     *Server
+	call  *oncrpc.Call
+	args  *xdr.Reader
+	res   *xdr.Writer // the results, in the reply
+	reply *oncrpc.Reply
+	who   principal
+	ns    namespace
+	// procName is the procedure's name in the dispatch table, for log lines.
+	procName string
+}
+
+// procedure adapts one procedure's function to the RPC layer's Handler.
+func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler {
+	return func(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		rq := &request{s: s, call: call, args: call.Args, res: &reply.Writer, reply: reply,
+			who: principal{call.Cred}, ns: s.union, procName: "NFS." + name}
+		if s.actAsCaller && call.Cred.Unix {
+			rq.ns = s.union.As(call.Cred.UID, call.Cred.GID)
+		}
+		return fn(rq)
+	}
+}
+
+// decoded reports whether the arguments decoded, as the procedures' return value.
+func (rq *request) decoded() error {
+	if rq.args.Err() != nil {
+		return oncrpc.ErrGarbageArgs
+	}
+	return nil
+}
+
+// status writes the status of a result: the one place the procedures turn err into it.
+func (rq *request) status(err error) { rq.res.Uint32(uint32(StatusOf(err))) }
+
+func (rq *request) postOpAttr(st *syscall.Stat_t) { putPostOpAttr(rq.res, st, rq.s.fsid) }
+
+func (rq *request) wccData(pre, post *syscall.Stat_t) { putWccData(rq.res, pre, post, rq.s.fsid) }
+
+// unionPath is the union's name of the object at elems.
+func unionPath(elems []string) string { return path.Join(elems...) }
+
+// resolve turns a file handle into the object's path, as components and as the union
+// names it.
+func (rq *request) resolve(fh []byte) ([]string, string, error) {
+	elems, err := rq.s.handles.FromHandle(fh)
+	if err != nil {
+		if errors.Is(err, handles.ErrBadHandle) {
+			rq.s.logger.Debug("malformed file handle", "len", len(fh))
+		}
+		return nil, "", errStale
+	}
+	return elems, unionPath(elems), nil
+}
+
+// toHandle is the handle of the object at elems.
+func (rq *request) toHandle(elems []string) ([]byte, error) {
+	fh, err := rq.s.handles.ToHandle(elems)
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
+		return nil, err // removed since it was found
+	case err != nil || len(fh) == 0:
+		rq.s.logger.Warn("cannot make a file handle", "path", unionPath(elems), "err", err)
+		return nil, errServerFault
+	}
+	return fh, nil
+}
+
+func (rq *request) stat(p string) (*syscall.Stat_t, error) {
+	fi, err := rq.ns.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	return statOf(fi), nil
+}
+
+// statOrNil is for attributes that are optional in a reply.
+func (rq *request) statOrNil(p string) *syscall.Stat_t {
+	st, _ := rq.stat(p)
+	return st
+}
+
+// statHandle resolves fh and stats the object: STALE when either fails to find it.
+func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, error) {
+	elems, p, err := rq.resolve(fh)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	st, err := rq.stat(p)
+	if errors.Is(err, syscall.ENOENT) {
+		err = errStale
+	}
+	return elems, p, st, err
+}

@@ -1,0 +1,223 @@
+package oncrpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
+)
+
+// conn is one client's TCP connection.
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	host string
+
+	// slots holds a token per call being handled; its capacity is the bound.
+	slots chan struct{}
+
+	wmu sync.Mutex // whole reply records go out one at a time
+
+	mu      sync.Mutex          // guards calls and closed
+	calls   map[uint32]struct{} // XIDs being handled, to drop retransmissions of them
+	closed  bool
+	workers sync.WaitGroup
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{srv: s, nc: nc, host: HostOf(nc.RemoteAddr()),
+		slots: make(chan struct{}, MaxInFlight), calls: make(map[uint32]struct{})}
+}
+
+// HostOf is a client's name in logs and in MOUNT's DUMP list: its address, as there is
+// no reverse lookup.
+func HostOf(addr net.Addr) string {
+	if addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	return host
+}
+
+// serve reads calls until the client goes away or the server drains.
+func (c *conn) serve() {
+	defer func() {
+		// Replies still being produced need the socket; close once they are out.
+		c.workers.Wait()
+		c.close()
+	}()
+	logger := c.srv.logger
+	for {
+		if c.srv.isDraining() {
+			return
+		}
+		record, err := ReadRecord(c.nc)
+		if err != nil {
+			switch {
+			case c.srv.isDraining():
+			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+			case errors.Is(err, syscall.ECONNRESET):
+				// Clients such as libnfs reset the connection instead of closing it.
+				logger.Debug("connection reset by client", "client", c.host)
+			default:
+				logger.Error("reading a call", "client", c.host, "err", err)
+			}
+			return
+		}
+		h, ok := parseHeader(record)
+		if !ok {
+			// Without a parsable header there is no XID to answer.
+			logger.Warn("malformed RPC record; closing the connection", "client", c.host, "bytes", len(record))
+			return
+		}
+		var refusal []byte
+		var proc *Procedure
+		switch {
+		case h.rpcVers != RPCVersion:
+			refusal = rpcMismatchReply(h.xid)
+		case h.badCred:
+			refusal = authErrorReply(h.xid)
+		default:
+			_, proc, refusal = c.srv.table.lookup(&h)
+		}
+		if refusal != nil {
+			logger.Debug("rpc refused", "xid", h.xid, "prog", h.prog, "vers", h.vers, "proc", h.proc,
+				"reply", ReplyOutcome(refusal))
+			if err := c.write(refusal); err != nil {
+				return
+			}
+			continue
+		}
+		if !c.track(h.xid) {
+			// A retransmission of a call still being handled: the first answer satisfies
+			// the client; handling it twice could answer twice or apply it twice.
+			continue
+		}
+		if !c.srv.begin() {
+			return
+		}
+		call := &Call{XID: h.xid, Prog: h.prog, Vers: h.vers, Proc: h.proc, Cred: h.cred,
+			Args: xdr.NewReader(record, h.argsAt), Record: record, Client: c.host,
+			LocalAddr: c.nc.LocalAddr(), RemoteAddr: c.nc.RemoteAddr()}
+		if proc.Exclusive {
+			c.acquireAll()
+			c.handle(call, proc)
+			c.releaseAll()
+			continue
+		}
+		c.slots <- struct{}{}
+		c.workers.Add(1)
+		go func() {
+			defer c.workers.Done()
+			defer func() { <-c.slots }()
+			c.handle(call, proc)
+		}()
+	}
+}
+
+// track records xid as being handled; false when it already is.
+func (c *conn) track(xid uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.calls[xid]; dup {
+		return false
+	}
+	c.calls[xid] = struct{}{}
+	return true
+}
+
+func (c *conn) acquireAll() {
+	for range MaxInFlight {
+		c.slots <- struct{}{}
+	}
+}
+
+func (c *conn) releaseAll() {
+	for range MaxInFlight {
+		<-c.slots
+	}
+}
+
+// handle runs one call's handler and writes its reply.
+func (c *conn) handle(call *Call, proc *Procedure) {
+	defer c.srv.inflight.Done()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, call.XID)
+		c.mu.Unlock()
+	}()
+	started := time.Now()
+	reply := &Reply{}
+	acceptedHeader(&reply.Writer, call.XID, Success)
+	reply.resultsAt = len(reply.Buf)
+	err := proc.Handle(context.Background(), call, reply)
+	defer func() {
+		if reply.Release != nil {
+			reply.Release()
+		}
+	}()
+	logger := c.srv.logger
+	name := c.srv.table.name(call.Prog, call.Vers, call.Proc)
+	var parts [][]byte
+	switch {
+	case err == nil && reply.Raw != nil:
+		parts = [][]byte{reply.Raw}
+	case err == nil:
+		parts = [][]byte{reply.Buf}
+		if reply.Data != nil {
+			parts = append(parts, reply.Data, xdr.Padding(len(reply.Data)))
+		}
+	case errors.Is(err, ErrGarbageArgs):
+		parts = [][]byte{acceptedReply(call.XID, GarbageArgs)}
+	default:
+		if !errors.Is(err, ErrSystem) {
+			logger.Error("call failed", "call", name, "client", c.host, "err", err)
+		}
+		parts = [][]byte{acceptedReply(call.XID, SystemErr)}
+	}
+	if logger.Enabled(context.Background(), slog.LevelDebug) {
+		attrs := []any{"xid", call.XID, "call", name, "us", time.Since(started).Microseconds()}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		} else if res := reply.Results(); proc.Status && reply.Raw == nil && len(res) >= 4 {
+			attrs = append(attrs, "status", xdr.NewReader(res, 0).Uint32())
+		}
+		logger.Debug("rpc", attrs...)
+	}
+	if err := c.write(parts...); err != nil {
+		c.close()
+	}
+}
+
+func (c *conn) write(parts ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return WriteRecord(c.nc, parts...)
+}
+
+// close ends the connection. Calls being handled finish, fail to write and count
+// themselves out of flight.
+func (c *conn) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.srv.forget(c)
+	if err := c.nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+		c.srv.logger.Debug("closing connection", "client", c.host, "err", err)
+	}
+	c.srv.logger.Debug("connection closed", "client", c.host)
+}

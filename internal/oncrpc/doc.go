@@ -1,0 +1,27 @@
+// Package oncrpc is the ONC RPC layer of the server (RFC 5531, record marking over TCP): it
+// reads call records from client connections, decodes the call header and the AUTH_UNIX
+// credential, dispatches each call through one table of programs and procedures, and
+// writes the replies. It knows nothing of NFS: the programs it serves (NFSv3, MOUNT) are
+// registered as tables of handlers.
+//
+// Files, one concern each:
+//
+//	record.go    record marking: reading a record's fragments, writing a reply in one writev
+//	message.go   call header, reply headers, the RPC constants (defined here only)
+//	auth.go      AUTH_UNIX credentials
+//	program.go   the dispatch table: Program, Procedure, Handler, Call, Reply
+//	server.go    Server: Config, New, Serve, Shutdown (listening and draining)
+//	conn.go      one client connection: bounded concurrency, retransmission filter
+//
+// Concurrency. Linux and macOS put a whole mount on one connection, so one slow call (a
+// big copy-up, a large READ) must not stall the LOOKUPs behind it: up to MaxInFlight calls
+// of one connection run at once, and replies go out in whatever order they finish
+// (clients match them by XID). A Procedure marked Exclusive (MOUNT's) runs alone: after
+// every call read before it has finished, before any call read after it starts.
+//
+// # Lock order
+//
+// Server.mu, then conn.mu; conn.wmu (one reply record on the socket at a time) is a leaf
+// taken with neither held. No lock is held while a handler runs or while a socket is read;
+// conn.wmu is held across the socket write of one reply.
+package oncrpc

@@ -1,0 +1,118 @@
+package rpctest
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/server"
+)
+
+// Layout is the directories of a test server's layers.
+type Layout struct{ Root, L1, L2, Upper, Work string }
+
+// Options say how StartServer prepares the layers and runs the server.
+type Options struct {
+	// Files are written into the top lower layer (L1), directories made as needed.
+	Files map[string]string
+	// Prepare may change the layout (and fill it) before the server starts.
+	Prepare func(*Layout)
+	// ReadOnly serves the lowers without an upper.
+	ReadOnly bool
+	// Debug logs at debug level (every call, every fsync before a reply).
+	Debug bool
+}
+
+// Server is a running in-process server.
+type Server struct {
+	Addr   string
+	Layout Layout
+	Log    *LockedBuffer // the server's log
+	Union  *server.Server
+}
+
+// StartServer runs a server on 127.0.0.1 over fresh layers (two lowers, an upper) and
+// stops it at the test's cleanup, failing the test if it does not stop cleanly.
+func StartServer(t testing.TB, opts Options) *Server {
+	t.Helper()
+	root := t.TempDir()
+	l := Layout{Root: root, L1: filepath.Join(root, "l1"), L2: filepath.Join(root, "l2"),
+		Upper: filepath.Join(root, "upper"), Work: filepath.Join(root, "work")}
+	if opts.Prepare != nil {
+		opts.Prepare(&l)
+	}
+	for _, d := range []string{l.L1, l.L2, l.Upper, l.Work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, content := range opts.Files {
+		p := filepath.Join(l.L1, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := &LockedBuffer{}
+	level := slog.LevelInfo
+	if opts.Debug {
+		level = slog.LevelDebug
+	}
+	cfg := server.Config{Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
+		ActAsCaller: os.Geteuid() == 0,
+		Logger:      slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
+	if opts.ReadOnly {
+		cfg.Upper, cfg.Work = "", ""
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := srv.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return &Server{Addr: ln.Addr().String(), Layout: l, Log: log, Union: srv}
+}
+
+// LockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *LockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *LockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -17,17 +17,6 @@ import (
 // fattr3Size is the XDR size of a fattr3.
 const fattr3Size = 84
 
-// ftype3 values.
-const (
-	nf3Reg  = 1
-	nf3Dir  = 2
-	nf3Blk  = 3
-	nf3Chr  = 4
-	nf3Lnk  = 5
-	nf3Sock = 6
-	nf3Fifo = 7
-)
-
 // statOf returns the stat behind a union FileInfo.
 func statOf(fi os.FileInfo) *syscall.Stat_t {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -116,13 +105,6 @@ func putWccData(w *xdr.Writer, pre, post *syscall.Stat_t, fsid uint64) {
 	}
 	putPostOpAttr(w, post, fsid)
 }
-
-// time_how of sattr3's times.
-const (
-	dontChange      = 0
-	setToServerTime = 1
-	setToClientTime = 2
-)
 
 // sattr3 is a decoded sattr3: nil fields are not to be set.
 type sattr3 struct {

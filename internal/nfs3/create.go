@@ -10,13 +10,6 @@ import (
 	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
-// createhow3 modes (RFC 1813 section 3.3.8).
-const (
-	createUnchecked = 0
-	createGuarded   = 1
-	createExclusive = 2
-)
-
 // create answers CREATE in its three modes.
 func create(rq *request) error {
 	d := rq.dirArgs()

@@ -25,15 +25,8 @@ const (
 )
 
 func fsinfo(rq *request) error {
-	fh := rq.handle()
-	if err := rq.decoded(); err != nil {
+	if ok, err := rq.objectReply(); !ok {
 		return err
-	}
-	_, _, st, err := rq.statHandle(fh)
-	rq.status(err)
-	rq.postOpAttr(st)
-	if err != nil {
-		return nil
 	}
 	for _, v := range []uint32{
 		TransferSize, TransferSize, transferMultiple, // rtmax, rtpref, rtmult

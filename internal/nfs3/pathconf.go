@@ -5,15 +5,8 @@ package nfs3
 // case kept and told apart, and chown restricted as POSIX means it (only root gives a file
 // away; the owner may change its group to one of their own, permission.go).
 func pathconf(rq *request) error {
-	fh := rq.handle()
-	if err := rq.decoded(); err != nil {
+	if ok, err := rq.objectReply(); !ok {
 		return err
-	}
-	_, _, st, err := rq.statHandle(fh)
-	rq.status(err)
-	rq.postOpAttr(st)
-	if err != nil {
-		return nil
 	}
 	const linkMax, nameMax = 65000, 255 // ext4's EXT4_LINK_MAX; NAME_MAX
 	rq.res.Uint32(linkMax)

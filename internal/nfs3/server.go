@@ -173,6 +173,20 @@ func (rq *request) statOrNil(p string) *syscall.Stat_t {
 	return st
 }
 
+// objectReply answers the start of a call whose argument is one file handle: it resolves
+// and stats the object and writes the status and the post_op_attr that begin FSINFO's,
+// FSSTAT's and PATHCONF's results. ok reports that the rest of the results follow.
+func (rq *request) objectReply() (ok bool, err error) {
+	fh := rq.handle()
+	if err := rq.decoded(); err != nil {
+		return false, err
+	}
+	_, _, st, serr := rq.statHandle(fh)
+	rq.status(serr)
+	rq.postOpAttr(st)
+	return serr == nil, nil
+}
+
 // statHandle resolves fh and stats the object: STALE when either fails to find it.
 func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, error) {
 	elems, p, err := rq.resolve(fh)

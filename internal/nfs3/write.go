@@ -4,13 +4,6 @@ import (
 	"syscall"
 )
 
-// stable_how (RFC 1813 section 3.3.7).
-const (
-	stableUnstable = 0
-	stableDataSync = 1
-	stableFileSync = 2
-)
-
 // write answers WRITE: positional I/O on the cached read-write file (the first write to a
 // lower file copies it up). An UNSTABLE write is answered UNSTABLE, and the client COMMITs
 // it later; a DATA_SYNC or FILE_SYNC write is answered only after an fsync, FILE_SYNC.

@@ -106,28 +106,26 @@ func progMismatchReply(xid, low, high uint32) []byte {
 	return w.Buf
 }
 
-// rpcMismatchReply refuses a call of another RPC protocol version.
-func rpcMismatchReply(xid uint32) []byte {
+// deniedReply is a MSG_DENIED reply: the reject_stat and what it carries.
+func deniedReply(xid uint32, rejection ...uint32) []byte {
 	var w xdr.Writer
 	w.Uint32(xid)
 	w.Uint32(msgReply)
 	w.Uint32(msgDenied)
-	w.Uint32(rejectRPCMismatch)
-	w.Uint32(RPCVersion) // low
-	w.Uint32(RPCVersion) // high
+	for _, v := range rejection {
+		w.Uint32(v)
+	}
 	return w.Buf
 }
 
-// authErrorReply refuses a call whose credential is malformed (AUTH_ERROR, AUTH_BADCRED).
-func authErrorReply(xid uint32) []byte {
-	var w xdr.Writer
-	w.Uint32(xid)
-	w.Uint32(msgReply)
-	w.Uint32(msgDenied)
-	w.Uint32(rejectAuthError)
-	w.Uint32(authBadCred)
-	return w.Buf
+// rpcMismatchReply refuses a call of another RPC protocol version: it tells the versions
+// served, low to high.
+func rpcMismatchReply(xid uint32) []byte {
+	return deniedReply(xid, rejectRPCMismatch, RPCVersion, RPCVersion)
 }
+
+// authErrorReply refuses a call whose credential is malformed (AUTH_ERROR, AUTH_BADCRED).
+func authErrorReply(xid uint32) []byte { return deniedReply(xid, rejectAuthError, authBadCred) }
 
 // ReplyOutcome describes a reply record for logs and tests: its accept_stat, or the
 // reason it was denied.

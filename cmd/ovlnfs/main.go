@@ -12,8 +12,8 @@ import (
 	"syscall"
 )
 
-// Exit statuses. 2 is the conventional "you asked for something impossible" status and the
-// one the issue fixes for refused configurations.
+// Exit statuses. 2 is the conventional "you asked for something impossible" status: every
+// refused configuration exits with it.
 const (
 	exitOK        = 0
 	exitFailure   = 1

@@ -7,14 +7,15 @@
 // list from what MNT and UMNT said. The list is advisory (the RFC says so): it is bounded,
 // and forgetting is safe.
 //
-// Files: mount.go (the program table and procedures), table.go (the DUMP list).
+// Files: mount.go (Config, New, the dispatch table), one file per procedure named after it
+// (mnt.go, dump.go, umnt.go, umntall.go, export.go; NULL is in the table), table.go (the
+// DUMP list).
 //
 // Lock order: table.mu is a leaf.
 package mount
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 
@@ -62,9 +63,9 @@ type Config struct {
 
 // Server answers MOUNT calls.
 type Server struct {
-	mnt    Forwarder
-	mounts *table
-	logger *slog.Logger
+	forward Forwarder
+	mounts  *table
+	logger  *slog.Logger
 }
 
 // New builds the MOUNT server.
@@ -76,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{mnt: cfg.Mnt, mounts: newTable(), logger: logger}, nil
+	return &Server{forward: cfg.Mnt, mounts: newTable(), logger: logger}, nil
 }
 
 // Program is MOUNT's dispatch table. Every procedure is Exclusive: mounting changes what
@@ -88,7 +89,7 @@ func (s *Server) Program() oncrpc.Program {
 		fn   oncrpc.Handler
 	}{
 		{ProcNull, "NULL", func(context.Context, *oncrpc.Call, *oncrpc.Reply) error { return nil }},
-		{ProcMnt, "MNT", s.mnt3},
+		{ProcMnt, "MNT", s.mnt},
 		{ProcDump, "DUMP", s.dump},
 		{ProcUmnt, "UMNT", s.umnt},
 		{ProcUmntAll, "UMNTALL", s.umntAll},
@@ -99,58 +100,4 @@ func (s *Server) Program() oncrpc.Program {
 		procs[e.proc] = oncrpc.Procedure{Name: e.name, Handle: e.fn, Exclusive: true, Status: e.proc == ProcMnt}
 	}
 	return oncrpc.Program{Name: "MOUNT", Number: ProgramNumber, Version: Version, Procedures: procs}
-}
-
-// mnt3 answers MNT through the forwarder and enters a successful mount in the DUMP list.
-func (s *Server) mnt3(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
-	dir := call.Args.OpaqueMax(maxPathLen, errPathTooLong)
-	if call.Args.Err() != nil {
-		return oncrpc.ErrGarbageArgs
-	}
-	raw, err := s.mnt(ctx, call)
-	if err != nil {
-		s.logger.Error("MNT not answered", "client", call.Client, "err", err)
-		return oncrpc.ErrSystem
-	}
-	if at, ok := oncrpc.ResultsAt(raw); ok && at+4 <= len(raw) && binary.BigEndian.Uint32(raw[at:]) == mountStatOK {
-		s.mounts.add(call.Client, string(dir))
-	}
-	reply.Raw = raw
-	return nil
-}
-
-// dump lists the mounts MNT entered (mountlist).
-func (s *Server) dump(_ context.Context, _ *oncrpc.Call, reply *oncrpc.Reply) error {
-	for _, e := range s.mounts.list() {
-		reply.Bool(true) // value follows
-		reply.String(e.host)
-		reply.String(e.dir)
-	}
-	reply.Bool(false)
-	return nil
-}
-
-// umnt removes a mount from the DUMP list.
-func (s *Server) umnt(_ context.Context, call *oncrpc.Call, _ *oncrpc.Reply) error {
-	dir := call.Args.OpaqueMax(maxPathLen, errPathTooLong)
-	if call.Args.Err() != nil {
-		return oncrpc.ErrGarbageArgs
-	}
-	s.mounts.remove(call.Client, string(dir))
-	return nil
-}
-
-// umntAll removes every mount of the calling host.
-func (s *Server) umntAll(_ context.Context, call *oncrpc.Call, _ *oncrpc.Reply) error {
-	s.mounts.removeHost(call.Client)
-	return nil
-}
-
-// export lists the one export, with no groups: every client may mount it.
-func (s *Server) export(_ context.Context, _ *oncrpc.Call, reply *oncrpc.Reply) error {
-	reply.Bool(true) // an export follows
-	reply.String(ExportPath)
-	reply.Bool(false) // no groups
-	reply.Bool(false) // no more exports
-	return nil
 }

@@ -67,11 +67,23 @@ func RepoRoot(t testing.TB) string {
 
 var (
 	buildOnce sync.Once
+	buildDir  string
 	buildPath string
 	buildErr  error
 )
 
-// BuildOvlnfs builds cmd/ovlnfs once per test binary into a temporary directory.
+// Main runs a test package that uses BuildOvlnfs and removes the binary afterwards: call
+// it from the package's TestMain as os.Exit(testenv.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	return code
+}
+
+// BuildOvlnfs builds cmd/ovlnfs once per test binary into a temporary directory, which
+// Main removes.
 func BuildOvlnfs(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -80,6 +92,7 @@ func BuildOvlnfs(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		buildDir = dir
 		buildPath = filepath.Join(dir, "ovlnfs")
 		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/ovlnfs")
 		cmd.Dir = RepoRoot(t)

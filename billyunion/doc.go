@@ -7,16 +7,26 @@
 //
 // Files, one concern each (after the kernel's fs/overlayfs split):
 //
-//	fs.go        Options, New, the billy.Filesystem surface
+//	fs.go        Options, New, Close, the billy.Filesystem surface
+//	caller.go    Caller (As): the union as one client user, who owns what it creates
 //	names.go     path and name validation
 //	namei.go     lookup: resolving paths to per-layer parts
-//	readdir.go   merged directory listings
-//	dir.go       namespace changes: create, mkdir, link, unlink, rmdir, rename
+//	readdir.go   merged directory listings, through package readdircache
+//	dir.go       locking a change's target; create, mkdir, symlink, mknod, unlink, rmdir
+//	rename.go    locking two names; rename, link
 //	copy_up.go   driving the copyup package (parents first, one at a time)
-//	attr.go      chmod, chown, utimes, xattrs
-//	file.go      open files
-//	inode.go     inode numbers (origin-preserving, layer id in high bits)
+//	attr.go      chmod, chown, utimes, truncate, xattrs
+//	file.go      open files, switching to the upper copy after a copy-up
+//	stem.go      the identity rule: the layer object a union object stems from
+//	inode.go     inode numbers from stems (layer filesystem index in high bits), FileInfo
+//	export.go    ObjectIDs from stems and their binary forms; Identify, FindDir,
+//	             FindConnected, LayerSetID
+//	moves.go     the moves index (Work/ovlnfs-index): where renamed and linked
+//	             non-directories went; Locations
 //	locks.go     per-directory locks
+//
+// Package layer (billyunion/layer) holds the descriptor-relative access to
+// one layer every file above goes through.
 //
 // The union never follows a symlink stored in a layer: every path is
 // walked one component at a time with descriptors (package layer), Stat
@@ -25,12 +35,25 @@
 //
 // # Lock order
 //
-// There is one kind of lock: a per-directory mutex keyed by the inode
-// number of the directory's upper part (locks.go), so a rename of an
-// ancestor neither loses nor confuses it. A namespace change locks the upper
-// directories it changes (and the directory it removes or replaces), all
-// at once, in ascending key order, after everything that can take long is
-// done:
+// Directory locks come first. Every other lock is a leaf: taken alone or
+// under directory locks, never the other way round, and held for a map
+// update or the I/O named below, with nothing locked under it but the
+// internal mutex of a golang-lru cache.
+//
+// Directory locks (locks.go) are per-directory mutexes keyed by the inode
+// number of the directory's upper part, so a rename of an ancestor neither
+// loses nor confuses one. They are always taken all at once, in ascending
+// key order (lockTable.lock), and nothing takes a directory lock while
+// holding one. Three callers take them:
+//
+//   - a namespace change (dir.go, rename.go) locks the upper directories
+//     it changes, and the directory it removes or replaces;
+//   - copy-up (copy_up.go) locks the destination parent alone, for the
+//     final rename of a finished copy;
+//   - a listing of a directory whose lock-free builds keep being spoiled
+//     by changes is built under that directory's lock alone (readdir.go).
+//
+// A namespace change does everything that can take long before it locks:
 //
 //  1. validate against a lock-free lookup (no copy-up for a failing call);
 //  2. copy up what is needed, holding nothing (copyup builds the copy in
@@ -40,10 +63,41 @@
 //     locks, retrying from 1 when the tree moved underneath;
 //  4. make the change with single renames out of the work directory.
 //
-// No lock is held across copy-up data copying, and lookups and reads take
-// no locks at all. A merged listing is built without locks too, with one
-// exception: when concurrent changes spoiled several lock-free builds of
-// it, the next is built under the directory's lock so that it finishes
-// (readdir.go); that lock is taken alone. copyup's own mutex is a
-// leaf (held only to register in-flight copy-ups).
+// Under directory locks the I/O is: lookups and the re-validation (stat,
+// getxattr; for rmdir and a rename over a directory, listing that
+// directory to check it is empty), building a new object in the work
+// directory (create, mkdir, symlink, mknod: one syscall each, plus owner,
+// mode and opaque mark), the renames, links and whiteouts of the change,
+// impure and opaque marks, the ObjectIDs the moves index records
+// (name_to_handle_at, open_by_handle_at for an origin not yet decoded), the
+// moves record itself, and removing, from the work directory, an upper
+// directory taken out of the tree with the whiteouts it held (rmdir, and
+// a rename over a directory). A listing built under its directory's lock
+// reads every part and looks up each entry. No lock is held across copy-up
+// data copying; lookups, reads and writes of open files, attribute changes
+// (attr.go: they change no names) and lock-free listing builds take no
+// directory lock.
+//
+// The leaves:
+//
+//   - lockTable.mu (locks.go) guards the table of directory locks; it is
+//     released before waiting for a directory lock.
+//   - The listing cache's mutex (readdircache's Cache.mu) is taken under
+//     directory locks by a change's BeginChange, EndChange and
+//     Invalidate, and with or without them by Forget and ForgetAll. It is
+//     never held while a listing is built; a listing built under a
+//     directory lock may wait for a lock-free build of the same directory,
+//     which takes no lock and so finishes.
+//   - The moves index's stripes (moves.go) are taken under the directory
+//     locks of a rename, link or unlink, around the read-merge-write
+//     (or removal) of one record file in Work/ovlnfs-index. Reading the
+//     index (Locations) takes none: records are replaced by rename.
+//   - The origin cache's own mutex (inodes.origins, golang-lru), for one
+//     map operation, with or without directory locks.
+//   - copyup's Copier.mu registers in-flight copy-ups; it is never held
+//     with a directory lock, nor across I/O. A copy-up of an object that is
+//     being copied up already waits for that one, holding no lock.
+//   - file.mu (file.go) serialises one open file's switch to the upper
+//     copy after a copy-up: a lock-free lookup and an open happen under it.
+//     It is never held together with a directory lock.
 package billyunion

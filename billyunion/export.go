@@ -17,7 +17,7 @@ import (
 // This file is the union's side of persistent object identity (the
 // kernel's export.go): what an object is, independent of where it is now,
 // and where to look for an object given what it is. Package handles turns
-// identities into NFS file handles; the union only promises that
+// ObjectIDs into NFS file handles; the union only promises that
 //
 //   - Identify(path) names the object at path by an ObjectID that stays the
 //     same across copy-up, rename, restart and other traffic, and
@@ -25,18 +25,17 @@ import (
 //     hints: callers confirm a candidate with Identify before using it, so
 //     a stale or forged hint costs a lookup, never a wrong object.
 
-// ObjectID is an object's persistent identity: a kernel file handle of the
-// object it stems from, on one of the layers' filesystems. That object is
-// the origin it was copied up from, else for a merged directory its topmost
-// lower part, else the object itself (the same rule as inode numbers, so
-// file ids and handles change together, that is never).
+// ObjectID is an object's persistent identity: the kernel file handle of
+// its stem (stem.go) on one of the layers' filesystems. Inode numbers come
+// from the same stem, so a fileid and a handle change together, which is
+// never.
 type ObjectID struct {
 	FS     uint8  // filesystem index: the order in which layers (upper first) name new filesystems
 	Type   int32  // kernel file handle type
 	Handle []byte // kernel file handle bytes
 }
 
-// Equal reports whether two identities name the same object.
+// Equal reports whether two ObjectIDs name the same object.
 func (id ObjectID) Equal(o ObjectID) bool {
 	return id.FS == o.FS && id.Type == o.Type && bytes.Equal(id.Handle, o.Handle)
 }
@@ -45,32 +44,82 @@ func (id ObjectID) Equal(o ObjectID) bool {
 // (MAX_HANDLE_SZ is 128; real filesystems use 8-40).
 const maxObjectHandle = 128
 
-// AppendBinary appends the identity's canonical encoding:
-// fs | type (4 bytes, big-endian) | length | handle bytes.
-func (id ObjectID) AppendBinary(b []byte) []byte {
+// An ObjectID has one binary form,
+//
+//	filesystem index (1 byte) | handle type | length n (1 byte) | n handle bytes
+//
+// written with the handle type in one of two widths. Both are persistent,
+// so neither can change: the wide form (4 bytes, big-endian) is the
+// union's own, in Key, the moves index's record names and contents and
+// LayerSetID; the compact form (1 byte) is carried in NFS file handles
+// (package handles), which must fit in 64 bytes. Kernel handle types are
+// below 256 (the overlay's origin records store them in one byte too).
+type typeWidth int
+
+const (
+	wideType    typeWidth = 4
+	compactType typeWidth = 1
+)
+
+// head is the length of the fields before the handle bytes.
+func (w typeWidth) head() int { return 2 + int(w) }
+
+// encode appends id's binary form in width w; the caller checks that id
+// fits it.
+func (w typeWidth) encode(b []byte, id ObjectID) []byte {
 	b = append(b, id.FS)
-	b = binary.BigEndian.AppendUint32(b, uint32(id.Type))
+	if w == wideType {
+		b = binary.BigEndian.AppendUint32(b, uint32(id.Type))
+	} else {
+		b = append(b, byte(id.Type))
+	}
 	b = append(b, byte(len(id.Handle)))
 	return append(b, id.Handle...)
 }
 
-// Key is the canonical encoding as a string, for maps and file names.
-func (id ObjectID) Key() string { return string(id.AppendBinary(nil)) }
-
-// parseObjectID decodes AppendBinary's encoding from the front of b.
-func parseObjectID(b []byte) (ObjectID, []byte, error) {
-	if len(b) < 6 {
+// decode reads an ObjectID in width w from the front of b and returns the
+// rest; EINVAL unless b starts with one of 1 to maxObjectHandle handle
+// bytes.
+func (w typeWidth) decode(b []byte) (ObjectID, []byte, error) {
+	head := w.head()
+	if len(b) < head {
 		return ObjectID{}, nil, syscall.EINVAL
 	}
-	n := int(b[5])
-	if n == 0 || n > maxObjectHandle || len(b) < 6+n {
+	n := int(b[head-1])
+	if n == 0 || n > maxObjectHandle || len(b) < head+n {
 		return ObjectID{}, nil, syscall.EINVAL
 	}
-	id := ObjectID{FS: b[0], Type: int32(binary.BigEndian.Uint32(b[1:5])), Handle: bytes.Clone(b[6 : 6+n])}
-	return id, b[6+n:], nil
+	id := ObjectID{FS: b[0], Type: int32(b[1]), Handle: bytes.Clone(b[head : head+n])}
+	if w == wideType {
+		id.Type = int32(binary.BigEndian.Uint32(b[1:5]))
+	}
+	return id, b[head+n:], nil
 }
 
-// Identity is what Identify reports about an object.
+// AppendBinary appends id's wide binary form (handle type in 4 bytes).
+func (id ObjectID) AppendBinary(b []byte) []byte { return wideType.encode(b, id) }
+
+// Key is the wide binary form as a string, for maps and file names.
+func (id ObjectID) Key() string { return string(id.AppendBinary(nil)) }
+
+// AppendCompact appends id's compact binary form (handle type in 1 byte),
+// the one NFS file handles carry; EOVERFLOW when id does not fit it.
+func (id ObjectID) AppendCompact(b []byte) ([]byte, error) {
+	if id.Type < 0 || id.Type > 255 || len(id.Handle) == 0 || len(id.Handle) > maxObjectHandle {
+		return b, syscall.EOVERFLOW
+	}
+	return compactType.encode(b, id), nil
+}
+
+// CompactSize is the length of id's compact binary form.
+func (id ObjectID) CompactSize() int { return compactType.head() + len(id.Handle) }
+
+// ParseCompactObjectID decodes AppendCompact's form from the front of b and
+// returns the rest; EINVAL for anything else.
+func ParseCompactObjectID(b []byte) (ObjectID, []byte, error) { return compactType.decode(b) }
+
+// Identity is what Identify reports about an object: its ObjectID, whether
+// it is a directory, and its inode number, the last two made from one stem.
 type Identity struct {
 	ID  ObjectID
 	Dir bool
@@ -84,11 +133,20 @@ func (fs *FS) Identify(p string) (Identity, error) {
 		return Identity{}, err
 	}
 	defer d.close()
-	id, err := fs.objectIDOf(d, &e)
+	return fs.identify(d, &e)
+}
+
+// identify is Identify for entry e, a child of d (d is nil for the root).
+func (fs *FS) identify(d *dir, e *entry) (Identity, error) {
+	s, err := fs.entryStem(d, e)
 	if err != nil {
 		return Identity{}, err
 	}
-	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(fs.identityOf(d, &e))}, nil
+	id, err := fs.objectID(s)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(s.devIno)}, nil
 }
 
 // EntryIdentity is Identify for an entry of a listing of the directory dir
@@ -118,7 +176,7 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	return id, nil
 }
 
-// IdentifyWithParent is Identify that also returns the identity of the
+// IdentifyWithParent is Identify that also returns the ObjectID of the
 // directory the object was found in (ok false for the root), from the same
 // lookup.
 func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bool, err error) {
@@ -127,11 +185,9 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 		return Identity{}, ObjectID{}, false, err
 	}
 	defer d.close()
-	id, err := fs.objectIDOf(d, &e)
-	if err != nil {
+	if obj, err = fs.identify(d, &e); err != nil {
 		return Identity{}, ObjectID{}, false, err
 	}
-	obj = Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(fs.identityOf(d, &e))}
 	if d == nil {
 		return obj, ObjectID{}, false, nil
 	}
@@ -141,79 +197,36 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 	return obj, parent, true, nil
 }
 
-// objectIDOf computes the identity of entry e, a child of d (d is nil for
-// the root, whose parts are in e).
+// objectIDOf is the ObjectID of entry e, a child of d.
 func (fs *FS) objectIDOf(d *dir, e *entry) (ObjectID, error) {
-	top := e.top()
-	if d == nil {
-		return fs.handleAt(top.li, fs.layers[top.li].Root, "")
+	s, err := fs.entryStem(d, e)
+	if err != nil {
+		return ObjectID{}, err
 	}
-	if fs.isUpper(top.li) {
-		rec, err := layer.Getxattr(fs.upperFD(d), e.name, fs.x.Origin())
-		if err == nil {
-			if id, ok := fs.originObjectID(rec, func() (identity, bool) { return fs.originIdentity(d, e) }); ok {
-				return id, nil
-			}
-		} else if err != unix.ENODATA && err != unix.EOPNOTSUPP {
-			return ObjectID{}, layer.Errno(err)
-		}
-		if e.isDir() && len(e.parts) > 1 {
-			lp := &e.parts[1]
-			return fs.handleAt(lp.li, d.partFor(lp.li).fd, e.name)
-		}
-	}
-	return fs.handleAt(top.li, d.partFor(top.li).fd, e.name)
+	return fs.objectID(s)
 }
 
-// dirObjectID is objectIDOf for a resolved directory, read from its own
-// descriptors.
+// dirObjectID is the ObjectID of the resolved directory d.
 func (fs *FS) dirObjectID(d *dir) (ObjectID, error) {
-	top := &d.parts[0]
-	if len(d.path) == 0 {
-		return fs.handleAt(top.li, top.fd, "")
+	s, err := fs.dirStem(d)
+	if err != nil {
+		return ObjectID{}, err
 	}
-	if fs.isUpper(top.li) {
-		rec, err := layer.Getxattr(top.fd, "", fs.x.Origin())
-		if err == nil {
-			fallback := func() (identity, bool) {
-				if len(d.parts) > 1 {
-					return identity{d.parts[1].st.Dev, d.parts[1].st.Ino}, true
-				}
-				return identity{}, false
-			}
-			if id, ok := fs.originObjectID(rec, fallback); ok {
-				return id, nil
-			}
-		} else if err != unix.ENODATA && err != unix.EOPNOTSUPP {
-			return ObjectID{}, layer.Errno(err)
-		}
-		if len(d.parts) > 1 {
-			return fs.handleAt(d.parts[1].li, d.parts[1].fd, "")
-		}
-	}
-	return fs.handleAt(top.li, top.fd, "")
+	return fs.objectID(s)
 }
 
-// originObjectID turns an origin record into an identity. The record holds
-// the handle; which filesystem it belongs to is found by decoding it (as
-// inode numbering does), with resolveLower as the fallback when it cannot
-// be decoded.
-func (fs *FS) originObjectID(rec []byte, resolveLower func() (identity, bool)) (ObjectID, bool) {
-	o, err := layer.DecodeOrigin(rec)
-	if err != nil || len(o.FID) == 0 || len(o.FID) > maxObjectHandle {
-		return ObjectID{}, false
+// objectID names stem s by its kernel file handle: the one its origin
+// record holds, else the one the kernel gives for it.
+func (fs *FS) objectID(s stem) (ObjectID, error) {
+	if len(s.origin) == 0 {
+		return fs.handleAt(s.li, s.dirFD, s.name)
 	}
-	low, ok := fs.ino.origins.Get(string(rec))
-	if !ok {
-		if low, ok = resolveLower(); !ok {
-			return ObjectID{}, false
-		}
+	o, err := layer.DecodeOrigin(s.origin)
+	idx, ok := fs.fsID(s.dev)
+	if err != nil || !ok { // stemOf only makes a stem of a usable record
+		return ObjectID{}, syscall.EIO
 	}
-	idx, ok := fs.ino.fsIndex[low.dev]
-	if !ok || idx > 255 {
-		return ObjectID{}, false
-	}
-	return ObjectID{FS: uint8(idx), Type: o.Type, Handle: o.FID}, true
+	return ObjectID{FS: idx, Type: o.Type, Handle: o.FID}, nil
 }
 
 // handleAt names dir/name (dir itself for "") in layer li by its kernel

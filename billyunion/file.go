@@ -150,8 +150,8 @@ func (fs *FS) createFile(o owner, p string, flag int, perm os.FileMode) (billy.F
 // file is an open union file. A file opened read-only from a lower layer
 // notices when any copy-up has happened since it was opened and, if its own
 // object is now in the upper layer, switches to the upper copy, so no
-// reader keeps seeing stale lower data after a copy-up (the third seed). The
-// common path costs one atomic load.
+// reader keeps seeing stale lower data after a copy-up. The common path
+// costs one atomic load.
 type file struct {
 	fs    *FS
 	name  string

@@ -17,23 +17,22 @@ import (
 )
 
 // Inode numbers follow the kernel's xino idea. An object is numbered by its
-// identity: the origin it was copied up from (so copy-up does not change
-// it), else for a merged directory its topmost lower part, else itself.
-// Identities are (device, inode) pairs; each distinct layer filesystem gets
-// a small index carried in the top bits, so numbers from different
-// filesystems never collide. With every layer on one filesystem the index
-// takes no bits and numbers are the real inode numbers, as in the kernel.
+// stem (stem.go): the object it was copied up from, so copy-up does not
+// change its number, else for a merged directory its topmost lower part,
+// else itself. A stem is a (device, inode) pair; each distinct layer
+// filesystem gets a small index carried in the top bits, so numbers from
+// different filesystems never collide. With every layer on one filesystem
+// the index takes no bits and numbers are the real inode numbers, as in the
+// kernel.
 type inodes struct {
 	fsIndex map[uint64]uint64 // device -> filesystem index (upper's is 0)
 	fsBits  uint
 	// decodeFDs holds one layer root per distinct lower filesystem, for
 	// decoding origin handles.
 	decodeFDs []int
-	// origins caches decoded origin records -> identity.
-	origins *lru.Cache[string, identity]
+	// origins caches the objects origin records were decoded to.
+	origins *lru.Cache[string, devIno]
 }
-
-type identity struct{ dev, ino uint64 }
 
 func newInodes(ls []*layer.Layer, upperFirst bool) *inodes {
 	in := &inodes{fsIndex: map[uint64]uint64{}}
@@ -50,12 +49,12 @@ func newInodes(ls []*layer.Layer, upperFirst bool) *inodes {
 	if n := len(in.fsIndex); n > 1 {
 		in.fsBits = uint(bits.Len(uint(n - 1)))
 	}
-	in.origins, _ = lru.New[string, identity](1 << 16)
+	in.origins, _ = lru.New[string, devIno](1 << 16)
 	return in
 }
 
-// number maps an identity to the union's inode number.
-func (in *inodes) number(id identity) uint64 {
+// number maps a stem's device and inode to the union's inode number.
+func (in *inodes) number(id devIno) uint64 {
 	if in.fsBits == 0 {
 		return id.ino
 	}
@@ -77,68 +76,11 @@ func (in *inodes) number(id identity) uint64 {
 	return h.Sum64() | mask
 }
 
-// identityOf finds the identity of entry e, a child of d (d is nil for the
-// root, whose parts are in e).
-func (fs *FS) identityOf(d *dir, e *entry) identity {
-	top := e.top()
-	if d == nil {
-		return identity{top.st.Dev, top.st.Ino} // the root is its top layer's root, as in the kernel
-	}
-	if fs.isUpper(top.li) {
-		if id, ok := fs.originIdentity(d, e); ok {
-			return id
-		}
-		if e.isDir() && len(e.parts) > 1 {
-			lp := &e.parts[1]
-			return identity{lp.st.Dev, lp.st.Ino}
-		}
-	}
-	return identity{top.st.Dev, top.st.Ino}
-}
-
-// originIdentity reads and decodes the origin xattr of the upper object.
-func (fs *FS) originIdentity(d *dir, e *entry) (identity, bool) {
-	rec, err := layer.Getxattr(fs.upperFD(d), e.name, fs.x.Origin())
-	if err != nil {
-		return identity{}, false
-	}
-	if id, ok := fs.ino.origins.Get(string(rec)); ok {
-		return id, true
-	}
-	o, err := layer.DecodeOrigin(rec)
-	if err == nil {
-		wantType := e.top().st.Mode & unix.S_IFMT
-		for _, fd := range fs.ino.decodeFDs {
-			st, err := layer.StatOrigin(fd, o)
-			if err != nil || st.Mode&unix.S_IFMT != wantType {
-				continue
-			}
-			if _, ok := fs.ino.fsIndex[st.Dev]; !ok {
-				continue
-			}
-			id := identity{st.Dev, st.Ino}
-			fs.ino.origins.Add(string(rec), id)
-			return id, true
-		}
-	}
-	// Handles cannot be decoded (no CAP_DAC_READ_SEARCH, or the origin is
-	// gone): the lower object under the same name, when it is of the same
-	// type, is the origin in every case but a rename after copy-up.
-	for i := range d.parts {
-		p := &d.parts[i]
-		if fs.isUpper(p.li) {
-			continue
-		}
-		st, err := layer.Lstat(p.fd, e.name)
-		if err != nil {
-			continue
-		}
-		if layer.IsWhiteout(&st) || st.Mode&unix.S_IFMT != e.top().st.Mode&unix.S_IFMT {
-			break
-		}
-		return identity{st.Dev, st.Ino}, true
-	}
-	return identity{}, false
+// fsID is the index of device dev's filesystem as ObjectID.FS carries it;
+// false for a device no layer is on.
+func (fs *FS) fsID(dev uint64) (uint8, bool) {
+	idx, ok := fs.ino.fsIndex[dev]
+	return uint8(idx), ok && idx <= 255
 }
 
 // fileInfo is the union's os.FileInfo; Sys() returns a *syscall.Stat_t
@@ -147,9 +89,9 @@ type fileInfo struct {
 	name    string
 	st      syscall.Stat_t
 	listing uint64 // the listing snapshot this came from, if any
-	// id caches the entry's identity once EntryIdentity computed it: a
-	// snapshot is immutable and an identity survives copy-up, so clients
-	// paging through a listing again need no lookup per entry.
+	// id caches what EntryIdentity found for the entry: a snapshot is
+	// immutable and an ObjectID survives copy-up, so clients paging through
+	// a listing again need no lookup per entry.
 	id atomic.Pointer[Identity]
 }
 
@@ -160,7 +102,8 @@ var _ [unsafe.Sizeof(syscall.Stat_t{}) - unsafe.Sizeof(unix.Stat_t{})]struct{}
 
 func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
 	st := e.top().st
-	st.Ino = fs.ino.number(fs.identityOf(d, e))
+	s, _ := fs.entryStem(d, e) // on an error, the stem without the origin record
+	st.Ino = fs.ino.number(s.devIno)
 	if e.merged() {
 		st.Nlink = 1
 	}

@@ -18,19 +18,20 @@ import (
 )
 
 // The moves index records where non-directories went when they were
-// renamed or linked through the union, so that an identity (whose handle
-// carries only where the object was when the handle was made) still finds
-// it. Directories need no record: the kernel reconnects a directory handle
-// to its current path (FindDir).
+// renamed or linked through the union, so that an ObjectID (whose NFS
+// handle carries only where the object was when the handle was made) still
+// finds it. Directories need no record: the kernel reconnects a directory
+// handle to its current path (FindDir).
 //
 // It lives in Work/ovlnfs-index, beside the kernel's Work/work: one small
-// file per object, named by the hex of its ObjectID, holding the object's
-// recent locations, newest first. A record is written before the rename it
-// describes (write to a temporary name, then rename into place: never
-// torn), and keeps the location the object leaves, so an interrupted
-// rename finds the object either way. On a journalling filesystem the
-// record's rename is committed no later than the object's. Records are
-// hints: readers confirm them with Identify, so a stale one costs a lookup.
+// file per object, named by the hex of its ObjectID's wide form, holding
+// the object's recent locations, newest first. A record is written before
+// the rename it describes (write to a temporary name, then rename into
+// place: never torn), and keeps the location the object leaves, so an
+// interrupted rename finds the object either way. On a journalling
+// filesystem the record's rename is committed no later than the object's.
+// Records are hints: readers confirm them with Identify, so a stale one
+// costs a lookup.
 //
 // If the directory is missing at start (a fresh upper, or the work
 // directory was lost), it is rebuilt from the upper layer: every
@@ -45,7 +46,7 @@ const (
 )
 
 // Location is where an object was seen: a name in a directory, the
-// directory given by its identity so that renames of ancestors don't matter.
+// directory given by its ObjectID so that renames of ancestors don't matter.
 type Location struct {
 	Parent ObjectID
 	Name   string
@@ -116,7 +117,7 @@ func decodeRecord(b []byte) ([]Location, error) {
 	b = b[2:]
 	locs := make([]Location, 0, n)
 	for i := 0; i < n; i++ {
-		id, rest, err := parseObjectID(b)
+		id, rest, err := wideType.decode(b)
 		if err != nil || len(rest) < 1 || len(rest) < 1+int(rest[0]) {
 			return nil, syscall.EINVAL
 		}
@@ -235,7 +236,7 @@ func (fs *FS) recordMove(od *dir, e *entry, nd *dir, newName string) error {
 	return fs.moves.add(id, Location{newParent, newName}, Location{oldParent, e.name})
 }
 
-// removedID returns the identity of a non-directory whose last name is
+// removedID returns the ObjectID of a non-directory whose last name is
 // about to go, so its record can be dropped; best effort (a stale record
 // is harmless).
 func (fs *FS) removedID(d *dir, e *entry) (ObjectID, bool) {

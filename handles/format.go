@@ -13,9 +13,11 @@ import (
 //	0      version (1)
 //	1..4   export id: the layer set's id, big-endian
 //	5      flags: flagDir, flagHint, flagHashedName
-//	       object:  fs index | handle type | length | handle bytes
+//	       object:  its ObjectID in compact form (billyunion's
+//	                AppendCompact: fs index | handle type | length |
+//	                handle bytes)
 //	       with flagHint:
-//	         parent: fs index | handle type | length | handle bytes
+//	         parent: the ObjectID of the directory, compact form
 //	         name:   length | bytes, or with flagHashedName an 8-byte
 //	                 FNV-1a hash of a name too long to fit
 //
@@ -60,16 +62,6 @@ func nameHash(name string) uint64 {
 	return h.Sum64()
 }
 
-func appendID(b []byte, id billyunion.ObjectID) ([]byte, bool) {
-	if id.Type < 0 || id.Type > 255 || len(id.Handle) == 0 || len(id.Handle) > 255 {
-		return b, false
-	}
-	b = append(b, id.FS, byte(id.Type), byte(len(id.Handle)))
-	return append(b, id.Handle...), true
-}
-
-func idSize(id billyunion.ObjectID) int { return 3 + len(id.Handle) }
-
 // encode builds the handle for h. The hint is dropped when it cannot fit;
 // the name is hashed when it alone does not fit.
 func encode(h *handle) ([]byte, error) {
@@ -80,14 +72,14 @@ func encode(h *handle) ([]byte, error) {
 	if h.dir {
 		flags |= flagDir
 	}
-	left := MaxSize - headerSize - idSize(h.obj)
+	left := MaxSize - headerSize - h.obj.CompactSize()
 	if left < 0 {
 		return nil, errTooBig
 	}
-	hint := h.hasHint && left >= idSize(h.parent)+1+1 // room for at least a one-byte name
+	hint := h.hasHint && left >= h.parent.CompactSize()+1+1 // room for at least a one-byte name
 	inline := false
 	if hint {
-		left -= idSize(h.parent)
+		left -= h.parent.CompactSize()
 		inline = 1+len(h.name) <= left
 		if !inline && left < 8 {
 			hint = false
@@ -100,12 +92,12 @@ func encode(h *handle) ([]byte, error) {
 		}
 	}
 	b = append(b, flags)
-	b, ok := appendID(b, h.obj)
-	if !ok {
+	b, err := h.obj.AppendCompact(b)
+	if err != nil {
 		return nil, errTooBig
 	}
 	if hint {
-		if b, ok = appendID(b, h.parent); !ok {
+		if b, err = h.parent.AppendCompact(b); err != nil {
 			return nil, errTooBig
 		}
 		if inline {
@@ -121,18 +113,6 @@ func encode(h *handle) ([]byte, error) {
 	return b, nil
 }
 
-func readID(b []byte) (billyunion.ObjectID, []byte, bool) {
-	if len(b) < 3 {
-		return billyunion.ObjectID{}, nil, false
-	}
-	n := int(b[2])
-	if n == 0 || len(b) < 3+n {
-		return billyunion.ObjectID{}, nil, false
-	}
-	id := billyunion.ObjectID{FS: b[0], Type: int32(b[1]), Handle: append([]byte(nil), b[3:3+n]...)}
-	return id, b[3+n:], true
-}
-
 // decode parses and validates a handle; ErrBadHandle for anything that is
 // not exactly a version-1 handle (the export id is checked by the caller).
 func decode(b []byte) (*handle, error) {
@@ -146,13 +126,13 @@ func decode(b []byte) (*handle, error) {
 	}
 	h := &handle{export: binary.BigEndian.Uint32(b[1:5]), dir: flags&flagDir != 0}
 	rest := b[headerSize:]
-	var ok bool
-	if h.obj, rest, ok = readID(rest); !ok {
+	var err error
+	if h.obj, rest, err = billyunion.ParseCompactObjectID(rest); err != nil {
 		return nil, ErrBadHandle
 	}
 	if flags&flagHint != 0 {
 		h.hasHint = true
-		if h.parent, rest, ok = readID(rest); !ok {
+		if h.parent, rest, err = billyunion.ParseCompactObjectID(rest); err != nil {
 			return nil, ErrBadHandle
 		}
 		if flags&flagHashedName != 0 {

@@ -26,7 +26,7 @@ type Union interface {
 
 // Options configures Handles.
 type Options struct {
-	// CacheEntries bounds the identity -> path cache; 0 means
+	// CacheEntries bounds the ObjectID -> path cache; 0 means
 	// DefaultCacheEntries. A miss costs a resolution (a few lookups), never
 	// a stale handle.
 	CacheEntries int
@@ -40,7 +40,7 @@ const DefaultCacheEntries = 1 << 18
 type Handles struct {
 	union  Union
 	export uint32
-	// paths maps an identity (ObjectID.Key) to the path it was last
+	// paths maps an ObjectID (its Key) to the path it was last
 	// confirmed at. Entries are hints like any other: every use is
 	// confirmed with the union.
 	paths *lru.Cache[string, string]
@@ -92,13 +92,13 @@ func (h *Handles) ToHandle(path []string) ([]byte, error) {
 	return b, nil
 }
 
-// goneFS is a filesystem index no layer has: identities on it resolve to nothing.
+// goneFS is a filesystem index no layer has: ObjectIDs on it resolve to nothing.
 const goneFS = 0xff
 
 // Listing makes the handles of the entries of one listing of the directory
 // at dir: what ToHandle would give for each, without a lookup per entry
-// once the listing was handed out before (identities are cached in the
-// union's listing entries).
+// once the listing was handed out before (the union caches each entry's
+// Identity in the listing).
 type Listing struct {
 	h      *Handles
 	dir    []string
@@ -173,7 +173,7 @@ func (h *Handles) Forget(fh []byte) {
 	}
 }
 
-// CachedPaths is the number of identities with a cached path.
+// CachedPaths is the number of ObjectIDs with a cached path.
 func (h *Handles) CachedPaths() int { return h.paths.Len() }
 
 // confirm reports whether the object at p is id (and a directory iff dir).
@@ -241,7 +241,7 @@ func (h *Handles) resolveOnce(hd *handle) (string, error) {
 	return "", syscall.ESTALE
 }
 
-// resolveDir finds a directory by identity: cache, then the kernel's
+// resolveDir finds a directory by ObjectID: cache, then the kernel's
 // reconnection of its handle.
 func (h *Handles) resolveDir(id billyunion.ObjectID) (string, error) {
 	key := id.Key()

@@ -9,8 +9,8 @@
 // copying and fsync) runs with no lock at all; the caller's place callback
 // takes whatever directory lock the caller needs for the final rename, and
 // must re-check, under that lock, that the destination is still what it
-// expects (the second seed's rule: build outside the lock, lock only to
-// publish).
+// expects: holding a directory lock across a copy-up's data copying would
+// stall every change in that directory behind one large file.
 package copyup
 
 import (

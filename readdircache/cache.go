@@ -1,7 +1,8 @@
 // Package readdircache keeps merged directory listings: an LRU of immutable
 // snapshots keyed by directory identity, built without holding any
 // directory lock and published only when no change to the directory landed
-// while they were built (the first seed's lesson).
+// while they were built: a listing built under the directory's lock would make
+// every create in a big directory wait for a whole listing.
 //
 // Correctness rests on three rules:
 //
@@ -26,7 +27,8 @@
 //  3. A snapshot found in the cache is checked against a cheap signature of
 //     the directory's layer parts (stat of each part) before it is served,
 //     so changes made to a layer behind the union's back are noticed on the
-//     next listing (the third seed's lesson: no stale composition served).
+//     next listing: a union must never serve a merge of layers that no
+//     longer exist in that form.
 //
 // Concurrent requests for the same directory share one build
 // (singleflight). Snapshots are immutable and shared; callers that need to

@@ -162,6 +162,25 @@ func (c *Client) Call(prog, vers, proc uint32, args []byte) []byte {
 	return c.Wait(c.Start(oncrpc.RPCVersion, prog, vers, proc, args))
 }
 
+// reject_stat and auth_stat values a client reads in a MSG_DENIED reply (RFC 5531).
+const (
+	RejectRPCMismatch = 0
+	RejectAuthError   = 1
+	AuthBadCred       = 1
+)
+
+// Rejection decodes a MSG_DENIED reply: its reject_stat and the value after it (the
+// auth_stat of AUTH_ERROR, the lowest version of RPC_MISMATCH); ok is false for any other
+// reply.
+func Rejection(reply []byte) (rejectStat, detail uint32, ok bool) {
+	r := xdr.NewReader(reply, 4)
+	if r.Uint32() != msgReply || r.Uint32() != MsgDenied {
+		return 0, 0, false
+	}
+	rejectStat, detail = r.Uint32(), r.Uint32()
+	return rejectStat, detail, r.Err() == nil
+}
+
 // Accepted checks a reply is MSG_ACCEPTED with the given accept_stat and returns a reader
 // positioned after it.
 func Accepted(t testing.TB, reply []byte, want oncrpc.AcceptStat) *xdr.Reader {

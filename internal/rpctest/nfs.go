@@ -22,19 +22,44 @@ func Opaque(b []byte) []byte {
 // DirOp is a diropargs3.
 func DirOp(dir []byte, name string) []byte { return append(Opaque(dir), Opaque([]byte(name))...) }
 
-// SattrMode is a sattr3 setting the mode only.
-func SattrMode(mode uint32) []byte {
+// Sattr is a sattr3 to send: nil fields are left alone, times are set to the client's
+// values when given.
+type Sattr struct {
+	Mode, UID, GID *uint32
+	Size           *uint64
+	Atime, Mtime   *[2]uint32 // seconds, nanoseconds
+}
+
+// XDR encodes the sattr3.
+func (s Sattr) XDR() []byte {
 	var w xdr.Writer
-	w.Bool(true)
-	w.Uint32(mode)
-	for range 5 {
-		w.Uint32(0)
+	for _, v := range []*uint32{s.Mode, s.UID, s.GID} {
+		w.Bool(v != nil)
+		if v != nil {
+			w.Uint32(*v)
+		}
+	}
+	w.Bool(s.Size != nil)
+	if s.Size != nil {
+		w.Uint64(*s.Size)
+	}
+	for _, t := range []*[2]uint32{s.Atime, s.Mtime} {
+		if t != nil {
+			w.Uint32(2) // SET_TO_CLIENT_TIME
+			w.Uint32(t[0])
+			w.Uint32(t[1])
+		} else {
+			w.Uint32(0) // DONT_CHANGE
+		}
 	}
 	return w.Buf
 }
 
+// SattrMode is a sattr3 setting the mode only.
+func SattrMode(mode uint32) []byte { return Sattr{Mode: &mode}.XDR() }
+
 // SattrNone is a sattr3 that sets nothing.
-func SattrNone() []byte { return make([]byte, 24) }
+func SattrNone() []byte { return Sattr{}.XDR() }
 
 // createhow3 and stable_how values, as a client sends them.
 const (
@@ -75,30 +100,11 @@ func ReadArgs(fh []byte, off uint64, count uint32) []byte {
 	return w.Buf
 }
 
-// SetattrArgs is SETATTR3args; times are set to the client's values when given, guard is
-// the ctime to check, nil for none.
-func SetattrArgs(fh []byte, mode *uint32, size *uint64, atime, mtime *[2]uint32, guard *[2]uint32) []byte {
+// SetattrArgs is SETATTR3args; guard is the ctime to check, nil for none.
+func SetattrArgs(fh []byte, s Sattr, guard *[2]uint32) []byte {
 	var w xdr.Writer
 	w.Opaque(fh)
-	w.Bool(mode != nil)
-	if mode != nil {
-		w.Uint32(*mode)
-	}
-	w.Bool(false) // uid
-	w.Bool(false) // gid
-	w.Bool(size != nil)
-	if size != nil {
-		w.Uint64(*size)
-	}
-	for _, t := range []*[2]uint32{atime, mtime} {
-		if t != nil {
-			w.Uint32(2) // SET_TO_CLIENT_TIME
-			w.Uint32(t[0])
-			w.Uint32(t[1])
-		} else {
-			w.Uint32(0) // DONT_CHANGE
-		}
-	}
+	w.Fixed(s.XDR())
 	w.Bool(guard != nil)
 	if guard != nil {
 		w.Uint32(guard[0])
@@ -106,6 +112,47 @@ func SetattrArgs(fh []byte, mode *uint32, size *uint64, atime, mtime *[2]uint32,
 	}
 	return w.Buf
 }
+
+// SymlinkArgs is SYMLINK3args.
+func SymlinkArgs(dir []byte, name string, sattr []byte, target string) []byte {
+	var w xdr.Writer
+	w.Buf = append(DirOp(dir, name), sattr...)
+	w.String(target)
+	return w.Buf
+}
+
+// ftype3 values (RFC 1813 section 2.5).
+const (
+	FtypeReg  = 1
+	FtypeDir  = 2
+	FtypeBlk  = 3
+	FtypeChr  = 4
+	FtypeLnk  = 5
+	FtypeSock = 6
+	FtypeFifo = 7
+)
+
+// MknodArgs is MKNOD3args: the sattr3 follows any ftype, the device numbers only a
+// character or block device's.
+func MknodArgs(dir []byte, name string, ftype uint32, sattr []byte, major, minor uint32) []byte {
+	var w xdr.Writer
+	w.Buf = DirOp(dir, name)
+	w.Uint32(ftype)
+	w.Fixed(sattr)
+	if ftype == FtypeChr || ftype == FtypeBlk {
+		w.Uint32(major)
+		w.Uint32(minor)
+	}
+	return w.Buf
+}
+
+// RenameArgs is RENAME3args.
+func RenameArgs(fromDir []byte, from string, toDir []byte, to string) []byte {
+	return append(DirOp(fromDir, from), DirOp(toDir, to)...)
+}
+
+// LinkArgs is LINK3args: the file, then the new name.
+func LinkArgs(fh, dir []byte, name string) []byte { return append(Opaque(fh), DirOp(dir, name)...) }
 
 // Typed calls. Each fails the test when the reply is not what the protocol promises.
 
@@ -241,22 +288,78 @@ func (c *Client) Read(fh []byte, off uint64, count uint32) ([]byte, bool) {
 	return append([]byte(nil), data...), eof
 }
 
-// Access asks for every ACCESS bit on fh and returns those granted.
-func (c *Client) Access(fh []byte) uint32 {
+// ACCESS3 bits (RFC 1813 section 3.3.4).
+const (
+	AccessRead    = 0x01
+	AccessLookup  = 0x02
+	AccessModify  = 0x04
+	AccessExtend  = 0x08
+	AccessDelete  = 0x10
+	AccessExecute = 0x20
+)
+
+// Access asks for every ACCESS bit on fh and returns those granted and the object's
+// attributes (nil when the reply had none).
+func (c *Client) Access(fh []byte) (uint32, *Fattr) {
 	c.t.Helper()
 	var w xdr.Writer
 	w.Opaque(fh)
-	w.Uint32(0x3f)
+	w.Uint32(AccessRead | AccessLookup | AccessModify | AccessExtend | AccessDelete | AccessExecute)
 	st, r := c.NFS(nfs3.ProcAccess, w.Buf)
 	if st != nfs3.StatusOK {
 		c.t.Fatalf("ACCESS: status %d", st)
 	}
-	GetPostOp(r)
+	a, ok := GetPostOp(r)
 	granted := r.Uint32()
 	if r.Err() != nil {
 		c.t.Fatal(r.Err())
 	}
-	return granted
+	if !ok {
+		return granted, nil
+	}
+	return granted, &a
+}
+
+// FSINFO properties (RFC 1813 section 3.3.19).
+const (
+	FSFLink        = 0x0001
+	FSFSymlink     = 0x0002
+	FSFHomogeneous = 0x0008
+	FSFCanSetTime  = 0x0010
+)
+
+// FSInfo is a decoded FSINFO3resok.
+type FSInfo struct {
+	Attr                  *Fattr
+	Rtmax, Rtpref, Rtmult uint32
+	Wtmax, Wtpref, Wtmult uint32
+	Dtpref                uint32
+	MaxFileSize           uint64
+	TimeDelta             [2]uint32 // seconds, nanoseconds
+	Properties            uint32
+}
+
+// Fsinfo asks FSINFO of fh.
+func (c *Client) Fsinfo(fh []byte) FSInfo {
+	c.t.Helper()
+	st, r := c.NFS(nfs3.ProcFsinfo, Opaque(fh))
+	if st != nfs3.StatusOK {
+		c.t.Fatalf("FSINFO: status %d", st)
+	}
+	var fi FSInfo
+	if a, ok := GetPostOp(r); ok {
+		fi.Attr = &a
+	}
+	fi.Rtmax, fi.Rtpref, fi.Rtmult = r.Uint32(), r.Uint32(), r.Uint32()
+	fi.Wtmax, fi.Wtpref, fi.Wtmult = r.Uint32(), r.Uint32(), r.Uint32()
+	fi.Dtpref = r.Uint32()
+	fi.MaxFileSize = r.Uint64()
+	fi.TimeDelta = [2]uint32{r.Uint32(), r.Uint32()}
+	fi.Properties = r.Uint32()
+	if r.Err() != nil {
+		c.t.Fatalf("FSINFO reply: %v", r.Err())
+	}
+	return fi
 }
 
 func xidOf(reply []byte) uint32 { return xdr.NewReader(reply, 0).Uint32() }
@@ -297,6 +400,9 @@ func (c *Client) ReaddirPage(plus bool, dir []byte, cookie, verf uint64, dircoun
 	reply := c.Call(nfs3.ProgramNumber, nfs3.Version, uint32(proc), w.Buf)
 	r := Accepted(c.t, reply, oncrpc.Success)
 	start := r.Pos
+	if n := len(reply) - start; n > int(maxcount) {
+		c.t.Errorf("%d bytes of results for maxcount %d", n, maxcount)
+	}
 	var pg DirPage
 	pg.Status = nfs3.Status(r.Uint32())
 	if a, ok := GetPostOp(r); ok {
@@ -328,3 +434,49 @@ func (c *Client) ReaddirPage(plus bool, dir []byte, cookie, verf uint64, dircoun
 
 // String names an entry in failure messages.
 func (e DirEntry) String() string { return fmt.Sprintf("%s(%d)", e.Name, e.Fileid) }
+
+// ReaddirAll pages through dir from the start, maxcount bytes a page, and returns the
+// entries other than "." and ".." and the number of pages. It fails the test on what a
+// paging client could not cope with: an error status, a name listed twice, cookies that
+// do not grow, a verifier that changes between pages, an empty page that is not the end.
+// before, when set, runs before each page after the first.
+func (c *Client) ReaddirAll(plus bool, dir []byte, maxcount uint32, before func(page int)) ([]DirEntry, int) {
+	c.t.Helper()
+	var all []DirEntry
+	seen := map[string]bool{}
+	cookie, verf := uint64(0), uint64(0)
+	pages := 0
+	for {
+		if pages > 0 && before != nil {
+			before(pages)
+		}
+		pg := c.ReaddirPage(plus, dir, cookie, verf, maxcount/8, maxcount)
+		pages++
+		if pg.Status != nfs3.StatusOK {
+			c.t.Fatalf("page %d: status %d", pages, pg.Status)
+		}
+		for _, e := range pg.Entries {
+			if seen[e.Name] {
+				c.t.Fatalf("%s listed twice", e.Name)
+			}
+			seen[e.Name] = true
+			if e.Cookie <= cookie {
+				c.t.Fatalf("cookie %d after %d", e.Cookie, cookie)
+			}
+			cookie = e.Cookie
+			if e.Name != "." && e.Name != ".." {
+				all = append(all, e)
+			}
+		}
+		if pages > 1 && pg.Verifier != verf {
+			c.t.Fatalf("verifier changed from %x to %x while paging", verf, pg.Verifier)
+		}
+		verf = pg.Verifier
+		if pg.EOF {
+			return all, pages
+		}
+		if len(pg.Entries) == 0 {
+			c.t.Fatal("a page without entries that is not the end")
+		}
+	}
+}

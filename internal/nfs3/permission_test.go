@@ -1,0 +1,157 @@
+package nfs3_test
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/ovlnfs/ovlnfs/internal/nfs3"
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+	"github.com/ovlnfs/ovlnfs/internal/rpctest"
+)
+
+// TestCallersOwnWhatTheyCreate: objects a client creates belong to the uid and gid of its
+// AUTH_UNIX credential (the parent's gid in a setgid directory), the server refuses a
+// caller what the kernel refuses a local process with the caller's ids, and ACCESS
+// answers for the caller; a malformed credential is refused with AUTH_ERROR and changes
+// nothing.
+func TestCallersOwnWhatTheyCreate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		requireInCI(t, "giving files away needs root")
+	}
+	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
+	c := rpctest.Dial(t, srv.Addr)
+	root := c.MountRoot()
+	upper := srv.Layout.Upper
+	sgid := filepath.Join(upper, "sgid")
+	if err := os.MkdirAll(sgid, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(sgid, 0, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(sgid, 0o2777); err != nil { // os.Chmod ignores raw 0o2000
+		t.Fatal(err)
+	}
+	sgidFH := c.Lookup(root, "sgid")
+
+	pubDir := filepath.Join(upper, "pub")
+	if err := os.Mkdir(pubDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(pubDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pubDir, "others"), []byte("x"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(pubDir, "others"), 2000, 2000); err != nil {
+		t.Fatal(err)
+	}
+	pub := c.Lookup(root, "pub")
+
+	c.As(1000, 1000, 27)
+	made := map[string][]byte{}
+	made["pub/file"] = c.Create(pub, "file")
+	made["pub/dir"] = c.Mkdir(pub, "dir")
+	if st, r := c.NFS(nfs3.ProcSymlink, rpctest.SymlinkArgs(pub, "link", rpctest.SattrNone(), "file")); st != nfs3.StatusOK {
+		t.Fatalf("SYMLINK: status %d", st)
+	} else {
+		made["pub/link"] = rpctest.NewHandle(t, r)
+	}
+	if st, r := c.NFS(nfs3.ProcMknod, rpctest.MknodArgs(pub, "fifo", rpctest.FtypeFifo, rpctest.SattrMode(0o644), 0, 0)); st != nfs3.StatusOK {
+		t.Fatalf("MKNOD: status %d", st)
+	} else {
+		made["pub/fifo"] = rpctest.NewHandle(t, r)
+	}
+	made["sgid/inherits"] = c.Create(sgidFH, "inherits")
+
+	for name, fh := range made {
+		wantGID := uint32(1000)
+		if filepath.Dir(name) == "sgid" {
+			wantGID = 50
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(upper, name), &st); err != nil {
+			t.Errorf("%s: not in the upper: %v", name, err)
+			continue
+		}
+		if st.Uid != 1000 || st.Gid != wantGID {
+			t.Errorf("%s: upper object owned by %d:%d, want 1000:%d", name, st.Uid, st.Gid, wantGID)
+		}
+		if a := c.Getattr(fh); a.UID != 1000 || a.GID != wantGID {
+			t.Errorf("%s: GETATTR owner %d:%d, want 1000:%d", name, a.UID, a.GID, wantGID)
+		}
+	}
+
+	// What uid 1000 may not do, as the kernel refuses it to a local process.
+	lower := c.Lookup(root, "lower.txt") // root's, 0644
+	for _, tc := range []struct {
+		what string
+		proc nfs3.Proc
+		args []byte
+		want nfs3.Status
+	}{
+		{"CREATE in root's directory", nfs3.ProcCreate, rpctest.CreateArgs(root, "nope", rpctest.CreateGuarded, rpctest.SattrMode(0o644)), nfs3.StatusAcces},
+		{"MKDIR in root's directory", nfs3.ProcMkdir, append(rpctest.DirOp(root, "nope"), rpctest.SattrMode(0o755)...), nfs3.StatusAcces},
+		{"REMOVE from root's directory", nfs3.ProcRemove, rpctest.DirOp(root, "lower.txt"), nfs3.StatusAcces},
+		{"REMOVE another user's file from a sticky directory", nfs3.ProcRemove, rpctest.DirOp(pub, "others"), nfs3.StatusPerm},
+		{"RENAME out of root's directory", nfs3.ProcRename, rpctest.RenameArgs(root, "lower.txt", pub, "stolen"), nfs3.StatusAcces},
+		{"LINK into root's directory", nfs3.ProcLink, rpctest.LinkArgs(made["pub/file"], root, "nope"), nfs3.StatusAcces},
+		{"SETATTR mode of root's file", nfs3.ProcSetattr, rpctest.SetattrArgs(lower, rpctest.Sattr{Mode: new(uint32(0o777))}, nil), nfs3.StatusPerm},
+		{"SETATTR size of root's 0644 file", nfs3.ProcSetattr, rpctest.SetattrArgs(lower, rpctest.Sattr{Size: new(uint64(0))}, nil), nfs3.StatusAcces},
+		{"SETATTR giving a file to root", nfs3.ProcSetattr, rpctest.SetattrArgs(made["pub/file"], rpctest.Sattr{UID: new(uint32(0))}, nil), nfs3.StatusPerm},
+	} {
+		if st, _ := c.NFS(tc.proc, tc.args); st != tc.want {
+			t.Errorf("%s as uid 1000: status %d, want %d", tc.what, st, tc.want)
+		}
+	}
+	for _, name := range []string{"nope", "lower.txt", "pub/stolen"} {
+		if _, err := os.Lstat(filepath.Join(upper, name)); !os.IsNotExist(err) {
+			t.Errorf("upper has %s after refused calls (%v)", name, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(pubDir, "others")); err != nil {
+		t.Errorf("another user's file in the sticky directory is gone: %v", err)
+	}
+	if a := c.Getattr(lower); a.Mode != 0o644 || a.Size != 6 {
+		t.Errorf("root's file changed by refused calls: mode %o size %d", a.Mode, a.Size)
+	}
+	if a := c.Getattr(made["pub/file"]); a.UID != 1000 {
+		t.Errorf("refused chown changed the owner to %d", a.UID)
+	}
+
+	access := func(fh []byte) uint32 {
+		t.Helper()
+		granted, attr := c.Access(fh)
+		if attr == nil {
+			t.Errorf("ACCESS reply without attributes")
+		}
+		return granted
+	}
+	if got, want := access(made["pub/file"]), uint32(rpctest.AccessRead|rpctest.AccessModify|rpctest.AccessExtend); got != want {
+		t.Errorf("ACCESS of the caller's own 0644 file: %#x, want %#x", got, want)
+	}
+	if got, want := access(lower), uint32(rpctest.AccessRead); got != want {
+		t.Errorf("ACCESS of root's 0644 file for uid 1000: %#x, want %#x", got, want)
+	}
+	if got, want := access(root), uint32(rpctest.AccessRead|rpctest.AccessLookup); got != want {
+		t.Errorf("ACCESS of root's 0755 directory for uid 1000: %#x, want %#x", got, want)
+	}
+	c.As(0, 0)
+	if got, want := access(lower), uint32(rpctest.AccessRead|rpctest.AccessModify|rpctest.AccessExtend); got != want {
+		t.Errorf("ACCESS of a 0644 file for root: %#x, want %#x", got, want)
+	}
+
+	// A malformed AUTH_UNIX credential is refused before anything happens.
+	c.SetCredential(oncrpc.AuthUnix, oncrpc.AuthUnixBody("test", 1000, 1000)[:10])
+	reply := c.Call(nfs3.ProgramNumber, nfs3.Version, uint32(nfs3.ProcCreate),
+		rpctest.CreateArgs(root, "refused", rpctest.CreateGuarded, rpctest.SattrMode(0o644)))
+	if rej, stat, ok := rpctest.Rejection(reply); !ok || rej != rpctest.RejectAuthError || stat != rpctest.AuthBadCred {
+		t.Errorf("CREATE with a malformed credential: reply %x, want MSG_DENIED AUTH_ERROR AUTH_BADCRED", reply)
+	}
+	if _, err := os.Lstat(filepath.Join(upper, "refused")); !os.IsNotExist(err) {
+		t.Errorf("CREATE with a malformed credential created the file (%v)", err)
+	}
+}

@@ -65,8 +65,10 @@ func (rq *request) readDirectory(plus bool) error {
 	if err == nil {
 		entries, verifier, err = rq.snapshot(p, cookie, sentVerifier)
 	}
+	// A reply is at most the READDIR size FSINFO offers, whatever the client asks: else
+	// one call could make the server encode a whole huge directory into one reply.
 	page := readdirPage{rq: rq, plus: plus, fh: fh, elems: elems, path: p, dirSt: dirSt,
-		entries: entries, maxcount: int(maxcount)}
+		entries: entries, maxcount: int(min(maxcount, TransferSize))}
 	if err == nil {
 		err = page.fill(cookie)
 	}

@@ -3,8 +3,9 @@
 // visible (which the usual clients hide), and typed NFSv3 and MOUNT calls. StartServer
 // runs a whole server in-process on 127.0.0.1 over fresh layers.
 //
-// Files: client.go (Client: Dial, Call, Start, Wait), nfs.go (typed NFSv3 and MOUNT calls
-// and argument builders), attr.go (decoded attributes), server.go (StartServer).
+// Files: client.go (Client: Dial, Call, Start, Wait), nfs.go (typed NFSv3 calls, MNT, and
+// argument builders), mount.go (EXPORT, DUMP, UMNT, UMNTALL), attr.go (decoded
+// attributes), server.go (StartServer).
 package rpctest
 
 import (

@@ -185,6 +185,24 @@ const raceRounds = 2000
 // same names), walks a -> b -> file keep running. A walk may be refused;
 // one that succeeds has only ever been inside the layer. Only that
 // invariant is checked, never how the race went.
+// openSameIsOrRefuses: OpenSame of name opens the layer's object want, or refuses with
+// ErrReplaced; it never opens anything else.
+func openSameIsOrRefuses(t *testing.T, dir int, name string, flags int, st *unix.Stat_t, want uint64) {
+	t.Helper()
+	f, err := OpenSame(dir, name, flags, st)
+	if err != nil {
+		if !errors.Is(err, ErrReplaced) {
+			t.Fatalf("OpenSame %s: %v", name, err)
+		}
+		return
+	}
+	got, _ := Fstat(int(f.Fd()))
+	f.Close()
+	if got.Ino != want {
+		t.Fatalf("OpenSame opened ino %d, not the layer's %s", got.Ino, name)
+	}
+}
+
 func TestWalkRacingDirectorySymlinkSwaps(t *testing.T) {
 	for _, atomic := range []bool{true, false} {
 		name := "exchange"
@@ -261,16 +279,7 @@ func TestWalkRacingDirectorySymlinkSwaps(t *testing.T) {
 				inside++
 				// The same through a lookup and OpenSame.
 				if st, err := Lstat(f.l.Root, "a"); err == nil && IsDir(&st) {
-					d, err := OpenSame(f.l.Root, "a", unix.O_RDONLY|unix.O_DIRECTORY, &st)
-					if err == nil {
-						ost, _ := Fstat(int(d.Fd()))
-						d.Close()
-						if ost.Ino != inA.Ino {
-							t.Fatalf("OpenSame opened ino %d, not the layer's a", ost.Ino)
-						}
-					} else if !errors.Is(err, ErrReplaced) {
-						t.Fatalf("OpenSame: %v", err)
-					}
+					openSameIsOrRefuses(t, f.l.Root, "a", unix.O_RDONLY|unix.O_DIRECTORY, &st, inA.Ino)
 				}
 			}
 			if swapErr != nil {
@@ -324,16 +333,7 @@ func TestOpenRacingFileSymlinkSwaps(t *testing.T) {
 				} else if !errors.Is(err, unix.ELOOP) {
 					t.Fatalf("OpenFile: %v", err)
 				}
-				file, err = OpenSame(f.l.Root, "f", unix.O_RDWR, &inF)
-				if err == nil {
-					st, _ := Fstat(int(file.Fd()))
-					file.Close()
-					if st.Ino != inF.Ino {
-						t.Fatalf("OpenSame opened ino %d, not the layer's f", st.Ino)
-					}
-				} else if !errors.Is(err, ErrReplaced) {
-					t.Fatalf("OpenSame: %v", err)
-				}
+				openSameIsOrRefuses(t, f.l.Root, "f", unix.O_RDWR, &inF, inF.Ino)
 				if err := Chmod(f.l.Root, "f", modes[walks%2]); err != nil && err != unix.EOPNOTSUPP {
 					t.Fatalf("Chmod: %v", err)
 				}

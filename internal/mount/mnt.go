@@ -9,9 +9,9 @@ import (
 
 // mnt answers MNT through the forwarder and enters a successful mount in the DUMP list.
 func (s *Server) mnt(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
-	dir := call.Args.OpaqueMax(maxPathLen, errPathTooLong)
-	if call.Args.Err() != nil {
-		return oncrpc.ErrGarbageArgs
+	dir, err := dirpath(call)
+	if err != nil {
+		return err
 	}
 	raw, err := s.forward(ctx, call)
 	if err != nil {
@@ -19,7 +19,7 @@ func (s *Server) mnt(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply
 		return oncrpc.ErrSystem
 	}
 	if at, ok := oncrpc.ResultsAt(raw); ok && at+4 <= len(raw) && binary.BigEndian.Uint32(raw[at:]) == mountStatOK {
-		s.mounts.add(call.Client, string(dir))
+		s.mounts.add(call.Client, dir)
 	}
 	reply.Raw = raw
 	return nil

@@ -52,6 +52,15 @@ const mountStatOK = 0
 
 var errPathTooLong = errors.New("mount: dirpath over 1024 bytes")
 
+// dirpath decodes the dirpath argument of MNT and UMNT.
+func dirpath(call *oncrpc.Call) (string, error) {
+	dir := call.Args.OpaqueMax(maxPathLen, errPathTooLong)
+	if call.Args.Err() != nil {
+		return "", oncrpc.ErrGarbageArgs
+	}
+	return string(dir), nil
+}
+
 // Forwarder answers a MNT call whose arguments were checked, with a whole reply record.
 type Forwarder func(ctx context.Context, call *oncrpc.Call) ([]byte, error)
 

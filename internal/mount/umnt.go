@@ -8,10 +8,10 @@ import (
 
 // umnt removes a mount from the DUMP list.
 func (s *Server) umnt(_ context.Context, call *oncrpc.Call, _ *oncrpc.Reply) error {
-	dir := call.Args.OpaqueMax(maxPathLen, errPathTooLong)
-	if call.Args.Err() != nil {
-		return oncrpc.ErrGarbageArgs
+	dir, err := dirpath(call)
+	if err != nil {
+		return err
 	}
-	s.mounts.remove(call.Client, string(dir))
+	s.mounts.remove(call.Client, dir)
 	return nil
 }

@@ -13,9 +13,7 @@ import (
 // through SETATTR, fsid, used, and that the attributes in READ and READDIRPLUS replies
 // agree with GETATTR.
 func TestAttributes(t *testing.T) {
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
 	f := c.Create(root, "f")
 	d := c.Mkdir(root, "d")
 

@@ -10,9 +10,7 @@ import (
 
 // TestCreateModes checks CREATE's three modes (RFC 1813 section 3.3.8).
 func TestCreateModes(t *testing.T) {
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower content\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower content\n"}})
 	exclusive := func(name, verf string) []byte {
 		return rpctest.CreateArgs(root, name, rpctest.CreateExclusive, []byte(verf))
 	}

@@ -20,9 +20,7 @@ import (
 // TestErrorStatuses checks that every failure reaches the client as the NFS3ERR_* of its
 // errno.
 func TestErrorStatuses(t *testing.T) {
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"file.txt": "lower file\n", "dir/x": "x\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"file.txt": "lower file\n", "dir/x": "x\n"}})
 	file := c.Lookup(root, "file.txt")
 	long := strings.Repeat("n", 256)
 
@@ -86,9 +84,7 @@ func TestErrorStatuses(t *testing.T) {
 
 // TestErrorStatusesReadOnly: a read-only export answers ROFS for every change.
 func TestErrorStatusesReadOnly(t *testing.T) {
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"file.txt": "lower file\n"}, ReadOnly: true})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"file.txt": "lower file\n"}, ReadOnly: true})
 	file := c.Lookup(root, "file.txt")
 	for _, tc := range []struct {
 		name string
@@ -110,9 +106,7 @@ func TestErrorStatusesReadOnly(t *testing.T) {
 // TestErrorStatusesNoSpace: an upper on a full filesystem answers NOSPC, also when the
 // space runs out while copying a lower file up for a WRITE.
 func TestErrorStatusesNoSpace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		requireInCI(t, "mounting a tmpfs needs root")
-	}
+	requireRoot(t, "mounting a tmpfs needs root")
 	srv := rpctest.StartServer(t, rpctest.Options{Prepare: func(l *rpctest.Layout) {
 		// upper and work on a 1 MiB tmpfs with few inodes; the lower file is bigger.
 		tmp := filepath.Join(l.Root, "small")
@@ -135,8 +129,7 @@ func TestErrorStatusesNoSpace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	c, root := srv.Mounted(t)
 	big := c.Lookup(root, "big")
 	if st, _ := c.NFS(nfs3.ProcWrite, rpctest.WriteArgs(big, 0, []byte("x"), rpctest.FileSync)); st != nfs3.StatusNoSpc {
 		t.Errorf("WRITE needing a copy-up into a full upper: status %d, want 28 (NOSPC)", st)
@@ -154,6 +147,14 @@ func TestErrorStatusesNoSpace(t *testing.T) {
 	}
 	if st != nfs3.StatusNoSpc {
 		t.Errorf("MKDIR with no inodes left: status %d, want 28 (NOSPC)", st)
+	}
+}
+
+// requireRoot is requireInCI for tests that must run as root.
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		requireInCI(t, why)
 	}
 }
 

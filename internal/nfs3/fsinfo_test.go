@@ -25,9 +25,7 @@ func TestFsinfoLetsClientsPageBusyDirectories(t *testing.T) {
 		// node_modules-like names, longer than the fixtures elsewhere
 		files[fmt.Sprintf("busy/package-with-a-longish-name-%04d.js", i)] = "x"
 	}
-	srv := rpctest.StartServer(t, rpctest.Options{Files: files})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: files})
 
 	fi := c.Fsinfo(root)
 	rootAttrs := c.Getattr(root)

@@ -12,9 +12,7 @@ import (
 // subdirectory its parent, and a handle does not depend on how the object was reached: a
 // child looked up from the root has the handle MNT gives for its path.
 func TestLookupDotAndDotDot(t *testing.T) {
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"a/b/f": "f\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"a/b/f": "f\n"}})
 
 	if got := c.Lookup(root, ".."); !bytes.Equal(got, root) {
 		t.Errorf(`LOOKUP ".." of the root: handle %x, want the root's %x`, got, root)

@@ -1,7 +1,6 @@
 package nfs3_test
 
 import (
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -12,12 +11,8 @@ import (
 
 // TestMknodAndLink: MKNOD makes the asked type (as root) and LINK counts both names.
 func TestMknodAndLink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		requireInCI(t, "device nodes need root")
-	}
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	requireRoot(t, "device nodes need root")
+	srv, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
 	for _, tc := range []struct {
 		name         string
 		ftype        uint32

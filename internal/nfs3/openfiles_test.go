@@ -50,9 +50,7 @@ func inotifyOpens(t *testing.T, path string) func() (opens, closes int) {
 // cache keeps it between calls), WRITEs likewise, and a REMOVE closes what was cached.
 func TestReadKeepsFileOpen(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 100*4096/16)
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"big": string(content)}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	srv, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"big": string(content)}})
 	fh := c.Lookup(root, "big")
 	count := inotifyOpens(t, filepath.Join(srv.Layout.L1, "big"))
 

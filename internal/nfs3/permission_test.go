@@ -17,12 +17,8 @@ import (
 // answers for the caller; a malformed credential is refused with AUTH_ERROR and changes
 // nothing.
 func TestCallersOwnWhatTheyCreate(t *testing.T) {
-	if os.Geteuid() != 0 {
-		requireInCI(t, "giving files away needs root")
-	}
-	srv := rpctest.StartServer(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	requireRoot(t, "giving files away needs root")
+	srv, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"lower.txt": "lower\n"}})
 	upper := srv.Layout.Upper
 	sgid := filepath.Join(upper, "sgid")
 	if err := os.MkdirAll(sgid, 0o777); err != nil {
@@ -148,7 +144,7 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 	c.SetCredential(oncrpc.AuthUnix, oncrpc.AuthUnixBody("test", 1000, 1000)[:10])
 	reply := c.Call(nfs3.ProgramNumber, nfs3.Version, uint32(nfs3.ProcCreate),
 		rpctest.CreateArgs(root, "refused", rpctest.CreateGuarded, rpctest.SattrMode(0o644)))
-	if rej, stat, ok := rpctest.Rejection(reply); !ok || rej != rpctest.RejectAuthError || stat != rpctest.AuthBadCred {
+	if rej, stat, ok := rpctest.Rejection(reply); !ok || rej != oncrpc.RejectAuthError || stat != oncrpc.AuthBadCred {
 		t.Errorf("CREATE with a malformed credential: reply %x, want MSG_DENIED AUTH_ERROR AUTH_BADCRED", reply)
 	}
 	if _, err := os.Lstat(filepath.Join(upper, "refused")); !os.IsNotExist(err) {

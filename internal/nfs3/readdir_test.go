@@ -43,8 +43,7 @@ func TestReaddirPaging(t *testing.T) {
 			}
 		}
 	}})
-	c := rpctest.Dial(t, srv.Addr)
-	root := c.MountRoot()
+	c, root := srv.Mounted(t)
 	big := c.Lookup(root, "big")
 	for i := range 100 { // whiteouts over both layers' names
 		if st, _ := c.NFS(nfs3.ProcRemove, rpctest.DirOp(big, fmt.Sprintf("l1-%04d", i))); st != nfs3.StatusOK {

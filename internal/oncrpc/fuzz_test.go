@@ -178,7 +178,7 @@ func FuzzParseHeader(f *testing.F) {
 				t.Fatalf("header word %d = %d, record has %d", i, w, got)
 			}
 		}
-		if h.msgType != msgCall || h.argsAt > len(record) || h.argsAt%4 != 0 || h.argsAt < 40 {
+		if h.msgType != MsgCall || h.argsAt > len(record) || h.argsAt%4 != 0 || h.argsAt < 40 {
 			t.Fatalf("call header %+v of a %d-byte record", h, len(record))
 		}
 		if h.badCred && h.cred.Unix {
@@ -245,7 +245,7 @@ func recordSeeds() []fuzzcorpus.Seed {
 // callRecord is a call's header (and args), without a record mark.
 func callRecord(xid, prog, vers, proc, flavor uint32, body, args []byte) []byte {
 	var w xdr.Writer
-	for _, v := range []uint32{xid, msgCall, RPCVersion, prog, vers, proc, flavor} {
+	for _, v := range []uint32{xid, MsgCall, RPCVersion, prog, vers, proc, flavor} {
 		w.Uint32(v)
 	}
 	w.Opaque(body)
@@ -289,7 +289,7 @@ func headerSeeds() []fuzzcorpus.Seed {
 	wrongVersion := callRecord(4, 100003, 3, 0, AuthNone, nil, nil)
 	binary.BigEndian.PutUint32(wrongVersion[8:], 3)
 	reply := callRecord(5, 100003, 3, 0, AuthNone, nil, nil)
-	binary.BigEndian.PutUint32(reply[4:], msgReply)
+	binary.BigEndian.PutUint32(reply[4:], MsgReply)
 	badVerifier := callRecord(6, 100003, 3, 0, AuthNone, nil, nil)
 	binary.BigEndian.PutUint32(badVerifier[36:], 401)
 	return []fuzzcorpus.Seed{

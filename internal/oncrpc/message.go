@@ -4,13 +4,13 @@ import (
 	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
-// Message types, reply states and their codes (RFC 5531 section 9).
+// Message types and reply states (RFC 5531 section 9), for servers and clients alike.
 const (
-	msgCall  = 0
-	msgReply = 1
+	MsgCall  = 0
+	MsgReply = 1
 
-	msgAccepted = 0
-	msgDenied   = 1
+	MsgAccepted = 0
+	MsgDenied   = 1
 
 	// RPCVersion is the one version of the protocol.
 	RPCVersion = 2
@@ -47,12 +47,12 @@ func (s AcceptStat) String() string {
 	return "?"
 }
 
-// Rejections of a call (reject_stat) and the authentication errors (auth_stat) used here.
+// Rejections of a call (reject_stat) and the authentication error (auth_stat) sent here.
 const (
-	rejectRPCMismatch = 0
-	rejectAuthError   = 1
+	RejectRPCMismatch = 0
+	RejectAuthError   = 1
 
-	authBadCred = 1
+	AuthBadCred = 1
 )
 
 // header is the part of a call record the server dispatches on.
@@ -77,14 +77,14 @@ func parseHeader(record []byte) (h header, ok bool) {
 	_ = r.Uint32()                           // verifier flavor
 	_ = r.OpaqueMax(maxAuthBody, errBadAuth) // verifier body
 	h.argsAt = r.Pos
-	return h, r.Err() == nil && h.msgType == msgCall
+	return h, r.Err() == nil && h.msgType == MsgCall
 }
 
 // acceptedHeader starts a MSG_ACCEPTED reply with an AUTH_NULL verifier.
 func acceptedHeader(w *xdr.Writer, xid uint32, stat AcceptStat) {
 	w.Uint32(xid)
-	w.Uint32(msgReply)
-	w.Uint32(msgAccepted)
+	w.Uint32(MsgReply)
+	w.Uint32(MsgAccepted)
 	w.Uint32(0) // verifier flavor AUTH_NULL
 	w.Uint32(0) // verifier length
 	w.Uint32(uint32(stat))
@@ -110,8 +110,8 @@ func progMismatchReply(xid, low, high uint32) []byte {
 func deniedReply(xid uint32, rejection ...uint32) []byte {
 	var w xdr.Writer
 	w.Uint32(xid)
-	w.Uint32(msgReply)
-	w.Uint32(msgDenied)
+	w.Uint32(MsgReply)
+	w.Uint32(MsgDenied)
 	for _, v := range rejection {
 		w.Uint32(v)
 	}
@@ -121,21 +121,21 @@ func deniedReply(xid uint32, rejection ...uint32) []byte {
 // rpcMismatchReply refuses a call of another RPC protocol version: it tells the versions
 // served, low to high.
 func rpcMismatchReply(xid uint32) []byte {
-	return deniedReply(xid, rejectRPCMismatch, RPCVersion, RPCVersion)
+	return deniedReply(xid, RejectRPCMismatch, RPCVersion, RPCVersion)
 }
 
 // authErrorReply refuses a call whose credential is malformed (AUTH_ERROR, AUTH_BADCRED).
-func authErrorReply(xid uint32) []byte { return deniedReply(xid, rejectAuthError, authBadCred) }
+func authErrorReply(xid uint32) []byte { return deniedReply(xid, RejectAuthError, AuthBadCred) }
 
 // ReplyOutcome describes a reply record for logs and tests: its accept_stat, or the
 // reason it was denied.
 func ReplyOutcome(reply []byte) string {
 	r := xdr.NewReader(reply, 4)
-	if r.Uint32() != msgReply {
+	if r.Uint32() != MsgReply {
 		return "not a reply"
 	}
-	if r.Uint32() == msgDenied {
-		if r.Uint32() == rejectAuthError {
+	if r.Uint32() == MsgDenied {
+		if r.Uint32() == RejectAuthError {
 			return "AUTH_ERROR"
 		}
 		return "RPC_MISMATCH"
@@ -151,7 +151,7 @@ func ReplyOutcome(reply []byte) string {
 // ResultsAt returns where the results begin in an accepted, successful reply.
 func ResultsAt(reply []byte) (int, bool) {
 	r := xdr.NewReader(reply, 4)
-	if r.Uint32() != msgReply || r.Uint32() != msgAccepted {
+	if r.Uint32() != MsgReply || r.Uint32() != MsgAccepted {
 		return 0, false
 	}
 	_, _ = r.Uint32(), r.Opaque()

@@ -19,15 +19,6 @@ import (
 	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
-// RPC message constants as a client writes and checks them (RFC 5531).
-const (
-	msgCall     = 0
-	msgReply    = 1
-	msgAccepted = 0
-	// MsgDenied is the reply_stat of a refused call.
-	MsgDenied = 1
-)
-
 // Client is a raw RPC client on one connection.
 type Client struct {
 	t    testing.TB
@@ -119,7 +110,7 @@ func (c *Client) Start(rpcVers, prog, vers, proc uint32, args []byte) <-chan []b
 	c.waiting[xid] = ch
 	var w xdr.Writer
 	w.Uint32(xid)
-	w.Uint32(msgCall)
+	w.Uint32(oncrpc.MsgCall)
 	w.Uint32(rpcVers)
 	w.Uint32(prog)
 	w.Uint32(vers)
@@ -163,19 +154,12 @@ func (c *Client) Call(prog, vers, proc uint32, args []byte) []byte {
 	return c.Wait(c.Start(oncrpc.RPCVersion, prog, vers, proc, args))
 }
 
-// reject_stat and auth_stat values a client reads in a MSG_DENIED reply (RFC 5531).
-const (
-	RejectRPCMismatch = 0
-	RejectAuthError   = 1
-	AuthBadCred       = 1
-)
-
 // Rejection decodes a MSG_DENIED reply: its reject_stat and the value after it (the
 // auth_stat of AUTH_ERROR, the lowest version of RPC_MISMATCH); ok is false for any other
 // reply.
 func Rejection(reply []byte) (rejectStat, detail uint32, ok bool) {
 	r := xdr.NewReader(reply, 4)
-	if r.Uint32() != msgReply || r.Uint32() != MsgDenied {
+	if r.Uint32() != oncrpc.MsgReply || r.Uint32() != oncrpc.MsgDenied {
 		return 0, 0, false
 	}
 	rejectStat, detail = r.Uint32(), r.Uint32()
@@ -187,7 +171,7 @@ func Rejection(reply []byte) (rejectStat, detail uint32, ok bool) {
 func Accepted(t testing.TB, reply []byte, want oncrpc.AcceptStat) *xdr.Reader {
 	t.Helper()
 	r := xdr.NewReader(reply, 4)
-	if r.Uint32() != msgReply || r.Uint32() != msgAccepted {
+	if r.Uint32() != oncrpc.MsgReply || r.Uint32() != oncrpc.MsgAccepted {
 		t.Fatalf("not an accepted reply: %x", reply)
 	}
 	_, _ = r.Uint32(), r.Opaque() // verifier

@@ -116,3 +116,18 @@ func (b *LockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Mounted dials the server and mounts "/": the client and the root handle.
+func (s *Server) Mounted(t testing.TB) (*Client, []byte) {
+	t.Helper()
+	c := Dial(t, s.Addr)
+	return c, c.MountRoot()
+}
+
+// StartMounted is StartServer, then Mounted: the server, a client and the root handle.
+func StartMounted(t testing.TB, opts Options) (*Server, *Client, []byte) {
+	t.Helper()
+	s := StartServer(t, opts)
+	c, root := s.Mounted(t)
+	return s, c, root
+}

@@ -29,8 +29,7 @@ func TestOneConnectionIsConcurrent(t *testing.T) {
 		"big":       strings.Repeat("0123456789abcdef", bigSize/16),
 		"dir/small": "small\n",
 	}})
-	c := rpctest.Dial(t, s.Addr)
-	root := c.MountRoot()
+	c, root := s.Mounted(t)
 	big := c.Lookup(root, "big")
 	dir := c.Lookup(root, "dir")
 

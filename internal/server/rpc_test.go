@@ -43,8 +43,7 @@ func TestUnsupportedProgramsAndVersions(t *testing.T) {
 
 	reply := c.Wait(c.Start(3, nfs3.ProgramNumber, nfs3.Version, 0, nil))
 	r := xdr.NewReader(reply, 4)
-	const replyMsg, rejectRPCMismatch = 1, 0
-	if r.Uint32() != replyMsg || r.Uint32() != rpctest.MsgDenied || r.Uint32() != rejectRPCMismatch ||
+	if r.Uint32() != oncrpc.MsgReply || r.Uint32() != oncrpc.MsgDenied || r.Uint32() != oncrpc.RejectRPCMismatch ||
 		r.Uint32() != 2 || r.Uint32() != 2 || r.Err() != nil {
 		t.Errorf("RPC version 3: want MSG_DENIED RPC_MISMATCH 2..2, got %x", reply)
 	}
@@ -56,9 +55,7 @@ func TestUnsupportedProgramsAndVersions(t *testing.T) {
 // TestMalformedRecords sends records the server cannot answer; each ends its connection
 // (there is no XID to answer), and the server keeps serving other connections.
 func TestMalformedRecords(t *testing.T) {
-	s := rpctest.StartServer(t, rpctest.Options{})
-	good := rpctest.Dial(t, s.Addr)
-	fh := good.MountRoot()
+	s, good, fh := rpctest.StartMounted(t, rpctest.Options{})
 	for name, record := range map[string][]byte{
 		"short":          {1, 2, 3},
 		"reply not call": {0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0},

@@ -29,7 +29,7 @@ go test -count=1 -v -timeout 15m ./... 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== go test -race (packages that take locks)"
-go test -count=1 -race -timeout 10m ./billyunion/... ./copyup/... ./readdircache/... ./handles/... ./cmd/... 2>&1 | tee -a "$log"
+go test -count=1 -race -timeout 10m ./billyunion/... ./copyup/... ./readdircache/... ./handles/... ./internal/... ./cmd/... 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 # Top-level tests only ("--- PASS: TestX"), subtests are indented.

@@ -35,6 +35,8 @@ type serveConfig struct {
 	handleCacheEntries int
 	// dirCacheEntries bounds the merged directory listings the union keeps; 0 = its default.
 	dirCacheEntries int
+	// pprofListen, when set, is where Go's profiles are served over HTTP (net/http/pprof).
+	pprofListen string
 }
 
 // maxDirCacheEntries refuses a listing cache size that can only be a typo: each cached
@@ -61,6 +63,7 @@ type rawServeFlags struct {
 	logFormat, logLevel         string
 	handleCacheEntries          int
 	dirCacheEntries             *string // nil when not given
+	pprofListen                 string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -76,6 +79,7 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
+	fs.StringVar(&raw.pprofListen, "pprof-listen", "", "HOST:PORT to serve Go's runtime profiles on over HTTP (/debug/pprof/), for profiling; unauthenticated, so keep it on loopback")
 	fs.IntVar(&raw.handleCacheEntries, "handle-cache-entries", 0, "file handles whose current path is kept in memory (default 262144); a handle not cached is resolved from disk, never answered STALE")
 	return fs
 }
@@ -93,7 +97,8 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		return nil, refuse("unexpected argument %q (paths are given with --lowerdir/--upperdir/--workdir or -o)", fs.Arg(0))
 	}
 
-	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries}
+	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
+		pprofListen: raw.pprofListen}
 	if raw.handleCacheEntries < 0 {
 		return nil, refuse("--handle-cache-entries must be 0 (the default) or more, not %d", raw.handleCacheEntries)
 	}
@@ -168,6 +173,11 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 
 	if _, err := net.ResolveTCPAddr("tcp", cfg.listen); err != nil {
 		return nil, refuse("--listen %q is not HOST:PORT: %v", cfg.listen, err)
+	}
+	if cfg.pprofListen != "" {
+		if _, err := net.ResolveTCPAddr("tcp", cfg.pprofListen); err != nil {
+			return nil, refuse("--pprof-listen %q is not HOST:PORT: %v", cfg.pprofListen, err)
+		}
 	}
 
 	for _, l := range lowerSpec {

@@ -44,6 +44,13 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		return refused("cannot listen on %s: %v", cfg.listen, unwrapOpError(err))
 	}
 	defer listener.Close()
+	if cfg.pprofListen != "" {
+		pl, err := net.Listen("tcp", cfg.pprofListen)
+		if err != nil {
+			return refused("cannot listen on %s for profiles: %v", cfg.pprofListen, unwrapOpError(err))
+		}
+		defer servePprof(pl, logger)()
+	}
 
 	readOnly := cfg.upper == ""
 	if !readOnly {

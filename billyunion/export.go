@@ -124,6 +124,10 @@ type Identity struct {
 	ID  ObjectID
 	Dir bool
 	Ino uint64 // the union inode number (the NFS fileid)
+	// Info is the object's attributes as Lstat gives them, read by the same lookup, so a
+	// caller that identified an object need not look it up again to stat it. Nil from
+	// EntryIdentity, whose listing entry holds them.
+	Info os.FileInfo
 }
 
 // Identify returns the identity of the object at p (Lstat semantics).
@@ -146,7 +150,7 @@ func (fs *FS) identify(d *dir, e *entry) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(s.devIno)}, nil
+	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(s.devIno), Info: fs.fileInfoOf(d, e, s)}, nil
 }
 
 // EntryIdentity is Identify for an entry of a listing of the directory dir
@@ -172,6 +176,8 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	if id.Ino != entry.st.Ino {
 		return Identity{}, syscall.ENOENT
 	}
+	// The entry is its own Info; a cached Info would only cost memory per listed name.
+	id.Info = nil
 	entry.id.Store(&id)
 	return id, nil
 }

@@ -101,8 +101,13 @@ var _ [unsafe.Sizeof(unix.Stat_t{}) - unsafe.Sizeof(syscall.Stat_t{})]struct{}
 var _ [unsafe.Sizeof(syscall.Stat_t{}) - unsafe.Sizeof(unix.Stat_t{})]struct{}
 
 func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
-	st := e.top().st
 	s, _ := fs.entryStem(d, e) // on an error, the stem without the origin record
+	return fs.fileInfoOf(d, e, s)
+}
+
+// fileInfoOf is newFileInfo for an entry whose stem is known.
+func (fs *FS) fileInfoOf(d *dir, e *entry, s stem) *fileInfo {
+	st := e.top().st
 	st.Ino = fs.ino.number(s.devIno)
 	if e.merged() {
 		st.Nlink = 1

@@ -75,10 +75,17 @@ func New(union Union, opts Options) (*Handles, error) {
 // ToHandle returns the handle of the object at path (components from the
 // export root; none for the root).
 func (h *Handles) ToHandle(path []string) ([]byte, error) {
+	fh, _, err := h.Lookup(path)
+	return fh, err
+}
+
+// Lookup is ToHandle that also returns the object's attributes, read by the same union
+// lookup: what an NFS LOOKUP or CREATE answers with.
+func (h *Handles) Lookup(path []string) ([]byte, os.FileInfo, error) {
 	p := strings.Join(path, "/")
 	obj, parent, hasParent, err := h.union.IdentifyWithParent(p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hd := &handle{export: h.export, dir: obj.Dir, obj: obj.ID}
 	if !obj.Dir && hasParent && len(path) > 0 {
@@ -86,10 +93,10 @@ func (h *Handles) ToHandle(path []string) ([]byte, error) {
 	}
 	b, err := encode(hd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	h.paths.Add(obj.ID.Key(), p)
-	return b, nil
+	return b, obj.Info, nil
 }
 
 // goneFS is a filesystem index no layer has: ObjectIDs on it resolve to nothing.
@@ -148,21 +155,28 @@ func (h *Handles) Gone() []byte { return append([]byte(nil), h.gone...) }
 // ErrBadHandle for bytes that are no handle, ESTALE for a handle of another
 // configuration or of an object that is gone.
 func (h *Handles) FromHandle(fh []byte) ([]string, error) {
+	p, _, err := h.Resolve(fh)
+	return p, err
+}
+
+// Resolve is FromHandle that also returns the object's attributes, read by the lookup
+// that confirmed the path names the object: an NFS call that needs both pays one lookup.
+func (h *Handles) Resolve(fh []byte) ([]string, os.FileInfo, error) {
 	hd, err := decode(fh)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if hd.export != h.export {
-		return nil, syscall.ESTALE
+		return nil, nil, syscall.ESTALE
 	}
-	p, err := h.resolve(hd)
+	p, info, err := h.resolve(hd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if p == "" {
-		return []string{}, nil
+		return []string{}, info, nil
 	}
-	return strings.Split(p, "/"), nil
+	return strings.Split(p, "/"), info, nil
 }
 
 // Forget drops what is cached for fh's object (go-nfs calls it after a
@@ -176,10 +190,14 @@ func (h *Handles) Forget(fh []byte) {
 // CachedPaths is the number of ObjectIDs with a cached path.
 func (h *Handles) CachedPaths() int { return h.paths.Len() }
 
-// confirm reports whether the object at p is id (and a directory iff dir).
-func (h *Handles) confirm(p string, id billyunion.ObjectID, dir bool) bool {
+// confirm reports whether the object at p is id (and a directory iff dir), with the
+// object's attributes when it is.
+func (h *Handles) confirm(p string, id billyunion.ObjectID, dir bool) (os.FileInfo, bool) {
 	got, err := h.union.Identify(p)
-	return err == nil && got.Dir == dir && got.ID.Equal(id)
+	if err != nil || got.Dir != dir || !got.ID.Equal(id) {
+		return nil, false
+	}
+	return got.Info, true
 }
 
 // resolveAttempts bounds the tries for one handle. Each try confirms candidates one after
@@ -187,40 +205,49 @@ func (h *Handles) confirm(p string, id billyunion.ObjectID, dir bool) bool {
 // them; a new try starts from fresher records.
 const resolveAttempts = 3
 
-func (h *Handles) resolve(hd *handle) (string, error) {
+func (h *Handles) resolve(hd *handle) (string, os.FileInfo, error) {
 	var err error
 	for attempt := 0; attempt < resolveAttempts; attempt++ {
 		var p string
-		if p, err = h.resolveOnce(hd); err == nil {
-			return p, nil
+		var info os.FileInfo
+		if p, info, err = h.resolveOnce(hd); err == nil {
+			return p, info, nil
 		}
 	}
-	return "", err
+	return "", nil, err
 }
 
-func (h *Handles) resolveOnce(hd *handle) (string, error) {
+func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 	key := hd.obj.Key()
 	if p, ok := h.paths.Get(key); ok {
-		if h.confirm(p, hd.obj, hd.dir) {
-			return p, nil
+		if info, ok := h.confirm(p, hd.obj, hd.dir); ok {
+			return p, info, nil
 		}
 		h.paths.Remove(key)
 	}
 	if hd.dir {
 		return h.resolveDir(hd.obj)
 	}
-	found := func(p string) (string, error) {
-		h.paths.Add(key, p)
-		return p, nil
+	// found confirms the candidate p and caches it.
+	found := func(p string) (os.FileInfo, bool) {
+		info, ok := h.confirm(p, hd.obj, false)
+		if ok {
+			h.paths.Add(key, p)
+		}
+		return info, ok
 	}
 	if hd.hasHint {
-		if dir, err := h.resolveDir(hd.parent); err == nil {
-			if !hd.hashed {
-				if p := join(dir, hd.name); h.confirm(p, hd.obj, false) {
-					return found(p)
+		if dir, _, err := h.resolveDir(hd.parent); err == nil {
+			if hd.hashed {
+				if p, info, ok := h.scanForHash(dir, hd); ok {
+					h.paths.Add(key, p)
+					return p, info, nil
 				}
-			} else if p, ok := h.scanForHash(dir, hd); ok {
-				return found(p)
+			} else {
+				p := join(dir, hd.name)
+				if info, ok := found(p); ok {
+					return p, info, nil
+				}
 			}
 		}
 	}
@@ -229,52 +256,60 @@ func (h *Handles) resolveOnce(hd *handle) (string, error) {
 		h.log.Warn("reading the moves index", "err", err)
 	}
 	for _, loc := range locs {
-		if dir, err := h.resolveDir(loc.Parent); err == nil {
-			if p := join(dir, loc.Name); h.confirm(p, hd.obj, false) {
-				return found(p)
+		if dir, _, err := h.resolveDir(loc.Parent); err == nil {
+			p := join(dir, loc.Name)
+			if info, ok := found(p); ok {
+				return p, info, nil
 			}
 		}
 	}
-	if p, err := h.union.FindConnected(hd.obj); err == nil && h.confirm(p, hd.obj, false) {
-		return found(p)
+	if p, err := h.union.FindConnected(hd.obj); err == nil {
+		if info, ok := found(p); ok {
+			return p, info, nil
+		}
 	}
-	return "", syscall.ESTALE
+	return "", nil, syscall.ESTALE
 }
 
 // resolveDir finds a directory by ObjectID: cache, then the kernel's
 // reconnection of its handle.
-func (h *Handles) resolveDir(id billyunion.ObjectID) (string, error) {
+func (h *Handles) resolveDir(id billyunion.ObjectID) (string, os.FileInfo, error) {
 	key := id.Key()
 	if p, ok := h.paths.Get(key); ok {
-		if h.confirm(p, id, true) {
-			return p, nil
+		if info, ok := h.confirm(p, id, true); ok {
+			return p, info, nil
 		}
 		h.paths.Remove(key)
 	}
 	p, err := h.union.FindDir(id)
-	if err != nil || !h.confirm(p, id, true) {
-		return "", syscall.ESTALE
+	if err != nil {
+		return "", nil, syscall.ESTALE
+	}
+	info, ok := h.confirm(p, id, true)
+	if !ok {
+		return "", nil, syscall.ESTALE
 	}
 	h.paths.Add(key, p)
-	return p, nil
+	return p, info, nil
 }
 
 // scanForHash finds a name too long for the handle among dir's entries by
 // its hash (one listing, served from the union's listing cache when warm).
-func (h *Handles) scanForHash(dir string, hd *handle) (string, bool) {
+func (h *Handles) scanForHash(dir string, hd *handle) (string, os.FileInfo, bool) {
 	entries, err := h.union.ReadDir(dir)
 	if err != nil {
-		return "", false
+		return "", nil, false
 	}
 	for _, fi := range entries {
 		if nameHash(fi.Name()) != hd.nameHash {
 			continue
 		}
-		if p := join(dir, fi.Name()); h.confirm(p, hd.obj, false) {
-			return p, true
+		p := join(dir, fi.Name())
+		if info, ok := h.confirm(p, hd.obj, false); ok {
+			return p, info, true
 		}
 	}
-	return "", false
+	return "", nil, false
 }
 
 func join(dir, name string) string {

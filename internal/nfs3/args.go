@@ -33,6 +33,7 @@ func (rq *request) name() string { return string(rq.args.OpaqueMax(maxNameSize, 
 type dirArgs struct {
 	elems []string
 	dir   string // the directory's union path
+	st    *syscall.Stat_t
 	name  string
 	err   error // the directory did not resolve
 }
@@ -41,7 +42,7 @@ func (rq *request) dirArgs() dirArgs {
 	fh, name := rq.handle(), rq.name()
 	d := dirArgs{name: name}
 	if rq.args.Err() == nil {
-		d.elems, d.dir, d.err = rq.resolve(fh)
+		d.elems, d.dir, d.st, d.err = rq.statHandle(fh)
 	}
 	return d
 }
@@ -69,22 +70,16 @@ func newName(name string) error {
 	return billyunion.ValidName(name)
 }
 
-// checkDir makes sure the directory of a diropargs3 is one, and returns its stat.
+// checkDir makes sure the directory of a diropargs3 is one, and returns its stat (the
+// pre-operation attributes of a change).
 func (rq *request) checkDir(d *dirArgs) (*syscall.Stat_t, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	st, err := rq.stat(d.dir)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return nil, errStale
-		}
-		return nil, err
+	if !isDir(d.st) {
+		return d.st, syscall.ENOTDIR
 	}
-	if !isDir(st) {
-		return st, syscall.ENOTDIR
-	}
-	return st, nil
+	return d.st, nil
 }
 
 // checkNewEntry checks a diropargs3 that names an entry to make: the directory is one, the

@@ -9,7 +9,7 @@ func link(rq *request) error {
 	if err := rq.decoded(); err != nil {
 		return err
 	}
-	_, target, err := rq.resolve(fh)
+	_, target, _, err := rq.statHandle(fh)
 	resolved := err == nil
 	var dirPre *syscall.Stat_t
 	if err == nil {

@@ -25,12 +25,9 @@ func lookup(rq *request) error {
 			elems = d.childElems()
 		}
 	}
-	if err == nil {
-		st, err = rq.stat(unionPath(elems))
-	}
 	var fh []byte
 	if err == nil {
-		fh, err = rq.toHandle(elems)
+		fh, st, err = rq.lookupHandle(elems)
 	}
 	rq.status(err)
 	if err == nil {

@@ -47,10 +47,7 @@ func (rq *request) newObjectReply(d *dirArgs, dirPre *syscall.Stat_t, err error)
 	var fh []byte
 	var st *syscall.Stat_t
 	if err == nil {
-		st, err = rq.stat(d.child())
-	}
-	if err == nil {
-		fh, err = rq.toHandle(d.childElems())
+		fh, st, err = rq.lookupHandle(d.childElems())
 	}
 	rq.status(err)
 	if err == nil {

@@ -133,30 +133,22 @@ func (rq *request) wccData(pre, post *syscall.Stat_t) { putWccData(rq.res, pre, 
 // unionPath is the union's name of the object at elems.
 func unionPath(elems []string) string { return path.Join(elems...) }
 
-// resolve turns a file handle into the object's path, as components and as the union
-// names it.
-func (rq *request) resolve(fh []byte) ([]string, string, error) {
-	elems, err := rq.s.handles.FromHandle(fh)
-	if err != nil {
-		if errors.Is(err, handles.ErrBadHandle) {
-			rq.s.logger.Debug("malformed file handle", "len", len(fh))
-		}
-		return nil, "", errStale
-	}
-	return elems, unionPath(elems), nil
-}
-
-// toHandle is the handle of the object at elems.
-func (rq *request) toHandle(elems []string) ([]byte, error) {
-	fh, err := rq.s.handles.ToHandle(elems)
+// lookupHandle is the handle and the attributes of the object at elems, from one union
+// lookup.
+func (rq *request) lookupHandle(elems []string) ([]byte, *syscall.Stat_t, error) {
+	fh, info, err := rq.s.handles.Lookup(elems)
+	var errno syscall.Errno
 	switch {
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
-		return nil, err // removed since it was found
-	case err != nil || len(fh) == 0:
+		return nil, nil, err // there is no such object (any more)
+	case errors.As(err, &errno):
+		rq.s.logger.Warn("cannot look up or make a file handle", "path", unionPath(elems), "err", err)
+		return nil, nil, err
+	case err != nil || len(fh) == 0 || info == nil:
 		rq.s.logger.Warn("cannot make a file handle", "path", unionPath(elems), "err", err)
-		return nil, errServerFault
+		return nil, nil, errServerFault
 	}
-	return fh, nil
+	return fh, statOf(info), nil
 }
 
 func (rq *request) stat(p string) (*syscall.Stat_t, error) {
@@ -187,15 +179,15 @@ func (rq *request) objectReply() (ok bool, err error) {
 	return serr == nil, nil
 }
 
-// statHandle resolves fh and stats the object: STALE when either fails to find it.
+// statHandle resolves fh and returns the object's attributes from the lookup that
+// confirmed it: STALE when it is gone.
 func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, error) {
-	elems, p, err := rq.resolve(fh)
+	elems, info, err := rq.s.handles.Resolve(fh)
 	if err != nil {
-		return nil, "", nil, err
+		if errors.Is(err, handles.ErrBadHandle) {
+			rq.s.logger.Debug("malformed file handle", "len", len(fh))
+		}
+		return nil, "", nil, errStale
 	}
-	st, err := rq.stat(p)
-	if errors.Is(err, syscall.ENOENT) {
-		err = errStale
-	}
-	return elems, p, st, err
+	return elems, unionPath(elems), statOf(info), nil
 }

@@ -20,11 +20,7 @@ func setattr(rq *request) error {
 	if err := rq.decoded(); err != nil {
 		return err
 	}
-	_, p, err := rq.resolve(fh)
-	var pre *syscall.Stat_t
-	if err == nil {
-		pre, err = rq.stat(p)
-	}
+	_, p, pre, err := rq.statHandle(fh)
 	if err == nil && guard && (uint32(pre.Ctim.Sec) != guardSec || uint32(pre.Ctim.Nsec) != guardNsec) {
 		err = errNotSync
 	}

@@ -204,6 +204,14 @@ func (f *file) current() *os.File {
 
 func (f *file) Name() string { return f.name }
 
+// LayerStat is fstat of the descriptor the file reads and writes through: the upper copy
+// once the object has one. Its inode number is the layer's, not the union's.
+func (f *file) LayerStat() (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	err := syscall.Fstat(int(f.current().Fd()), &st)
+	return st, ioErr(err)
+}
+
 func (f *file) Read(b []byte) (int, error) {
 	n, err := f.current().Read(b)
 	return n, ioErr(err)

@@ -86,9 +86,11 @@ func (fs *FS) fsID(dev uint64) (uint8, bool) {
 // fileInfo is the union's os.FileInfo; Sys() returns a *syscall.Stat_t
 // carrying the union inode number (go-nfs reads fileids from it).
 type fileInfo struct {
-	name    string
-	st      syscall.Stat_t
-	listing uint64 // the listing snapshot this came from, if any
+	name string
+	st   syscall.Stat_t // the top part's stat, with the union's inode number
+	// layerIno is the top part's own inode number (st.Dev is its device).
+	layerIno uint64
+	listing  uint64 // the listing snapshot this came from, if any
 	// id caches what EntryIdentity found for the entry: a snapshot is
 	// immutable and an ObjectID survives copy-up, so clients paging through
 	// a listing again need no lookup per entry.
@@ -108,6 +110,7 @@ func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
 // fileInfoOf is newFileInfo for an entry whose stem is known.
 func (fs *FS) fileInfoOf(d *dir, e *entry, s stem) *fileInfo {
 	st := e.top().st
+	layerIno := st.Ino
 	st.Ino = fs.ino.number(s.devIno)
 	if e.merged() {
 		st.Nlink = 1
@@ -116,7 +119,18 @@ func (fs *FS) fileInfoOf(d *dir, e *entry, s stem) *fileInfo {
 	if d == nil {
 		name = "/"
 	}
-	return &fileInfo{name: name, st: *(*syscall.Stat_t)(unsafe.Pointer(&st))}
+	return &fileInfo{name: name, st: *(*syscall.Stat_t)(unsafe.Pointer(&st)), layerIno: layerIno}
+}
+
+// LayerObject returns the device and inode number of the layer object a union FileInfo
+// describes (the top part: the upper copy once there is one), so that a descriptor opened
+// earlier can be checked to be that object still; ok is false for another FileInfo.
+func LayerObject(fi os.FileInfo) (dev, ino uint64, ok bool) {
+	f, ok := fi.(*fileInfo)
+	if !ok {
+		return 0, 0, false
+	}
+	return f.st.Dev, f.layerIno, true
 }
 
 func (fi *fileInfo) Name() string       { return fi.name }

@@ -2,12 +2,15 @@ package nfs3
 
 import (
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	billy "github.com/go-git/go-billy/v5"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
 // The open-file cache. Opening a union file is a lookup per component per layer; with
@@ -30,6 +33,8 @@ type openFile interface {
 	io.ReaderAt
 	io.WriterAt
 	Sync() error
+	// LayerStat is fstat of the descriptor: the layer object's own attributes.
+	LayerStat() (syscall.Stat_t, error)
 	Release()
 }
 
@@ -62,17 +67,29 @@ func newOpenFiles(open func(path string, flag int) (billy.File, error)) *openFil
 	return &openFiles{open: open, entries: make(map[openKey]*openEntry)}
 }
 
-// get returns path opened read-only or read-write.
-func (c *openFiles) get(path string, writable bool) (openFile, error) {
+// get returns path opened read-only or read-write. A cached file is handed out only while
+// its descriptor is still the layer object the call resolved (want, from the union's
+// Lstat; nil to skip the check): a file replaced in a layer behind the server's back is
+// opened again, never read through a descriptor of the old one.
+func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile, error) {
 	key := openKey{path, writable}
 	c.mu.Lock()
 	if e, ok := c.entries[key]; ok && !c.closed {
 		e.refs++
 		e.lastUsed = time.Now()
 		c.mu.Unlock()
-		return e, nil
+		if e.isObject(want) {
+			return e, nil
+		}
+		c.mu.Lock()
+		if c.entries[key] == e {
+			c.dropLocked(e)
+		}
+		c.mu.Unlock()
+		e.Release()
+	} else {
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 
 	flag := syscall.O_RDONLY
 	if writable {
@@ -186,6 +203,29 @@ func (e *openEntry) WriteAt(b []byte, off int64) (int, error) {
 		return 0, syscall.EBADF
 	}
 	return w.WriteAt(b, off)
+}
+
+// isObject reports whether e's descriptor is the layer object want describes.
+func (e *openEntry) isObject(want os.FileInfo) bool {
+	if want == nil {
+		return true
+	}
+	dev, ino, ok := billyunion.LayerObject(want)
+	if !ok {
+		return true
+	}
+	st, err := e.LayerStat()
+	return err == nil && st.Dev == dev && st.Ino == ino
+}
+
+func (e *openEntry) LayerStat() (syscall.Stat_t, error) {
+	s, ok := e.f.(interface {
+		LayerStat() (syscall.Stat_t, error)
+	})
+	if !ok {
+		return syscall.Stat_t{}, syscall.ENOTSUP
+	}
+	return s.LayerStat()
 }
 
 func (e *openEntry) Sync() error {

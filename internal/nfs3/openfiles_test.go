@@ -91,3 +91,31 @@ func TestReadKeepsFileOpen(t *testing.T) {
 		t.Errorf("removed file still in the upper: %v", err)
 	}
 }
+
+// TestReadAfterReplacedBehindTheServer: a file replaced in a layer behind the server's
+// back (a new object at the same name) while its old descriptor is cached is read as the
+// new object through the new object's handle, with the new object's attributes: the
+// cached descriptor of the old one is never used for it.
+func TestReadAfterReplacedBehindTheServer(t *testing.T) {
+	srv, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"f": "old contents\n"}})
+	old := c.Lookup(root, "f")
+	if data, _ := c.Read(old, 0, 4096); string(data) != "old contents\n" {
+		t.Fatalf("first read %q", data)
+	}
+	// Replace the lower file with a new object, as a tool working on the layer would.
+	lower := filepath.Join(srv.Layout.L1, "f")
+	if err := os.WriteFile(lower+".new", []byte("new and longer contents\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lower+".new", lower); err != nil {
+		t.Fatal(err)
+	}
+	fh := c.Lookup(root, "f")
+	data, eof := c.Read(fh, 0, 4096)
+	if string(data) != "new and longer contents\n" || !eof {
+		t.Errorf("read through the new handle: %q (eof %v), want the new contents", data, eof)
+	}
+	if a := c.Getattr(fh); a.Size != uint64(len("new and longer contents\n")) {
+		t.Errorf("GETATTR size %d", a.Size)
+	}
+}

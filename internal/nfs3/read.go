@@ -3,6 +3,7 @@ package nfs3
 import (
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -17,17 +18,16 @@ func read(rq *request) error {
 	if err := rq.decoded(); err != nil {
 		return err
 	}
-	_, p, st, err := rq.statHandle(fh)
+	elems, info, err := rq.resolveInfo(fh)
+	var st *syscall.Stat_t
 	if err == nil {
+		st = statOf(info)
 		err = readable(st)
 	}
 	var data []byte
 	eof := false
 	if err == nil {
-		data, eof, err = rq.readAt(p, offset, min(count, TransferSize), st.Size)
-	}
-	if err == nil {
-		st = rq.statOrNil(p)
+		data, eof, st, err = rq.readAt(unionPath(elems), info, offset, min(count, TransferSize))
 	}
 	rq.status(err)
 	rq.postOpAttr(st)
@@ -55,15 +55,17 @@ func readable(st *syscall.Stat_t) error {
 // readBuffers recycles READ's data buffers (TransferSize each).
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, TransferSize); return &b }}
 
-// readAt reads up to count bytes at offset from the file at p, whose size was size when
-// the call began; the buffer goes back to the pool when the reply has been written.
-func (rq *request) readAt(p string, offset uint64, count uint32, size int64) ([]byte, bool, error) {
-	if offset >= uint64(size) || count == 0 {
-		return []byte{}, offset >= uint64(size), nil
+// readAt reads up to count bytes at offset from the file at p, the object info describes,
+// and returns the data, whether it reaches the end of the file, and the file's attributes
+// after the read. The buffer goes back to the pool once the reply has been written.
+func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint32) ([]byte, bool, *syscall.Stat_t, error) {
+	pre := statOf(info)
+	if offset >= uint64(pre.Size) || count == 0 {
+		return []byte{}, offset >= uint64(pre.Size), pre, nil
 	}
-	f, err := rq.s.files.get(p, false)
+	f, err := rq.s.files.get(p, false, info)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	defer f.Release()
 	bp := readBuffers.Get().(*[]byte)
@@ -72,8 +74,13 @@ func (rq *request) readAt(p string, offset uint64, count uint32, size int64) ([]
 	eof := errors.Is(err, io.EOF)
 	if err != nil && !eof {
 		readBuffers.Put(bp)
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	rq.reply.Release = func() { readBuffers.Put(bp) }
-	return buf[:n], eof || offset+uint64(n) >= uint64(size), nil
+	post := fileAttr(f, pre.Ino)
+	size := pre.Size
+	if post != nil {
+		size = post.Size
+	}
+	return buf[:n], eof || offset+uint64(n) >= uint64(size), post, nil
 }

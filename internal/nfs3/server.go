@@ -182,12 +182,34 @@ func (rq *request) objectReply() (ok bool, err error) {
 // statHandle resolves fh and returns the object's attributes from the lookup that
 // confirmed it: STALE when it is gone.
 func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, error) {
+	elems, info, err := rq.resolveInfo(fh)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return elems, unionPath(elems), statOf(info), nil
+}
+
+// resolveInfo resolves fh to the object's path and the union's FileInfo of it.
+func (rq *request) resolveInfo(fh []byte) ([]string, os.FileInfo, error) {
 	elems, info, err := rq.s.handles.Resolve(fh)
 	if err != nil {
 		if errors.Is(err, handles.ErrBadHandle) {
 			rq.s.logger.Debug("malformed file handle", "len", len(fh))
 		}
-		return nil, "", nil, errStale
+		return nil, nil, errStale
 	}
-	return elems, unionPath(elems), statOf(info), nil
+	return elems, info, nil
+}
+
+// fileAttr is the attributes of an open file as the union reports them: the layer
+// object's fstat with the union's inode number (a regular file's other attributes are
+// its top part's), so a READ or WRITE answers its post-operation attributes without
+// another lookup. Nil when the descriptor cannot be stat'ed.
+func fileAttr(f openFile, unionIno uint64) *syscall.Stat_t {
+	st, err := f.LayerStat()
+	if err != nil {
+		return nil
+	}
+	st.Ino = unionIno
+	return &st
 }

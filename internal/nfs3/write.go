@@ -1,6 +1,7 @@
 package nfs3
 
 import (
+	"os"
 	"syscall"
 )
 
@@ -22,26 +23,24 @@ func write(rq *request) error {
 		return err
 	}
 	data = data[:min(uint32(len(data)), count)]
-	_, p, st, err := rq.statHandle(fh)
-	resolved := err == nil
+	elems, info, err := rq.resolveInfo(fh)
+	var st *syscall.Stat_t
 	if err == nil {
+		st = statOf(info)
 		err = writable(st)
 	}
 	if err == nil && offset+uint64(len(data)) > 1<<63-1 {
 		err = syscall.EFBIG
 	}
 	n := 0
+	post := st
 	if err == nil {
-		n, err = rq.writeAt(p, data, offset, stable != stableUnstable)
+		n, post, err = rq.writeAt(unionPath(elems), info, data, offset, stable != stableUnstable)
 	}
 	rq.status(err)
 	// No pre-operation attributes: without a lock that orders them with the write they
 	// could describe another write's result, and a client trusting them would keep a stale
 	// cache.
-	var post = st
-	if resolved {
-		post = rq.statOrNil(p)
-	}
 	rq.wccData(nil, post)
 	if err != nil {
 		return nil
@@ -59,23 +58,19 @@ func write(rq *request) error {
 // writable: only regular files are written; a directory answers ISDIR, other types INVAL.
 func writable(st *syscall.Stat_t) error { return readable(st) }
 
-// writeAt writes data at offset to the file at p, syncing it when stable.
-func (rq *request) writeAt(p string, data []byte, offset uint64, stable bool) (int, error) {
-	f, err := rq.s.files.get(p, true)
+// writeAt writes data at offset to the file at p, the object info describes, syncing it
+// when stable, and returns the file's attributes after the write.
+func (rq *request) writeAt(p string, info os.FileInfo, data []byte, offset uint64, stable bool) (int, *syscall.Stat_t, error) {
+	f, err := rq.s.files.get(p, true, info)
 	if err != nil {
-		return 0, err
+		return 0, rq.statOrNil(p), err
 	}
 	defer f.Release()
 	n, err := f.WriteAt(data, int64(offset))
-	if err != nil {
-		return n, err
+	if err == nil && stable {
+		err = rq.sync(f)
 	}
-	if stable {
-		if err := rq.sync(f); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	return n, fileAttr(f, statOf(info).Ino), err
 }
 
 // sync makes f durable before the reply goes out.

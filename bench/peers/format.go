@@ -197,7 +197,7 @@ func formatCore(c *config, e env, m *model, js []job, res results) string {
 	b.WriteString("**CPU.** Figures are the server process's own utime+stime. For Ganesha that includes the kernel overlay's work done in Ganesha's system calls (overlayfs runs in the caller's context), and for ovlnfs the layers' file systems work in its calls. " +
 		"Neither includes kernel work done asynchronously elsewhere (writeback and readahead in kernel threads, part of the loopback TCP processing in softirq), nor the client's CPU, which shares the same 2 cores. " +
 		"The kernel overlay's own cost can therefore not be separated from Ganesha's. The per-GiB figure of the listing job is empty (it moves no file data); of the toolchain job it is per GiB of file data read; of the copy-up job per GiB copied.\n\n")
-	b.WriteString("**Noise.** Client and server share 2 cores and a virtual disk; single runs vary by 10-20%: compare the ratios of one run (see the per-round table) rather than absolute figures across runs.\n")
+	b.WriteString("**Noise.** Client and server share 2 cores and a virtual disk; the machine is shared (other sessions' builds, tests and servers may run at the same time); single runs vary by 10-20%, some rounds by 2x: compare the ratios of one run (see the per-round table) rather than absolute figures across runs.\n")
 	return b.String()
 }
 

@@ -55,11 +55,11 @@ func coreJobs() []job {
 				return warm(filepath.Join(c.lower, treeName), filepath.Join(c.upper, treeName))
 			},
 			run:  toolchainJob(treeName),
-			note: "bench/peers/client/nfsclient.c (libnfs, one connection, one call at a time) walks `tree` with opendir/readdir (READDIRPLUS) and for each regular file calls nfs_stat64, nfs_open, nfs_pread in 1 MiB calls to EOF and nfs_close; libnfs has no lookup cache, so each stat and each open walks the path from the export root (one LOOKUP per component, depth 2 to 7) and the stat adds a GETATTR; the files, bytes and an order-independent checksum of paths and contents are checked against the model; file data warm in the page cache, the server's own caches as the listing left them"},
+			note: "bench/peers/client/nfsclient.c (libnfs, one connection, one call at a time) walks `tree` with opendir/readdir (READDIRPLUS) and for each regular file calls nfs_stat64, nfs_open, nfs_pread in 1 MiB calls to EOF and nfs_close; libnfs has no lookup cache, so each stat and each open walks the path from the export root: per file at depth d (2 to 7 below the export) that is 2d LOOKUPs, a GETATTR (stat), an ACCESS (open) and 2 READs (the second, at the end of file, returns 0 bytes), as ovlnfs's debug trace of the client shows; the files, bytes and an order-independent checksum of paths and contents are checked against the model; file data warm in the page cache, the server's own caches as the listing left them"},
 		{key: "seqread-cold", title: "sequential 1 MiB reads of the 1 GiB lower file, cold cache", unit: unitMiBs,
 			prep: func(t *tools, c *contender, round int) error { dropCaches(); return nil },
 			run:  fioJob(bigName, "read", "1m", "1g", 1, ""),
-			note: "fio (libnfs engine, iodepth 1) reads `big` once in 1 MiB READs after the page cache was dropped: bounded by the disk (about 425 MB/s with dd here)"},
+			note: "fio (libnfs engine, iodepth 1) reads `big` once in 1 MiB READs after the page cache was dropped: bounded by the machine's virtual disk, whose speed depends on the host's own cache (dd read a freshly written file at 425 MB/s, this job saw 200 to 1300 MiB/s): the noisiest row"},
 		{key: "seqread", title: "sequential 1 MiB reads of the 1 GiB lower file", unit: unitMiBs,
 			prep: func(t *tools, c *contender, round int) error { return warm(filepath.Join(c.lower, bigName)) },
 			run:  fioJob(bigName, "read", "1m", "1g", 1, ""),

@@ -11,6 +11,7 @@
 //	caller.go    Caller (As): the union as one client user, who owns what it creates
 //	names.go     path and name validation
 //	namei.go     lookup: resolving paths to per-layer parts
+//	dircache.go  resolved directories kept by path, exact through fanotify
 //	readdir.go   merged directory listings, through package readdircache
 //	dir.go       locking a change's target; create, mkdir, symlink, mknod, unlink, rmdir
 //	rename.go    locking two names; rename, link
@@ -94,6 +95,9 @@
 //     index (Locations) takes none: records are replaced by rename.
 //   - The origin cache's own mutex (inodes.origins, golang-lru), for one
 //     map operation, with or without directory locks.
+//   - dirCache.mu (dircache.go), around one non-blocking read of the
+//     fanotify queue and one map operation, with or without directory
+//     locks; no descriptor is opened under it (evicted ones are closed).
 //   - copyup's Copier.mu registers in-flight copy-ups; it is never held
 //     with a directory lock, nor across I/O. A copy-up of an object that is
 //     being copied up already waits for that one, holding no lock.

@@ -80,6 +80,8 @@ type FS struct {
 	// moves records where renamed and linked objects went (moves.go); nil
 	// when read-only.
 	moves *moves
+	// dirs caches resolved directories (dircache.go); off without fanotify.
+	dirs *dirCache
 	// beforeOpen, when set (tests only), runs in OpenFile between the
 	// lookup and the open, to force a change into that window.
 	beforeOpen func(p string)
@@ -181,6 +183,7 @@ func New(opts Options) (*FS, error) {
 	if err := fs.checkHandles(); err != nil {
 		return nil, err
 	}
+	fs.dirs = newDirCache(fs.rootPaths)
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
 		if err != nil {
@@ -223,6 +226,7 @@ func initUpperUUID(root int, x copyup.Xattrs) (bool, error) {
 
 // Close releases the layers' descriptors.
 func (fs *FS) Close() error {
+	fs.dirs.close()
 	for _, l := range fs.layers {
 		l.Close()
 	}

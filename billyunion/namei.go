@@ -1,6 +1,7 @@
 package billyunion
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -25,12 +26,24 @@ type dir struct {
 	path  []string
 	parts []part
 	owned bool // descriptors belong to this dir (not the layer roots)
+	// cached: the directory cache shares d (dircache.go); refs counts its holders, and
+	// the last to let go closes the descriptors. A cached dir is never changed.
+	cached atomic.Bool
+	refs   atomic.Int32
 }
 
 func (d *dir) close() {
 	if d == nil || !d.owned {
 		return
 	}
+	if d.cached.Load() {
+		d.release()
+		return
+	}
+	d.closeFDs()
+}
+
+func (d *dir) closeFDs() {
 	for _, p := range d.parts {
 		unix.Close(p.fd)
 	}
@@ -175,17 +188,34 @@ func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
 // With copyUp set, every directory on the way that has no upper part yet is
 // copied up first (parents first), so the result has an upper part.
 func (fs *FS) resolveDir(comps []string, copyUp bool) (*dir, error) {
-	cur, err := fs.rootDir()
-	if err != nil {
-		return nil, err
+	cache := fs.dirs
+	useCache := !copyUp && len(comps) > 0 && cache.on()
+	var gen uint64
+	start := 0
+	var cur *dir
+	if useCache {
+		if d := cache.get(comps); d != nil {
+			return d, nil
+		}
+		gen = cache.generation()
+		cur, start = cache.longestPrefix(comps)
 	}
-	for _, name := range comps {
-		next, err := fs.step(cur, name, copyUp)
+	if cur == nil {
+		var err error
+		if cur, err = fs.rootDir(); err != nil {
+			return nil, err
+		}
+	}
+	for i := start; i < len(comps); i++ {
+		next, err := fs.step(cur, comps[i], copyUp)
 		cur.close()
 		if err != nil {
 			return nil, err
 		}
 		cur = next
+		if useCache {
+			cache.put(comps[:i+1], cur, gen)
+		}
 	}
 	return cur, nil
 }

@@ -11,12 +11,38 @@
 // must re-check, under that lock, that the destination is still what it
 // expects: holding a directory lock across a copy-up's data copying would
 // stall every change in that directory behind one large file.
+//
+// A regular file's data is copied by the first of these that works, and
+// the copy is fsynced before it is placed, whichever was used (the kernel's
+// overlay skips that fsync after a whole-file clone; this package keeps it
+// whatever the filesystem). Like the kernel overlay's copy-up, a clone is
+// tried first and holes are skipped:
+//
+//   - FICLONE (MethodClone): the copy shares the source's extents, so even
+//     a huge file costs a few metadata updates. It works when the lower and
+//     the upper are on one filesystem that can reflink (XFS with reflink=1,
+//     btrfs). The kernel itself decides: EXDEV across filesystems,
+//     EOPNOTSUPP where there are no reflinks (ext4, tmpfs). That is also
+//     the only reliable "same filesystem" test: btrfs subvolumes have
+//     st_devs of their own yet clone into each other.
+//   - copy_file_range per data extent (MethodCopyRange): the data moves
+//     inside the kernel, never through this process. Extents come from
+//     SEEK_DATA/SEEK_HOLE, so holes are skipped and a sparse file stays
+//     sparse (the kernel overlay skips holes the same way). Calls that copy
+//     short are continued where they stopped; EXDEV (different filesystems:
+//     Linux 5.19 and later copy only within one), EOPNOTSUPP, ENOSYS,
+//     EINVAL or a call copying nothing hands the rest to the last method.
+//   - pread/pwrite through a 1 MiB buffer per data extent
+//     (MethodReadWrite), holes skipped alike: works everywhere.
+//
+// Any other error (EIO, ENOSPC, ...) fails the copy-up with that
+// syscall.Errno; the slower methods would meet it too. Which method
+// copied each file is logged at debug level ("method").
 package copyup
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -125,6 +151,13 @@ type Copier struct {
 	// beforePlace, when set (tests only), runs between building a copy and
 	// placing it.
 	beforePlace func()
+	// first is the first data-copy method tried (see copyContents); the
+	// zero value, MethodClone, is what copy-ups use. Tests set a later one
+	// to force a fallback.
+	first Method
+	// rangeChunk, when set (tests only), bounds each copy_file_range call
+	// instead of copyChunk, so that tests see many calls per extent.
+	rangeChunk int64
 }
 
 type flight struct {
@@ -247,11 +280,12 @@ func (c *Copier) copyData(src Source, tmp string) error {
 	if err != nil {
 		return err
 	}
-	// io.Copy between two *os.File uses copy_file_range: a reflink where
-	// the filesystem offers one, an in-kernel copy otherwise.
-	_, err = io.Copy(out, in)
+	var used Method
+	used, err = c.copyContents(int(in.Fd()), int(out.Fd()))
 	if err == nil {
-		err = out.Sync() // the kernel fsyncs copy-ups too (unless "volatile")
+		// Durable before the rename can make it visible, clones included
+		// (the kernel's overlay skips this fsync after a whole-file clone).
+		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
@@ -259,6 +293,7 @@ func (c *Copier) copyData(src Source, tmp string) error {
 	if err != nil {
 		return fmt.Errorf("copy-up %s: copying data: %w", src.Name, layer.Errno(err))
 	}
+	c.log.Debug("copy-up: data copied", "name", src.Name, "bytes", src.Stat.Size, "method", used.String())
 	return nil
 }
 

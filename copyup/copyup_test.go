@@ -3,7 +3,6 @@ package copyup
 import (
 	"bytes"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,29 +23,42 @@ type fixture struct {
 	work         *WorkDir
 	copier       *Copier
 	root         string
+	// lowerDir and upperDir are the layers' paths.
+	lowerDir, upperDir string
+	methods            *methodLog
 }
 
+// newFixture builds lower, upper and work in a fresh temporary directory.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (chown, trusted xattrs)")
 	}
 	root := t.TempDir()
-	for _, d := range []string{"lower", "upper", "work"} {
-		os.Mkdir(filepath.Join(root, d), 0o755)
+	return newFixtureAt(t, root, root)
+}
+
+// newFixtureAt builds the lower under lowerRoot, and the upper and work
+// under upperRoot (on one filesystem, as the union requires).
+func newFixtureAt(t *testing.T, lowerRoot, upperRoot string) *fixture {
+	t.Helper()
+	os.Mkdir(filepath.Join(lowerRoot, "lower"), 0o755)
+	for _, d := range []string{"upper", "work"} {
+		os.Mkdir(filepath.Join(upperRoot, d), 0o755)
 	}
-	f := &fixture{root: root}
+	f := &fixture{root: lowerRoot, methods: &methodLog{},
+		lowerDir: filepath.Join(lowerRoot, "lower"), upperDir: filepath.Join(upperRoot, "upper")}
 	var err error
-	if f.lower, err = layer.Open(filepath.Join(root, "lower")); err != nil {
+	if f.lower, err = layer.Open(filepath.Join(lowerRoot, "lower")); err != nil {
 		t.Fatal(err)
 	}
-	if f.upper, err = layer.Open(filepath.Join(root, "upper")); err != nil {
+	if f.upper, err = layer.Open(filepath.Join(upperRoot, "upper")); err != nil {
 		t.Fatal(err)
 	}
-	if f.work, err = OpenWorkDir(filepath.Join(root, "work")); err != nil {
+	if f.work, err = OpenWorkDir(filepath.Join(upperRoot, "work")); err != nil {
 		t.Fatal(err)
 	}
-	f.copier = NewCopier(f.work, x, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.copier = NewCopier(f.work, x, slog.New(f.methods))
 	t.Cleanup(func() { f.lower.Close(); f.upper.Close(); f.work.Close() })
 	return f
 }

@@ -189,6 +189,9 @@ func (c *Cache[E]) get(key Key, sig Signature, buildFn BuildFunc[E], attempts in
 		c.mu.Lock()
 		if s, ok := c.byKey.Get(key); ok {
 			if s.Signature == sig {
+				// Served again, so a client may page through it: keep it findable by
+				// its ID however many snapshots other directories made since.
+				c.byID.Add(s.ID, s)
 				c.mu.Unlock()
 				c.hits.Add(1)
 				return s, nil

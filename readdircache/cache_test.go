@@ -199,3 +199,30 @@ func TestBusyDirectoryIsTriedOnce(t *testing.T) {
 		t.Fatalf("Get after a lock-free publish: %v after %d builds, want success after 2", err, builds)
 	}
 }
+
+// A listing served from the cache stays pageable by its verifier however many snapshots
+// of other directories were made since: a hit makes the snapshot recent again. Without
+// that, a quiet directory next to a busy one answered BAD_COOKIE on every second page
+// for as long as its listing stayed cached.
+func TestCachedListingKeepsItsVerifier(t *testing.T) {
+	c, _ := New[string](4)
+	quiet := Key{1, 1}
+	s, err := c.Get(quiet, "q", func(uint64) ([]string, error) { return []string{"a"}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := Key{1, 2}
+	for i := range 10 {
+		sig := Signature("b" + string(rune('0'+i)))
+		if _, err := c.Get(busy, sig, func(uint64) ([]string, error) { return []string{"x"}, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := c.Get(quiet, "q", func(uint64) ([]string, error) { t.Fatal("should hit"); return nil, nil })
+	if err != nil || again != s {
+		t.Fatalf("quiet directory: %v, %v; want the cached snapshot", again, err)
+	}
+	if got, ok := c.ByID(again.ID); !ok || got != s {
+		t.Fatalf("ByID of the listing just served: %v, %v; a client paging it gets BAD_COOKIE", got, ok)
+	}
+}

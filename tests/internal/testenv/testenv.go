@@ -106,6 +106,12 @@ func BuildOvlnfs(t testing.TB) string {
 	return buildPath
 }
 
+// startTimeout bounds a server's start. Starting over an upper with tens of thousands of
+// objects and no moves index writes the index first (a file per object): seconds on an
+// idle machine, several times that on a loaded one. It is a liveness bound, not a speed
+// check.
+const startTimeout = 60 * time.Second
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
@@ -171,8 +177,8 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 	case <-s.started:
 	case <-s.exited:
 		t.Fatalf("ovlnfs serve exited at startup: %v\n%s", s.waitErr, s.Log())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("ovlnfs serve did not start within 15s\n%s", s.Log())
+	case <-time.After(startTimeout):
+		t.Fatalf("ovlnfs serve did not start within %v\n%s", startTimeout, s.Log())
 	}
 	return s
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
 	"github.com/ovlnfs/ovlnfs/bench/report"
 )
 
@@ -72,34 +73,15 @@ func main() {
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	err := run(&c, log)
-	cleanup()
+	exitCleanups.Run()
 	if err != nil {
 		log.Error("load run failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-// cleanups run at the end and on SIGINT/SIGTERM: the server, the scratch directory.
-var (
-	cleanMu  sync.Mutex
-	cleanups []func()
-)
-
-func atExit(f func()) {
-	cleanMu.Lock()
-	cleanups = append(cleanups, f)
-	cleanMu.Unlock()
-}
-
-func cleanup() {
-	cleanMu.Lock()
-	fs := cleanups
-	cleanups = nil
-	cleanMu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
+// exitCleanups run at the end and on SIGINT/SIGTERM: the server, the scratch directory.
+var exitCleanups benchenv.Cleanups
 
 // result is everything the report needs.
 type result struct {
@@ -141,7 +123,7 @@ func run(c *config, log *slog.Logger) error {
 	go func() {
 		s := <-sig
 		log.Warn("interrupted: cleaning up", "signal", s)
-		cleanup()
+		exitCleanups.Run()
 		os.Exit(1)
 	}()
 	// A reply slower than the library's 5 s default would make it send the call again,
@@ -154,16 +136,16 @@ func run(c *config, log *slog.Logger) error {
 		if scratch, err = os.MkdirTemp("/var/tmp", "ovlnfs-bench-load-"); err != nil {
 			return err
 		}
-		atExit(func() { os.RemoveAll(scratch) })
+		exitCleanups.Add(func() { os.RemoveAll(scratch) })
 	} else {
 		if err := os.MkdirAll(scratch, 0o755); err != nil {
 			return err
 		}
 		scratch, _ = os.MkdirTemp(scratch, "run-")
-		atExit(func() { os.RemoveAll(scratch) })
+		exitCleanups.Add(func() { os.RemoveAll(scratch) })
 	}
 	r := &result{c: c, errs: newErrLog()}
-	bin, rev, err := ovlnfsBinary(c, scratch)
+	bin, rev, err := benchenv.BuildOvlnfs(c.ovlnfsBin, c.rev, scratch)
 	if err != nil {
 		return err
 	}
@@ -180,7 +162,7 @@ func run(c *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	atExit(func() { srv.stop() })
+	exitCleanups.Add(func() { srv.stop() })
 	log.Info("server started", "pid", srv.cmd.Process.Pid, "listen", srv.addr, "pprof", srv.pprof)
 	smp := newSampler(srv.cmd.Process.Pid, srv.pprof, filepath.Join(scratch, "layers"))
 	smp.t0 = time.Now()
@@ -231,7 +213,7 @@ func run(c *config, log *slog.Logger) error {
 	stopSampling := make(chan struct{})
 	sampled := make(chan []sample)
 	smp.t0 = time.Now()
-	cpu0, self0 := cpuSeconds(srv.cmd.Process.Pid), cpuSeconds(os.Getpid())
+	cpu0, self0 := benchenv.CPUSeconds(srv.cmd.Process.Pid), benchenv.CPUSeconds(os.Getpid())
 	go func() {
 		var ss []sample
 		tick := time.NewTicker(time.Second)
@@ -261,8 +243,8 @@ func run(c *config, log *slog.Logger) error {
 	r.loadavg[1] = loadavg()
 	close(stopSampling)
 	r.samples = append(r.samples, <-sampled...)
-	r.cpuLoad = cpuSeconds(srv.cmd.Process.Pid) - cpu0
-	r.cpuClients = cpuSeconds(os.Getpid()) - self0
+	r.cpuLoad = benchenv.CPUSeconds(srv.cmd.Process.Pid) - cpu0
+	r.cpuClients = benchenv.CPUSeconds(os.Getpid()) - self0
 	if _, text, err := smp.goroutines(); err == nil {
 		r.groupsLoad = goroutineGroups(text, 6)
 	}
@@ -374,11 +356,11 @@ type server struct {
 }
 
 func startServer(bin string, m *model, logPath string) (*server, error) {
-	port, err := freePort()
+	port, err := benchenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	pport, err := freePort()
+	pport, err := benchenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +388,7 @@ func startServer(bin string, m *model, logPath string) (*server, error) {
 		for {
 			select {
 			case <-s.exited:
-				return nil, fmt.Errorf("ovlnfs exited at start (%s): %s", s.status, tail(logPath))
+				return nil, fmt.Errorf("ovlnfs exited at start (%s): %s", s.status, benchenv.Tail(logPath))
 			default:
 			}
 			if conn, err := net.DialTimeout("tcp", a, time.Second); err == nil {
@@ -415,7 +397,7 @@ func startServer(bin string, m *model, logPath string) (*server, error) {
 			}
 			if time.Now().After(deadline) {
 				s.stop()
-				return nil, fmt.Errorf("ovlnfs did not listen on %s: %s", a, tail(logPath))
+				return nil, fmt.Errorf("ovlnfs did not listen on %s: %s", a, benchenv.Tail(logPath))
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -451,48 +433,4 @@ func (s *server) problems() []string {
 		}
 	}
 	return out
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// ovlnfsBinary builds cmd/ovlnfs (from the working tree, or from -rev via git archive).
-func ovlnfsBinary(c *config, work string) (bin, rev string, err error) {
-	if c.ovlnfsBin != "" {
-		return c.ovlnfsBin, "a given binary (" + c.ovlnfsBin + ")", nil
-	}
-	bin = filepath.Join(work, "ovlnfs")
-	srcDir := "."
-	if c.rev != "" {
-		srcDir = filepath.Join(work, "src")
-		os.MkdirAll(srcDir, 0o755)
-		if o, err := exec.Command("sh", "-c", "git archive "+c.rev+" | tar -x -C "+srcDir).CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("git archive %s: %v %s", c.rev, err, o)
-		}
-		full, _ := exec.Command("git", "rev-parse", "--short", c.rev).Output()
-		rev = "commit " + strings.TrimSpace(string(full))
-	} else {
-		d, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
-		rev = "the working tree at " + strings.TrimSpace(string(d))
-	}
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ovlnfs")
-	cmd.Dir = srcDir
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/ovlnfs: %v\n%s", err, o)
-	}
-	return bin, rev, nil
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
 )
 
 // Samples of the server process: from /proc (RSS, threads, open descriptors, CPU) and
@@ -136,7 +138,7 @@ func (s *sampler) take(phase int) sample {
 			x.kinds["other file"]++
 		}
 	}
-	x.cpu = cpuSeconds(s.pid)
+	x.cpu = benchenv.CPUSeconds(s.pid)
 	x.gor, _, err = s.goroutines()
 	note(err)
 	heap, err := s.get("/debug/pprof/heap?debug=1&gc=1")
@@ -161,19 +163,6 @@ func (s *sampler) take(phase int) sample {
 	}
 	x.err = strings.Join(errs, "; ")
 	return x
-}
-
-// cpuSeconds is the process's user+system CPU time.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
 }
 
 // metric is one figure followed over the samples, with what counts as bounded.

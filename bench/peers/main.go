@@ -29,12 +29,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
 	"github.com/ovlnfs/ovlnfs/bench/report"
 )
 
@@ -98,7 +98,7 @@ func main() {
 	if err == nil {
 		err = run(&c, log)
 	}
-	cleanup()
+	exitCleanups.Run()
 	if err != nil {
 		log.Error("peer benchmark failed", "err", err)
 		os.Exit(1)
@@ -127,27 +127,8 @@ func ints(s string) ([]int, error) {
 	return r, nil
 }
 
-// cleanups run at the end and on SIGINT/SIGTERM: servers, mounts, rpcbind, scratch.
-var (
-	cleanMu  sync.Mutex
-	cleanups []func()
-)
-
-func atExit(f func()) {
-	cleanMu.Lock()
-	cleanups = append(cleanups, f)
-	cleanMu.Unlock()
-}
-
-func cleanup() {
-	cleanMu.Lock()
-	fs := cleanups
-	cleanups = nil
-	cleanMu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
+// exitCleanups run at the end and on SIGINT/SIGTERM: servers, mounts, rpcbind, scratch.
+var exitCleanups benchenv.Cleanups
 
 func run(c *config, log *slog.Logger) error {
 	if os.Geteuid() != 0 {
@@ -163,7 +144,7 @@ func run(c *config, log *slog.Logger) error {
 	go func() {
 		s := <-sig
 		log.Warn("interrupted: cleaning up", "signal", s)
-		cleanup()
+		exitCleanups.Run()
 		os.Exit(1)
 	}()
 
@@ -177,13 +158,13 @@ func run(c *config, log *slog.Logger) error {
 		return err
 	}
 	if !c.keep {
-		atExit(func() { os.RemoveAll(scratch) })
+		exitCleanups.Add(func() { os.RemoveAll(scratch) })
 	}
 	work, err := os.MkdirTemp(scratch, "run-")
 	if err != nil {
 		return err
 	}
-	atExit(func() { os.RemoveAll(work) })
+	exitCleanups.Add(func() { os.RemoveAll(work) })
 
 	t := &tools{fio: c.fio, runtime: c.runtime, client: filepath.Join(work, "nfsclient")}
 	src := filepath.Join(work, "nfsclient.c")
@@ -193,7 +174,7 @@ func run(c *config, log *slog.Logger) error {
 	if o, err := exec.Command("cc", "-O2", "-o", t.client, src, "-lnfs").CombinedOutput(); err != nil {
 		return fmt.Errorf("cc nfsclient.c -lnfs (package libnfs-dev): %v\n%s", err, o)
 	}
-	bin, rev, err := ovlnfsBinary(c, work)
+	bin, rev, err := benchenv.BuildOvlnfs(c.ovlnfsBin, c.rev, work)
 	if err != nil {
 		return err
 	}
@@ -201,7 +182,7 @@ func run(c *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	atExit(rb.stop)
+	exitCleanups.Add(rb.stop)
 	env := envInfo(c, rev)
 
 	if c.core && !(len(c.jobs) > 0 && !anyCore(c.jobs)) {
@@ -273,33 +254,6 @@ func anyCore(js map[string]bool) bool {
 	return false
 }
 
-// ovlnfsBinary builds cmd/ovlnfs (from the working tree, or from -rev via git archive).
-func ovlnfsBinary(c *config, work string) (bin, rev string, err error) {
-	if c.ovlnfsBin != "" {
-		return c.ovlnfsBin, "a given binary (" + c.ovlnfsBin + ")", nil
-	}
-	bin = filepath.Join(work, "ovlnfs")
-	srcDir := "."
-	if c.rev != "" {
-		srcDir = filepath.Join(work, "src")
-		os.MkdirAll(srcDir, 0o755)
-		if o, err := exec.Command("sh", "-c", "git archive "+c.rev+" | tar -x -C "+srcDir).CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("git archive %s: %v %s", c.rev, err, o)
-		}
-		full, _ := exec.Command("git", "rev-parse", "--short", c.rev).Output()
-		rev = "commit " + strings.TrimSpace(string(full))
-	} else {
-		d, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
-		rev = "the working tree at " + strings.TrimSpace(string(d))
-	}
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ovlnfs")
-	cmd.Dir = srcDir
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/ovlnfs: %v\n%s", err, o)
-	}
-	return bin, rev, nil
-}
-
 // results[job key][contender index] are the outcomes of the rounds.
 type results map[string][2][]outcome
 
@@ -343,7 +297,7 @@ func runSession(c *config, log *slog.Logger, t *tools, scratch, work, bin string
 			if err := m.writeUpper(ct.upper); err != nil {
 				return nil, nil, err
 			}
-			atExit(func() {
+			exitCleanups.Add(func() {
 				if ct.cmd != nil {
 					ct.stop(ct)
 				}
@@ -379,7 +333,7 @@ func runSession(c *config, log *slog.Logger, t *tools, scratch, work, bin string
 
 func runOne(c *config, log *slog.Logger, t *tools, ct *contender, j job, round int) outcome {
 	if !ct.alive() {
-		return outcome{err: fmt.Errorf("server not running: %s", tail(ct.logf.Name()))}
+		return outcome{err: fmt.Errorf("server not running: %s", benchenv.Tail(ct.logf.Name()))}
 	}
 	unix.Sync() // no job pays for the writeback of an earlier one
 	if err := j.prep(t, ct, round); err != nil {

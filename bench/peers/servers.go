@@ -7,10 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,16 +48,7 @@ func (c *contender) cpu() float64 {
 	if c.cmd == nil || c.cmd.Process == nil {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// fields after the ")" that ends the command name: state is field 3, utime 14, stime 15
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
+	return benchenv.CPUSeconds(c.cmd.Process.Pid)
 }
 
 func (c *contender) roundDirs(round int) (upper, work string, err error) {
@@ -93,7 +83,7 @@ func (c *contender) launch(log string, addr string, bin string, args ...string) 
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if !c.alive() {
-			return fmt.Errorf("%s exited at start: %s", bin, tail(log))
+			return fmt.Errorf("%s exited at start: %s", bin, benchenv.Tail(log))
 		}
 		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			conn.Close()
@@ -102,7 +92,7 @@ func (c *contender) launch(log string, addr string, bin string, args ...string) 
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.kill()
-	return fmt.Errorf("%s did not listen on %s: %s", bin, addr, tail(log))
+	return fmt.Errorf("%s did not listen on %s: %s", bin, addr, benchenv.Tail(log))
 }
 
 // kill stops the server: SIGTERM, then SIGKILL after 20 s.
@@ -123,23 +113,6 @@ func (c *contender) kill() {
 	c.cmd = nil
 }
 
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func libnfsURL(export string, nfsPort, mountPort int) string {
 	return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%d&mountport=%d&auto-traverse-mounts=0", export, nfsPort, mountPort)
 }
@@ -154,7 +127,7 @@ func newOvlnfs(base, bin, logDir string) *contender {
 			if err != nil {
 				return err
 			}
-			port, err := freePort()
+			port, err := benchenv.FreePort()
 			if err != nil {
 				return err
 			}
@@ -247,13 +220,13 @@ func newGanesha(base, logDir string) *contender {
 			if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
 				return fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
 			}
-			nfsPort, err := freePort()
+			nfsPort, err := benchenv.FreePort()
 			if err != nil {
 				return err
 			}
-			mntPort, err := freePort()
+			mntPort, err := benchenv.FreePort()
 			for err == nil && mntPort == nfsPort {
-				mntPort, err = freePort()
+				mntPort, err = benchenv.FreePort()
 			}
 			if err != nil {
 				return err

@@ -105,9 +105,10 @@ type request struct {
 
 // procedure adapts one procedure's function to the RPC layer's Handler.
 func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler {
+	procName := "NFS." + name // once, not per call
 	return func(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
 		rq := &request{s: s, call: call, args: call.Args, res: &reply.Writer, reply: reply,
-			who: principal{call.Cred}, ns: s.union, procName: "NFS." + name}
+			who: principal{call.Cred}, ns: s.union, procName: procName}
 		if s.actAsCaller && call.Cred.Unix {
 			rq.ns = s.union.As(call.Cred.UID, call.Cred.GID)
 		}

@@ -167,7 +167,6 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 		}
 	}()
 	logger := c.srv.logger
-	name := c.srv.table.name(call.Prog, call.Vers, call.Proc)
 	var parts [][]byte
 	switch {
 	case err == nil && reply.Raw != nil:
@@ -181,12 +180,13 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 		parts = [][]byte{acceptedReply(call.XID, GarbageArgs)}
 	default:
 		if !errors.Is(err, ErrSystem) {
-			logger.Error("call failed", "call", name, "client", c.host, "err", err)
+			logger.Error("call failed", "call", c.srv.table.name(call.Prog, call.Vers, call.Proc), "client", c.host, "err", err)
 		}
 		parts = [][]byte{acceptedReply(call.XID, SystemErr)}
 	}
 	if logger.Enabled(context.Background(), slog.LevelDebug) {
-		attrs := []any{"xid", call.XID, "call", name, "us", time.Since(started).Microseconds()}
+		attrs := []any{"xid", call.XID, "call", c.srv.table.name(call.Prog, call.Vers, call.Proc),
+			"us", time.Since(started).Microseconds()}
 		if err != nil {
 			attrs = append(attrs, "err", err)
 		} else if res := reply.Results(); proc.Status && reply.Raw == nil && len(res) >= 4 {

@@ -34,7 +34,6 @@ type Server struct {
 	Addr   string
 	Layout Layout
 	Log    *LockedBuffer // the server's log
-	Union  *server.Server
 }
 
 // StartServer runs a server on 127.0.0.1 over fresh layers (two lowers, an upper) and
@@ -96,7 +95,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 			t.Errorf("close: %v", err)
 		}
 	})
-	return &Server{Addr: ln.Addr().String(), Layout: l, Log: log, Union: srv}
+	return &Server{Addr: ln.Addr().String(), Layout: l, Log: log}
 }
 
 // LockedBuffer is a bytes.Buffer safe for a logger and a test to share.

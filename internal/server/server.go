@@ -121,6 +121,3 @@ func (s *Server) Close() error {
 	s.bridge.Close()
 	return s.union.Close()
 }
-
-// Union is the served union (for tests and tools that look at it in-process).
-func (s *Server) Union() *billyunion.FS { return s.union }

@@ -18,7 +18,8 @@ type target struct {
 }
 
 // release ends the change to the parent's listing begun when the target
-// was locked (builds that overlapped it are never published), then unlocks.
+// was locked (builds that overlapped it look its name up again before they
+// are published), then unlocks.
 func (t *target) release() {
 	t.d.fs.listings.EndChange(dirKey(t.d))
 	t.unlock()
@@ -85,7 +86,7 @@ func (fs *FS) recheck(d *dir, name string, check checkFunc, childKeys []uint64, 
 	if len(childKeys) > 0 && !(fs.inUpper(&e) && e.isDir() && e.top().st.Ino == childKeys[0]) {
 		return fail(errRetry)
 	}
-	fs.listings.BeginChange(dirKey(d))
+	fs.listings.BeginChange(dirKey(d), name)
 	return &target{d: d, e: e, unlock: unlock}, nil
 }
 

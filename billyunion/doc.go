@@ -12,7 +12,10 @@
 //	names.go     path and name validation
 //	namei.go     lookup: resolving paths to per-layer parts
 //	dircache.go  resolved directories kept by path, exact through fanotify
-//	readdir.go   merged directory listings, through package readdircache
+//	readdir.go   merged directory listings, through package readdircache:
+//	             candidate names and one lookup per name, with no lock; a
+//	             build spoiled by changes is mended by looking up again the
+//	             names they touched
 //	dir.go       locking a change's target; create, mkdir, symlink, mknod, unlink, rmdir
 //	rename.go    locking two names; rename, link
 //	copy_up.go   driving the copyup package (parents first, one at a time)
@@ -45,14 +48,17 @@
 // number of the directory's upper part, so a rename of an ancestor neither
 // loses nor confuses one. They are always taken all at once, in ascending
 // key order (lockTable.lock), and nothing takes a directory lock while
-// holding one. Three callers take them:
+// holding one. Two callers take them:
 //
 //   - a namespace change (dir.go, rename.go) locks the upper directories
 //     it changes, and the directory it removes or replaces;
 //   - copy-up (copy_up.go) locks the destination parent alone, for the
-//     final rename of a finished copy;
-//   - a listing of a directory whose lock-free builds keep being spoiled
-//     by changes is built under that directory's lock alone (readdir.go).
+//     final rename of a finished copy.
+//
+// A listing (readdir.go) takes none, however often changes spoil its
+// builds, so a create never waits for a listing: a change tells the listing
+// cache which names it touches (BeginChange, under the lock), and a spoiled
+// build looks only those up again, lock-free, once the change has ended.
 //
 // A namespace change does everything that can take long before it locks:
 //
@@ -66,18 +72,18 @@
 //
 // Under directory locks the I/O is: lookups and the re-validation (stat,
 // getxattr; for rmdir and a rename over a directory, listing that
-// directory to check it is empty), building a new object in the work
+// directory to check it is empty, with visibleNames, not the listing
+// cache), building a new object in the work
 // directory (create, mkdir, symlink, mknod: one syscall each, plus owner,
 // mode and opaque mark), the renames, links and whiteouts of the change,
 // impure and opaque marks, the ObjectIDs the moves index records
 // (name_to_handle_at, open_by_handle_at for an origin not yet decoded), the
 // moves record itself, and removing, from the work directory, an upper
 // directory taken out of the tree with the whiteouts it held (rmdir, and
-// a rename over a directory). A listing built under its directory's lock
-// reads every part and looks up each entry. No lock is held across copy-up
-// data copying; lookups, reads and writes of open files, attribute changes
-// (attr.go: they change no names) and lock-free listing builds take no
-// directory lock.
+// a rename over a directory). No lock is held across copy-up data copying;
+// lookups, reads and writes of open files, attribute changes (attr.go: they
+// change no names) and listings (building and mending) take no directory
+// lock.
 //
 // The leaves:
 //
@@ -85,10 +91,12 @@
 //     released before waiting for a directory lock.
 //   - The listing cache's mutex (readdircache's Cache.mu) is taken under
 //     directory locks by a change's BeginChange, EndChange and
-//     Invalidate, and with or without them by Forget and ForgetAll. It is
-//     never held while a listing is built; a listing built under a
-//     directory lock may wait for a lock-free build of the same directory,
-//     which takes no lock and so finishes.
+//     Invalidate, and with or without them by Forget and ForgetAll, each
+//     for a few map updates. It is never held while a listing is built or
+//     mended. Mending a listing waits, holding nothing, for the change in
+//     progress in that directory to end (its EndChange); a change never
+//     waits for a listing, and never lists through the cache a directory
+//     it is changing.
 //   - The moves index's stripes (moves.go) are taken under the directory
 //     locks of a rename, link or unlink, around the read-merge-write
 //     (or removal) of one record file in Work/ovlnfs-index. Reading the

@@ -59,7 +59,12 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 	return slices.Clone(snap.Entries), nil
 }
 
-// listing returns the current snapshot of the directory at p.
+// listing returns the current snapshot of the directory at p. It takes no
+// lock: the listing is built from d's candidate names and a lookup of each,
+// and when changes to d spoil the build, readdircache has the names they
+// touched looked up again (Source.Lookup) rather than the whole directory,
+// so a create in d never waits for a listing of d, and a listing waits for
+// nothing but the end of a change in progress.
 func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 	comps, err := splitPath(p)
 	if err != nil {
@@ -70,14 +75,14 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 		return nil, err
 	}
 	defer d.close()
-	build := func(id uint64) ([]os.FileInfo, error) { return fs.buildListing(d, id) }
-	snap, err := fs.listings.Get(dirKey(d), signature(d), build)
-	if errors.Is(err, readdircache.ErrTooManyChanges) && fs.dirHasUpper(d) {
-		// Changes keep spoiling lock-free builds: hold the directory
-		// lock, under which no change can begin, and build again.
-		unlock := fs.locks.lock(d.parts[0].st.Ino)
-		defer unlock()
-		snap, err = fs.listings.GetExcluded(dirKey(d), signature(d), build)
+	snap, err := fs.listings.List(dirKey(d), signature(d), readdircache.Source[os.FileInfo]{
+		Names:     func() ([]string, error) { return fs.candidateNames(d) },
+		Lookup:    func(id uint64, name string) (os.FileInfo, bool, error) { return fs.listingEntry(d, id, name) },
+		Published: func(entries []os.FileInfo) { fs.listed(d, entries) },
+	})
+	if errors.Is(err, readdircache.ErrTooManyChanges) {
+		// Every build and every round of mending it met another change.
+		return nil, syscall.EAGAIN
 	}
 	return snap, err
 }
@@ -164,36 +169,36 @@ func (fs *FS) forget(d *dir) {
 	}
 }
 
-// buildListing lists d: candidate names from every part, each looked up for
-// its attributes and inode number. It takes no lock.
-func (fs *FS) buildListing(d *dir, id uint64) ([]os.FileInfo, error) {
-	candidates, err := fs.candidateNames(d)
-	if err != nil {
-		return nil, err
+// listingEntry is the entry name shows in d, for snapshot id: looked up
+// for its attributes and inode number, exactly as Lstat reports them; false
+// when the name shows nothing (a whiteout, hidden, overlay-private, or
+// removed since the names were read). It takes no lock.
+func (fs *FS) listingEntry(d *dir, id uint64, name string) (os.FileInfo, bool, error) {
+	e, err := fs.lookupChild(d, name)
+	if err == syscall.ENOENT {
+		return nil, false, nil // removed while we listed
 	}
-	infos := make([]os.FileInfo, 0, len(candidates))
-	remapped := 0 // entries numbered by an origin rather than their own inode
-	for _, n := range candidates {
-		e, err := fs.lookupChild(d, n)
-		if err != nil {
-			if err == syscall.ENOENT {
-				continue // removed while we listed
-			}
-			return nil, err
+	if err != nil || !e.exists() {
+		return nil, false, err
+	}
+	fi := fs.newFileInfo(d, &e)
+	fi.listing = id
+	return fi, true, nil
+}
+
+// listed runs once a listing of d that this call built is published: a pure
+// upper directory none of whose entries is numbered by an origin rather than
+// its own inode loses its impure mark.
+func (fs *FS) listed(d *dir, entries []os.FileInfo) {
+	if len(d.parts) != 1 || !fs.dirHasUpper(d) {
+		return
+	}
+	for _, e := range entries {
+		if fi, ok := e.(*fileInfo); !ok || fi.st.Ino != fi.layerIno {
+			return
 		}
-		if e.exists() {
-			fi := fs.newFileInfo(d, &e)
-			fi.listing = id
-			infos = append(infos, fi)
-			if fi.st.Ino != e.top().st.Ino {
-				remapped++
-			}
-		}
 	}
-	if remapped == 0 && len(d.parts) == 1 && fs.dirHasUpper(d) {
-		fs.dropImpure(d)
-	}
-	return infos, nil
+	fs.dropImpure(d)
 }
 
 // dropImpure removes the impure mark of a pure upper directory none of whose

@@ -90,8 +90,8 @@ func (fs *FS) lockPair(oldDir []string, oldName string, newDir []string, newName
 			return nil, err
 		}
 		locked.unlock = unlock
-		fs.listings.BeginChange(dirKey(locked.od))
-		fs.listings.BeginChange(dirKey(locked.nd))
+		fs.listings.BeginChange(dirKey(locked.od), oldName)
+		fs.listings.BeginChange(dirKey(locked.nd), newName)
 		return locked, nil
 	}
 	return nil, syscall.EAGAIN

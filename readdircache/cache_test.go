@@ -139,67 +139,6 @@ func TestIDsDifferAcrossCaches(t *testing.T) {
 	}
 }
 
-// A directory whose builds keep being spoiled is tried once, not
-// maxBuildAttempts times, until a build of it is published again;
-// GetExcluded (changers held off) always makes every attempt.
-func TestBusyDirectoryIsTriedOnce(t *testing.T) {
-	c, _ := New[int](8)
-	key := Key{1, 3}
-	spoil := true
-	builds := 0
-	c.SetBeforePublishHook(func(k Key) {
-		if spoil {
-			c.Invalidate(k) // a change landed during every build
-		}
-	})
-	build := func(uint64) ([]int, error) { builds++; return []int{builds}, nil }
-
-	if _, err := c.Get(key, "s", build); !errors.Is(err, ErrTooManyChanges) || builds != maxBuildAttempts {
-		t.Fatalf("first Get: %v after %d builds, want ErrTooManyChanges after %d", err, builds, maxBuildAttempts)
-	}
-	builds = 0
-	if _, err := c.Get(key, "s", build); !errors.Is(err, ErrTooManyChanges) || builds != 1 {
-		t.Fatalf("Get of a busy directory: %v after %d builds, want ErrTooManyChanges after 1", err, builds)
-	}
-	builds = 0
-	if _, err := c.Get(Key{1, 4}, "s", build); !errors.Is(err, ErrTooManyChanges) || builds != maxBuildAttempts {
-		t.Fatalf("Get of another directory: %v after %d builds, want every attempt", err, builds)
-	}
-	builds = 0
-	if _, err := c.GetExcluded(key, "s", build); !errors.Is(err, ErrTooManyChanges) || builds != maxBuildAttempts {
-		t.Fatalf("GetExcluded: %v after %d builds, want %d attempts", err, builds, maxBuildAttempts)
-	}
-
-	// A build published under exclusion says nothing about the changers: the
-	// directory stays busy.
-	spoil = false
-	builds = 0
-	if s, err := c.GetExcluded(key, "s", build); err != nil || builds != 1 || s.Entries[0] != 1 {
-		t.Fatalf("GetExcluded once changes stopped: %v, %d builds", err, builds)
-	}
-	c.Invalidate(key)
-	spoil = true
-	builds = 0
-	if _, err := c.Get(key, "s", build); !errors.Is(err, ErrTooManyChanges) || builds != 1 {
-		t.Fatalf("Get after an excluded publish: %v after %d builds, want ErrTooManyChanges after 1", err, builds)
-	}
-	// A lock-free build that publishes ends it: a spoiled build is retried again.
-	spoil = false
-	if _, err := c.Get(key, "s", build); err != nil {
-		t.Fatal(err)
-	}
-	c.Invalidate(key)
-	builds = 0
-	c.SetBeforePublishHook(func(k Key) {
-		if builds == 1 {
-			c.Invalidate(k)
-		}
-	})
-	if _, err := c.Get(key, "s", build); err != nil || builds != 2 {
-		t.Fatalf("Get after a lock-free publish: %v after %d builds, want success after 2", err, builds)
-	}
-}
-
 // A listing served from the cache stays pageable by its verifier however many snapshots
 // of other directories were made since: a hit makes the snapshot recent again. Without
 // that, a quiet directory next to a busy one answered BAD_COOKIE on every second page

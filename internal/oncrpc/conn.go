@@ -1,17 +1,12 @@
 package oncrpc
 
 import (
-	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"sync"
 	"syscall"
-	"time"
-
-	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
 // conn is one client's TCP connection.
@@ -74,31 +69,19 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		h, ok := parseHeader(record)
+		call, proc, refusal, ok := c.srv.admit(record, c.nc.LocalAddr(), c.nc.RemoteAddr(), c.host)
 		if !ok {
 			// Without a parsable header there is no XID to answer.
 			logger.Warn("malformed RPC record; closing the connection", "client", c.host, "bytes", len(record))
 			return
 		}
-		var refusal []byte
-		var proc *Procedure
-		switch {
-		case h.rpcVers != RPCVersion:
-			refusal = rpcMismatchReply(h.xid)
-		case h.badCred:
-			refusal = authErrorReply(h.xid)
-		default:
-			_, proc, refusal = c.srv.table.lookup(&h)
-		}
 		if refusal != nil {
-			logger.Debug("rpc refused", "xid", h.xid, "prog", h.prog, "vers", h.vers, "proc", h.proc,
-				"reply", ReplyOutcome(refusal))
 			if err := c.write(refusal); err != nil {
 				return
 			}
 			continue
 		}
-		if !c.track(h.xid) {
+		if !c.track(call.XID) {
 			// A retransmission of a call still being handled: the first answer satisfies
 			// the client; handling it twice could answer twice or apply it twice.
 			continue
@@ -106,9 +89,6 @@ func (c *conn) serve() {
 		if !c.srv.begin() {
 			return
 		}
-		call := &Call{XID: h.xid, Prog: h.prog, Vers: h.vers, Proc: h.proc, Cred: h.cred,
-			Args: xdr.NewReader(record, h.argsAt), Record: record, Client: c.host,
-			LocalAddr: c.nc.LocalAddr(), RemoteAddr: c.nc.RemoteAddr()}
 		if proc.Exclusive {
 			c.acquireAll()
 			c.handle(call, proc)
@@ -156,43 +136,9 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 		delete(c.calls, call.XID)
 		c.mu.Unlock()
 	}()
-	started := time.Now()
-	reply := &Reply{}
-	acceptedHeader(&reply.Writer, call.XID, Success)
-	reply.resultsAt = len(reply.Buf)
-	err := proc.Handle(context.Background(), call, reply)
-	defer func() {
-		if reply.Release != nil {
-			reply.Release()
-		}
-	}()
-	logger := c.srv.logger
-	var parts [][]byte
-	switch {
-	case err == nil && reply.Raw != nil:
-		parts = [][]byte{reply.Raw}
-	case err == nil:
-		parts = [][]byte{reply.Buf}
-		if reply.Data != nil {
-			parts = append(parts, reply.Data, xdr.Padding(len(reply.Data)))
-		}
-	case errors.Is(err, ErrGarbageArgs):
-		parts = [][]byte{acceptedReply(call.XID, GarbageArgs)}
-	default:
-		if !errors.Is(err, ErrSystem) {
-			logger.Error("call failed", "call", c.srv.table.name(call.Prog, call.Vers, call.Proc), "client", c.host, "err", err)
-		}
-		parts = [][]byte{acceptedReply(call.XID, SystemErr)}
-	}
-	if logger.Enabled(context.Background(), slog.LevelDebug) {
-		attrs := []any{"xid", call.XID, "call", c.srv.table.name(call.Prog, call.Vers, call.Proc),
-			"us", time.Since(started).Microseconds()}
-		if err != nil {
-			attrs = append(attrs, "err", err)
-		} else if res := reply.Results(); proc.Status && reply.Raw == nil && len(res) >= 4 {
-			attrs = append(attrs, "status", xdr.NewReader(res, 0).Uint32())
-		}
-		logger.Debug("rpc", attrs...)
+	parts, release := c.srv.answer(call, proc)
+	if release != nil {
+		defer release()
 	}
 	if err := c.write(parts...); err != nil {
 		c.close()

@@ -53,6 +53,7 @@ const (
 	RejectAuthError   = 1
 
 	AuthBadCred = 1
+	AuthTooWeak = 5
 )
 
 // header is the part of a call record the server dispatches on.
@@ -124,8 +125,9 @@ func rpcMismatchReply(xid uint32) []byte {
 	return deniedReply(xid, RejectRPCMismatch, RPCVersion, RPCVersion)
 }
 
-// authErrorReply refuses a call whose credential is malformed (AUTH_ERROR, AUTH_BADCRED).
-func authErrorReply(xid uint32) []byte { return deniedReply(xid, RejectAuthError, AuthBadCred) }
+// authErrorReply refuses a call with AUTH_ERROR: AuthBadCred for a credential that is
+// malformed, AuthTooWeak for a caller not allowed to make it.
+func authErrorReply(xid, stat uint32) []byte { return deniedReply(xid, RejectAuthError, stat) }
 
 // ReplyOutcome describes a reply record for logs and tests: its accept_stat, or the
 // reason it was denied.

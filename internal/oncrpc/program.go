@@ -33,14 +33,16 @@ type Procedure struct {
 
 // Handler answers one call: it decodes call.Args and appends the results to reply. A nil
 // error sends the reply with accept_stat SUCCESS; ErrGarbageArgs and ErrSystem send those
-// accept_stats instead, with no results; any other error is a bug in the handler, answered
-// SYSTEM_ERR and logged.
+// accept_stats instead, with no results; ErrWeakAuth denies the call (AUTH_ERROR,
+// AUTH_TOOWEAK: this caller may not make it); any other error is a bug in the handler,
+// answered SYSTEM_ERR and logged.
 type Handler func(ctx context.Context, call *Call, reply *Reply) error
 
 // Errors a Handler returns to choose the accept_stat.
 var (
 	ErrGarbageArgs = errors.New("oncrpc: arguments do not decode")
 	ErrSystem      = errors.New("oncrpc: system error")
+	ErrWeakAuth    = errors.New("oncrpc: caller not allowed")
 )
 
 // Call is one decoded call.

@@ -26,8 +26,9 @@ type Server struct {
 	table  *dispatchTable
 	logger *slog.Logger
 
-	mu       sync.Mutex // guards conns and draining
+	mu       sync.Mutex // guards conns, sockets and draining
 	conns    map[*conn]struct{}
+	sockets  map[*datagramSocket]struct{} // UDP sockets being served
 	draining bool
 	inflight sync.WaitGroup // calls read and not yet answered
 }
@@ -42,7 +43,8 @@ func New(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{table: t, logger: logger, conns: make(map[*conn]struct{})}, nil
+	return &Server{table: t, logger: logger, conns: make(map[*conn]struct{}),
+		sockets: make(map[*datagramSocket]struct{})}, nil
 }
 
 // Serve accepts clients on l until l is closed or fails, and returns why it stopped
@@ -72,8 +74,9 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Shutdown stops reading new calls on every connection, waits (bounded by ctx) for the
-// replies of calls already read, then closes the connections. Close the listeners first.
+// Shutdown stops reading new calls on every connection and UDP socket, waits (bounded by
+// ctx) for the replies of calls already read, then closes the connections. Close the
+// listeners first; close the UDP sockets after (replies go out through them).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -81,11 +84,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	sockets := make([]*datagramSocket, 0, len(s.sockets))
+	for d := range s.sockets {
+		sockets = append(sockets, d)
+	}
 	s.mu.Unlock()
 
 	// Wake readers blocked waiting for a next call; they see draining and stop.
 	for _, c := range conns {
 		_ = c.nc.SetReadDeadline(time.Now())
+	}
+	for _, d := range sockets {
+		d.wake()
 	}
 	done := make(chan struct{})
 	go func() {

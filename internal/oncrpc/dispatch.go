@@ -1,0 +1,82 @@
+package oncrpc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
+)
+
+// What a call goes through between its bytes and its reply, the same on every transport:
+// admit decodes the header and finds the procedure (or the refusal), answer runs the
+// handler and lays out the reply.
+
+// admit decodes a call record. ok is false when the record is no call at all: there is no
+// XID to answer, and the transport decides what to do (TCP closes, UDP drops). Otherwise
+// either refusal is the whole reply to send, or call and proc are what to run.
+func (s *Server) admit(record []byte, local, remote net.Addr, client string) (call *Call, proc *Procedure, refusal []byte, ok bool) {
+	h, ok := parseHeader(record)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	switch {
+	case h.rpcVers != RPCVersion:
+		refusal = rpcMismatchReply(h.xid)
+	case h.badCred:
+		refusal = authErrorReply(h.xid, AuthBadCred)
+	default:
+		_, proc, refusal = s.table.lookup(&h)
+	}
+	if refusal != nil {
+		s.logger.Debug("rpc refused", "xid", h.xid, "prog", h.prog, "vers", h.vers, "proc", h.proc,
+			"client", client, "reply", ReplyOutcome(refusal))
+		return nil, nil, refusal, true
+	}
+	call = &Call{XID: h.xid, Prog: h.prog, Vers: h.vers, Proc: h.proc, Cred: h.cred,
+		Args: xdr.NewReader(record, h.argsAt), Record: record, Client: client,
+		LocalAddr: local, RemoteAddr: remote}
+	return call, proc, nil, true
+}
+
+// answer runs a call's handler and returns the reply record's parts, in order, and what to
+// call once they are written (nil when nothing).
+func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release func()) {
+	started := time.Now()
+	reply := &Reply{}
+	acceptedHeader(&reply.Writer, call.XID, Success)
+	reply.resultsAt = len(reply.Buf)
+	err := proc.Handle(context.Background(), call, reply)
+	logger := s.logger
+	switch {
+	case err == nil && reply.Raw != nil:
+		parts = [][]byte{reply.Raw}
+	case err == nil:
+		parts = [][]byte{reply.Buf}
+		if reply.Data != nil {
+			parts = append(parts, reply.Data, xdr.Padding(len(reply.Data)))
+		}
+	case errors.Is(err, ErrGarbageArgs):
+		parts = [][]byte{acceptedReply(call.XID, GarbageArgs)}
+	case errors.Is(err, ErrWeakAuth):
+		parts = [][]byte{authErrorReply(call.XID, AuthTooWeak)}
+	default:
+		if !errors.Is(err, ErrSystem) {
+			logger.Error("call failed", "call", s.table.name(call.Prog, call.Vers, call.Proc), "client", call.Client, "err", err)
+		}
+		parts = [][]byte{acceptedReply(call.XID, SystemErr)}
+	}
+	if logger.Enabled(context.Background(), slog.LevelDebug) {
+		attrs := []any{"xid", call.XID, "call", s.table.name(call.Prog, call.Vers, call.Proc),
+			"us", time.Since(started).Microseconds()}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		} else if res := reply.Results(); proc.Status && reply.Raw == nil && len(res) >= 4 {
+			attrs = append(attrs, "status", xdr.NewReader(res, 0).Uint32())
+		}
+		logger.Debug("rpc", attrs...)
+	}
+	return parts, reply.Release
+}

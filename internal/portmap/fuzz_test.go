@@ -174,7 +174,9 @@ func TestSeedCorpus(t *testing.T) {
 		return fuzzcorpus.Seed{Name: name, Values: []any{uint8(version - VersionPMAP), uint8(p), local, args}}
 	}
 	long := strings.Repeat("n", maxString+1)
-	claim := func(n uint32) []byte { return []byte{0, 0, 0, 1, 0, 0, 0, 1, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
+	claim := func(n uint32) []byte {
+		return []byte{0, 0, 0, 1, 0, 0, 0, 1, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	}
 	fuzzcorpus.Check(t, "FuzzPortmapArgs", []fuzzcorpus.Seed{
 		seed("null", 2, ProcNull, false, nil),
 		seed("null-with-args", 4, ProcNull, false, []byte{1, 2, 3}),

@@ -159,7 +159,7 @@ func TestLookups(t *testing.T) {
 				prog, vers, prot, want uint32
 			}{
 				{100003, 3, ProtoTCP, 2049},
-				{100003, 3, ProtoUDP, 0}, // NFS is not served over UDP
+				{100003, 3, ProtoUDP, 0},    // NFS is not served over UDP
 				{100003, 2, ProtoTCP, 2049}, // another version: the client learns from PROG_MISMATCH
 				{100005, 3, ProtoUDP, 2049},
 				{100021, 4, ProtoTCP, 4045},

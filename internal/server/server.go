@@ -1,9 +1,12 @@
 // Package server assembles one ovlnfs server: the union of the layers (billyunion), its
 // file handles (handles), the NFSv3 and MOUNT programs (nfs3, mount), the bridge to go-nfs
-// that answers MNT (gonfs), and the ONC RPC layer that serves them (oncrpc). Data flows
-// one way: oncrpc → nfs3/mount → handles → billyunion → layers.
+// that answers MNT (gonfs), and the ONC RPC layer that serves them (oncrpc): NFSv3 and
+// MOUNT over TCP, MOUNT alone over UDP (NFS over UDP is not served: its replies would have
+// to fit a datagram). It also assembles the portmapper (portmap) that tells clients where
+// those are. Data flows one way: oncrpc → nfs3/mount → handles → billyunion → layers.
 //
-// Files: server.go (Config, New, Serve, Shutdown, Close).
+// Files: server.go (Config, New, Serve, ServeUDP, Services, Shutdown, Close), portmap.go
+// (Portmapper: the portmapper's own RPC server).
 //
 // Lock order: this package takes no locks; see docs/architecture.md for the order across
 // packages.
@@ -21,6 +24,7 @@ import (
 	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+	"github.com/ovlnfs/ovlnfs/internal/portmap"
 )
 
 // Config is one export's layers and the server's tunables.
@@ -41,7 +45,8 @@ type Server struct {
 	union  *billyunion.FS
 	nfs    *nfs3.Server
 	bridge *gonfs.Bridge
-	rpc    *oncrpc.Server
+	rpc    *oncrpc.Server // NFSv3 and MOUNT, over TCP
+	udp    *oncrpc.Server // MOUNT, over UDP
 	logger *slog.Logger
 }
 
@@ -99,7 +104,13 @@ func assemble(cfg Config, union *billyunion.FS, logger *slog.Logger) (*Server, e
 		bridge.Close()
 		return nil, err
 	}
-	return &Server{union: union, nfs: nfs, bridge: bridge, rpc: rpc, logger: logger}, nil
+	// Over UDP the same MOUNT program (one DUMP list), without NFS.
+	udp, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{mnt.Program()}, Logger: logger})
+	if err != nil {
+		bridge.Close()
+		return nil, err
+	}
+	return &Server{union: union, nfs: nfs, bridge: bridge, rpc: rpc, udp: udp, logger: logger}, nil
 }
 
 // Serve answers clients on l until l is closed (it then returns nil) or fails.
@@ -111,9 +122,45 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
+// ServeUDP answers MOUNT over UDP on pc until pc is closed or Shutdown stops it (it then
+// returns nil). NFS calls over UDP are answered PROG_UNAVAIL.
+func (s *Server) ServeUDP(pc *net.UDPConn) error {
+	err := s.udp.ServeUDP(pc)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Services lists what this server answers where, for the portmapper: NFSv3 and MOUNT v3
+// at the TCP listener's address, MOUNT v3 at the UDP socket's (udp nil: none).
+func Services(tcp, udp net.Addr) ([]portmap.Service, error) {
+	var out []portmap.Service
+	add := func(prog, vers uint32, addr net.Addr) error {
+		s, err := portmap.ServicesAt(prog, vers, addr)
+		out = append(out, s...)
+		return err
+	}
+	if err := add(nfs3.ProgramNumber, nfs3.Version, tcp); err != nil {
+		return nil, err
+	}
+	if err := add(mount.ProgramNumber, mount.Version, tcp); err != nil {
+		return nil, err
+	}
+	if udp != nil {
+		if err := add(mount.ProgramNumber, mount.Version, udp); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // Shutdown waits (bounded by ctx) for the calls already read to be answered, after the
-// listeners were closed, and closes the connections.
-func (s *Server) Shutdown(ctx context.Context) error { return s.rpc.Shutdown(ctx) }
+// listeners were closed, and closes the connections. UDP sockets stop being read; close
+// them after Shutdown returns.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return errors.Join(s.rpc.Shutdown(ctx), s.udp.Shutdown(ctx))
+}
 
 // Close releases the open files, go-nfs and the union; call it after Shutdown.
 func (s *Server) Close() error {

@@ -37,7 +37,32 @@ type serveConfig struct {
 	dirCacheEntries int
 	// pprofListen, when set, is where Go's profiles are served over HTTP (net/http/pprof).
 	pprofListen string
+	// udp: MOUNT is answered over UDP on the listen port too.
+	udp bool
+	// portmap is how clients find the ports (portmapAuto, ...); portmapListen is where
+	// this process's own portmapper listens ("" until decided at start).
+	portmap       string
+	portmapListen string
 }
+
+// How clients find the ports (--portmap).
+const (
+	// portmapAuto: with NFS on port 2049, register with a system rpcbind answering on
+	// 127.0.0.1:111, else, as root, serve a portmapper on the listen host's port 111;
+	// otherwise none.
+	portmapAuto = "auto"
+	// portmapServe: serve a portmapper at --portmap-listen; refuse to start if it cannot.
+	portmapServe = "serve"
+	// portmapRegister: register with the system's rpcbind; refuse to start if it cannot.
+	portmapRegister = "register"
+	// portmapOff: no portmapper; clients give port= and mountport=.
+	portmapOff = "off"
+)
+
+// nfsPortStandard is the standard NFS port: only a server there claims the portmapper by
+// default, so that a test or second server on another port leaves port 111 and the
+// system's rpcbind alone.
+const nfsPortStandard = 2049
 
 // maxDirCacheEntries refuses a listing cache size that can only be a typo: each cached
 // listing of a big directory holds megabytes.
@@ -64,6 +89,8 @@ type rawServeFlags struct {
 	handleCacheEntries          int
 	dirCacheEntries             *string // nil when not given
 	pprofListen                 string
+	udp                         bool
+	portmap, portmapListen      string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -74,7 +101,10 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.StringVar(&raw.workdir, "workdir", "", "work directory on the upper's filesystem (default: a directory beside the upper)")
 	fs.StringVar(&raw.options, "o", "", "kernel-style option string, e.g. 'lowerdir=/l1:/l2,upperdir=/u,workdir=/w' ('\\,' and '\\:' escape)")
 	fs.BoolVar(&raw.readOnly, "read-only", false, "serve read-only; a given --upperdir is then shown as the top-most lower layer (no workdir needed)")
-	fs.StringVar(&raw.listen, "listen", defaultListen, "HOST:PORT for NFSv3 and MOUNT (both on this one TCP port)")
+	fs.StringVar(&raw.listen, "listen", defaultListen, "HOST:PORT for NFSv3 and MOUNT over TCP (one port), and MOUNT over UDP on the same port")
+	fs.BoolVar(&raw.udp, "udp", true, "also answer MOUNT over UDP on the --listen port, as mount.nfs and showmount expect (NFS itself is TCP only)")
+	fs.StringVar(&raw.portmap, "portmap", portmapAuto, "how clients find the ports: auto (with NFS on port 2049: register with a running system rpcbind, else as root serve a portmapper on port 111 of the --listen host; otherwise none), serve (a portmapper at --portmap-listen), register (with the system rpcbind, through "+"/run/rpcbind.sock), or off")
+	fs.StringVar(&raw.portmapListen, "portmap-listen", "", "HOST:PORT of the portmapper (TCP and UDP); default: the --listen host, port 111; giving it implies --portmap=serve")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
@@ -98,7 +128,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	}
 
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
-		pprofListen: raw.pprofListen}
+		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen}
 	if raw.handleCacheEntries < 0 {
 		return nil, refuse("--handle-cache-entries must be 0 (the default) or more, not %d", raw.handleCacheEntries)
 	}
@@ -179,6 +209,9 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 			return nil, refuse("--pprof-listen %q is not HOST:PORT: %v", cfg.pprofListen, err)
 		}
 	}
+	if err := checkPortmap(cfg); err != nil {
+		return nil, err
+	}
 
 	for _, l := range lowerSpec {
 		dir, err := existingDir("lowerdir", l)
@@ -238,6 +271,28 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		return nil, refuse("workdir %s is not on the same filesystem as upperdir %s", cfg.work, cfg.upper)
 	}
 	return cfg, nil
+}
+
+// checkPortmap validates --portmap and --portmap-listen together.
+func checkPortmap(cfg *serveConfig) error {
+	switch cfg.portmap {
+	case portmapAuto, portmapServe, portmapRegister, portmapOff:
+	default:
+		return refuse("--portmap must be auto, serve, register or off, not %q", cfg.portmap)
+	}
+	if cfg.portmapListen == "" {
+		return nil
+	}
+	switch cfg.portmap {
+	case portmapAuto:
+		cfg.portmap = portmapServe
+	case portmapOff, portmapRegister:
+		return refuse("--portmap-listen is where this process's portmapper listens; it contradicts --portmap=%s", cfg.portmap)
+	}
+	if _, err := net.ResolveTCPAddr("tcp", cfg.portmapListen); err != nil {
+		return refuse("--portmap-listen %q is not HOST:PORT: %v", cfg.portmapListen, err)
+	}
+	return nil
 }
 
 // defaultWorkdir names the work directory used when --workdir is omitted: a hidden sibling

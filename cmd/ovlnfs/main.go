@@ -87,7 +87,13 @@ Example:
   ovlnfs serve --lowerdir=examples/layers/lower1:examples/layers/lower2 \
       --upperdir=/tmp/ovl/upper --listen=127.0.0.1:2049
 
-Mount it (NFSv3 and MOUNT share the one port; there is no portmapper and no lock manager):
+Mount it. NFSv3 and MOUNT share the one port (MOUNT over UDP too); there is no lock
+manager. Run as root on port 2049 (the default), ovlnfs answers the portmapper on port 111
+of the --listen host, or registers with the system's rpcbind if one runs, so clients need
+no port options:
+  Linux:  mount -t nfs -o vers=3,nolock 127.0.0.1:/ /mnt
+  macOS:  sudo mount -t nfs -o vers=3,nolocks 127.0.0.1:/ ~/ovl
+Without a portmapper (--portmap=off, another port, not root), give the ports:
   Linux:  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock 127.0.0.1:/ /mnt
   macOS:  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
 
@@ -99,12 +105,21 @@ func printServeUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(w, `Usage: ovlnfs serve --lowerdir=L1[:L2...] [--upperdir=U] [--workdir=W] [flags]
        ovlnfs serve -o lowerdir=L1:L2,upperdir=U,workdir=W [flags]
 
-Serves the union of the layers over NFSv3 (with the MOUNT protocol on the same TCP port)
-until SIGINT or SIGTERM, then finishes the requests in flight and exits 0.
+Serves the union of the layers over NFSv3 (with the MOUNT protocol on the same TCP port,
+and over UDP on that port) until SIGINT or SIGTERM, then finishes the requests in flight
+and exits 0.
+
+How clients find the ports (--portmap): by default (auto), a server on port 2049 registers
+with the system's rpcbind when one answers on 127.0.0.1:111 (and unregisters on exit), or,
+run as root, answers the portmapper itself (PMAP v2, rpcbind v3 and v4, TCP and UDP) on
+port 111 of the --listen host; on another port, or not root without an rpcbind, there is
+none. --portmap=serve, --portmap-listen=HOST:PORT, --portmap=register and --portmap=off
+choose explicitly.
 
 Refused with exit status 2, before anything is created: a missing layer, an upper inside a
 lower (or the reverse), a workdir not on the upper's filesystem, a workdir in use by another
-running ovlnfs, a listen address in use.
+running ovlnfs, a listen address in use (TCP or UDP); and, once the layers are open, an
+explicit --portmap that cannot be had.
 
 Flags:
 `)
@@ -119,9 +134,9 @@ Examples:
   ovlnfs serve -o 'lowerdir=/srv/base:/srv/tools,upperdir=/srv/changes,workdir=/srv/work'
   ovlnfs serve --lowerdir=/srv/base --log-format=json --log-level=debug    # read-only
 
-Mount from Linux:
-  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock 127.0.0.1:/ /mnt
-Mount from macOS:
-  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
+Mount from Linux (with a portmapper; else add proto=tcp,port=2049,mountport=2049):
+  mount -t nfs -o vers=3,nolock 127.0.0.1:/ /mnt
+Mount from macOS (likewise tcp,port=2049,mountport=2049 without one):
+  sudo mount -t nfs -o vers=3,nolocks 127.0.0.1:/ ~/ovl
 `)
 }

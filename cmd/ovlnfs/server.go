@@ -9,7 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/ovlnfs/ovlnfs/internal/server"
@@ -36,14 +36,14 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		return exitBadConfig
 	}
 
-	listener, err := net.Listen("tcp", cfg.listen)
+	listener, mountUDP, err := listenPair(cfg.listen, "--listen", cfg.udp)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return refused("cannot listen on %s: address already in use", cfg.listen)
-		}
-		return refused("cannot listen on %s: %v", cfg.listen, unwrapOpError(err))
+		return refused("%v", err)
 	}
 	defer listener.Close()
+	if mountUDP != nil {
+		defer mountUDP.Close()
+	}
 	if cfg.pprofListen != "" {
 		pl, err := net.Listen("tcp", cfg.pprofListen)
 		if err != nil {
@@ -89,10 +89,45 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		}
 	}()
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(listener) }()
+	var udpAddr net.Addr
+	if mountUDP != nil {
+		udpAddr = mountUDP.LocalAddr()
+	}
+	services, err := server.Services(listener.Addr(), udpAddr)
+	if err != nil {
+		return refused("%v", err)
+	}
+
+	// Every Serve reports here if it stops on its own; it returns nil when stopped below.
+	failed := make(chan error, 4)
+	var serving sync.WaitGroup
+	serving.Go(func() {
+		if err := srv.Serve(listener); err != nil {
+			failed <- fmt.Errorf("NFS over TCP: %w", err)
+		}
+	})
+	if mountUDP != nil {
+		serving.Go(func() {
+			if err := srv.ServeUDP(mountUDP); err != nil {
+				failed <- fmt.Errorf("MOUNT over UDP: %w", err)
+			}
+		})
+	}
+	pm, err := startPortmap(ctx, cfg, listener.Addr(), services, logger, failed)
+	if err != nil {
+		listener.Close()
+		_ = srv.Shutdown(context.Background())
+		serving.Wait()
+		return refused("%v", err)
+	}
+	udpListen := "off"
+	if mountUDP != nil {
+		udpListen = mountUDP.LocalAddr().String()
+	}
 	logger.Info("ovlnfs started",
 		"listen", listener.Addr().String(),
+		"mount_udp", udpListen,
+		"portmap", pm.summary,
 		"lowerdir", strings.Join(cfg.lowers, ":"),
 		"upperdir", cfg.upper,
 		"workdir", cfg.work,
@@ -103,18 +138,24 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	select {
 	case <-ctx.Done():
 		logger.Info("ovlnfs stopping", "reason", "signal")
-		listener.Close() // stop accepting first, then let calls already read finish
-		<-served
-	case err := <-served:
+	case err := <-failed:
 		logger.Error("listener failed", "err", err)
 		status = exitFailure
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	// Clients stop being sent here first, then no new connection is accepted, then the
+	// calls already read finish.
+	pm.stop(drainCtx, logger)
+	listener.Close()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		logger.Error("shutdown incomplete", "err", err)
 		status = exitFailure
 	}
+	if mountUDP != nil {
+		mountUDP.Close()
+	}
+	serving.Wait()
 	logger.Info("ovlnfs stopped", "exit_status", status)
 	return status
 }

@@ -1,6 +1,7 @@
 package oncrpc
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 type conn struct {
 	srv  *Server
 	nc   net.Conn
+	rd   *bufio.Reader // nc's bytes: a small call and the next one's record mark in one read
 	host string
 
 	// slots holds a token per call being handled; its capacity is the bound.
@@ -27,9 +29,13 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{srv: s, nc: nc, host: HostOf(nc.RemoteAddr()),
+	return &conn{srv: s, nc: nc, rd: bufio.NewReaderSize(nc, readBuffer), host: HostOf(nc.RemoteAddr()),
 		slots: make(chan struct{}, MaxInFlight), calls: make(map[uint32]struct{})}
 }
+
+// readBuffer is how much of a connection is read ahead. Record bodies of a chunk or more
+// bypass it and are read straight into record memory.
+const readBuffer = 16 << 10
 
 // HostOf is a client's name in logs and in MOUNT's DUMP list: its address, as there is
 // no reverse lookup.
@@ -56,7 +62,7 @@ func (c *conn) serve() {
 		if c.srv.isDraining() {
 			return
 		}
-		record, err := ReadRecord(c.nc)
+		buf, err := readRecord(c.rd, &c.srv.records)
 		if err != nil {
 			switch {
 			case c.srv.isDraining():
@@ -69,13 +75,16 @@ func (c *conn) serve() {
 			}
 			return
 		}
+		record := *buf
 		call, proc, refusal, ok := c.srv.admit(record, c.nc.LocalAddr(), c.nc.RemoteAddr(), c.host)
 		if !ok {
+			c.srv.records.put(buf)
 			// Without a parsable header there is no XID to answer.
 			logger.Warn("malformed RPC record; closing the connection", "client", c.host, "bytes", len(record))
 			return
 		}
 		if refusal != nil {
+			c.srv.records.put(buf)
 			if err := c.write(refusal); err != nil {
 				return
 			}
@@ -84,11 +93,14 @@ func (c *conn) serve() {
 		if !c.track(call.XID) {
 			// A retransmission of a call still being handled: the first answer satisfies
 			// the client; handling it twice could answer twice or apply it twice.
+			c.srv.records.put(buf)
 			continue
 		}
 		if !c.srv.begin() {
+			c.srv.records.put(buf)
 			return
 		}
+		call.buf = buf
 		if proc.Exclusive {
 			c.acquireAll()
 			c.handle(call, proc)
@@ -131,6 +143,8 @@ func (c *conn) releaseAll() {
 // handle runs one call's handler and writes its reply.
 func (c *conn) handle(call *Call, proc *Procedure) {
 	defer c.srv.inflight.Done()
+	// The record's memory is reused once the reply is out: handlers copy what they keep.
+	defer c.srv.records.put(call.buf)
 	defer func() {
 		c.mu.Lock()
 		delete(c.calls, call.XID)

@@ -8,6 +8,7 @@
 // Files, one concern each:
 //
 //	record.go    record marking: reading a record's fragments, writing a reply in one writev
+//	buffers.go   record memory recycled in two sizes (small calls, 1 MiB WRITEs)
 //	message.go   call header, reply headers, the RPC constants (defined here only)
 //	auth.go      AUTH_UNIX credentials
 //	program.go   the dispatch table: Program, Procedure, Handler, Call, Reply

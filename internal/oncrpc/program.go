@@ -53,6 +53,10 @@ type Call struct {
 	Record                []byte      // the whole call record
 	Client                string      // the client's host (its address)
 	LocalAddr, RemoteAddr net.Addr
+
+	// buf holds Record's memory, reused once the reply is written: Args, Record and
+	// every slice of them are valid only until the handler returns.
+	buf *[]byte
 }
 
 // Reply is what a Handler answers. Results go into the embedded Writer, which already

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 )
 
 // lastFragment marks the final fragment of a record (RFC 5531 section 11).
@@ -23,39 +22,67 @@ var ErrRecordTooLarge = fmt.Errorf("record over %d bytes", MaxRecordSize)
 // actually arrive, never with what a fragment header claims, so a client that announces a
 // huge fragment and sends nothing costs little.
 func ReadRecord(r io.Reader) ([]byte, error) {
+	b, err := readRecord(r, nil)
+	if err != nil {
+		return nil, err
+	}
+	return *b, nil
+}
+
+// readRecord is ReadRecord into memory from pool; give the buffer back with pool.put
+// once nothing refers to the record any more. On error no buffer is held.
+func readRecord(r io.Reader, pool *bufferPool) (*[]byte, error) {
+	var buf *[]byte
+	fail := func(err error) (*[]byte, error) {
+		pool.put(buf)
+		return nil, err
+	}
 	var record []byte
 	var mark [4]byte
 	for {
 		if _, err := io.ReadFull(r, mark[:]); err != nil {
 			if len(record) > 0 && errors.Is(err, io.EOF) {
-				return nil, io.ErrUnexpectedEOF
+				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return fail(err)
 		}
 		m := binary.BigEndian.Uint32(mark[:])
 		size := int(m &^ lastFragment)
 		if len(record)+size > MaxRecordSize {
-			return nil, ErrRecordTooLarge
+			return fail(ErrRecordTooLarge)
 		}
 		for size > 0 {
-			chunk := min(size, readChunk)
 			start := len(record)
-			record = slices.Grow(record, chunk)[:start+chunk]
+			if start == cap(record) {
+				// More memory only once what there is has been filled: a client that
+				// announces a huge fragment and sends nothing holds one small buffer.
+				grown := pool.get(max(start+min(size, readChunk), 2*start))
+				*grown = append(*grown, record...)
+				pool.put(buf)
+				buf, record = grown, *grown
+			}
+			// As much of the fragment as fits, in as few reads as the socket allows.
+			n := min(size, cap(record)-start)
+			record = record[:start+n]
 			if _, err := io.ReadFull(r, record[start:]); err != nil {
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
 				}
-				return nil, err
+				return fail(err)
 			}
-			size -= chunk
+			size -= n
 		}
 		if m&lastFragment != 0 {
-			return record, nil
+			if buf == nil { // an empty record
+				buf = pool.get(0)
+			}
+			*buf = record
+			return buf, nil
 		}
 	}
 }
 
-// readChunk is how much of a fragment is read before more memory is taken for it.
+// readChunk is the least memory taken for a fragment at a time.
 const readChunk = 64 << 10
 
 // WriteRecord writes parts as one record with one writev: nothing is copied to join them.

@@ -23,8 +23,9 @@ type Config struct {
 // Server answers the calls of the programs it was built with, on every listener Serve is
 // given.
 type Server struct {
-	table  *dispatchTable
-	logger *slog.Logger
+	table   *dispatchTable
+	logger  *slog.Logger
+	records bufferPool // memory of the call records being read and handled
 
 	mu       sync.Mutex // guards conns, sockets and draining
 	conns    map[*conn]struct{}

@@ -1,0 +1,71 @@
+package oncrpc_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+	"github.com/ovlnfs/ovlnfs/internal/rpctest"
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
+)
+
+// Record memory is reused from call to call: a handler still running must keep seeing its
+// own call's bytes while later calls (small and WRITE-sized) are read on the same
+// connection. The echo handler waits a little before answering with a copy of its
+// arguments, so calls overlap and the reader reuses buffers meanwhile.
+func TestOverlappingCallsKeepTheirOwnBytes(t *testing.T) {
+	const prog, vers = 400999, 1
+	echo := func(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		args := call.Args.Opaque()
+		if err := call.Args.Err(); err != nil {
+			return oncrpc.ErrGarbageArgs
+		}
+		time.Sleep(time.Duration(len(args)%7) * time.Millisecond)
+		reply.Opaque(args)
+		return nil
+	}
+	srv, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{{Name: "ECHO", Number: prog, Version: vers,
+		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "ECHO", Handle: echo}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer func() {
+		l.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+
+	c := rpctest.Dial(t, l.Addr().String())
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []int{0, 4, 100, 64<<10 - 200, 64 << 10, 200 << 10, 1 << 20, 1<<20 + 60<<10, 3 << 20}
+	type pending struct {
+		want []byte
+		ch   <-chan []byte
+	}
+	var calls []pending
+	for i := range 120 {
+		payload := make([]byte, sizes[rng.IntN(len(sizes))])
+		for j := range payload {
+			payload[j] = byte(i + j*7)
+		}
+		var w xdr.Writer
+		w.Opaque(payload)
+		calls = append(calls, pending{payload, c.Start(oncrpc.RPCVersion, prog, vers, 1, w.Buf)})
+	}
+	for i, p := range calls {
+		r := rpctest.Accepted(t, c.Wait(p.ch), oncrpc.Success)
+		if got := r.Opaque(); !bytes.Equal(got, p.want) {
+			t.Fatalf("call %d (%d bytes) answered with other bytes (%d bytes)", i, len(p.want), len(got))
+		}
+	}
+}

@@ -9,10 +9,11 @@
 // openat of one component with O_DIRECTORY|O_NOFOLLOW. A name therefore can
 // neither climb out of the layer nor be redirected by a symlink placed in it.
 //
-// Extended attributes have no *at system calls on the kernels we support, so
-// they are reached through the descriptor's /proc/self/fd magic link with the
-// l*xattr calls: the link names the already-resolved directory, and the final
-// component is a single validated name that is not followed.
+// Extended attributes are reached with the *xattrat system calls (Linux 6.13)
+// on the directory descriptor and the name, not followed; on older kernels,
+// through the descriptor's /proc/self/fd magic link with the l*xattr calls:
+// the link names the already-resolved directory, and the final component is a
+// single validated name that is not followed.
 //
 // The package takes no locks.
 package layer
@@ -196,16 +197,31 @@ func procPath(dir int, name string) string {
 // Getxattr reads attribute attr of name inside dir (of dir itself when name
 // is empty). A missing attribute is ENODATA.
 func Getxattr(dir int, name, attr string) ([]byte, error) {
-	p := procPath(dir, name)
-	get := unix.Lgetxattr
-	if name == "" {
-		get = unix.Getxattr // follow the magic link to the directory itself
+	v, err := readXattr(func(buf []byte) (int, error) { return getxattrat(dir, name, attr, buf) })
+	if err != unix.ENOSYS {
+		return v, err
 	}
+	return getxattrProc(dir, name, attr)
+}
+
+// getxattrProc is Getxattr through procfs, for kernels without getxattrat.
+func getxattrProc(dir int, name, attr string) ([]byte, error) {
+	p := procPath(dir, name)
+	if name == "" {
+		// Follow the magic link to the directory itself.
+		return readXattr(func(buf []byte) (int, error) { return unix.Getxattr(p, attr, buf) })
+	}
+	return readXattr(func(buf []byte) (int, error) { return unix.Lgetxattr(p, attr, buf) })
+}
+
+// readXattr reads a value with get, which fills buf (or with an empty buf reports the
+// value's size), growing the buffer while the value outgrows it.
+func readXattr(get func(buf []byte) (int, error)) ([]byte, error) {
 	buf := make([]byte, 128)
 	for {
-		n, err := get(p, attr, buf)
+		n, err := get(buf)
 		if err == unix.ERANGE {
-			size, err := get(p, attr, nil)
+			size, err := get(nil)
 			if err != nil {
 				return nil, err
 			}
@@ -235,6 +251,9 @@ func HasXattr(dir int, name, attr string) (bool, error) {
 // Setxattr sets attribute attr of name inside dir (dir itself when name is
 // empty).
 func Setxattr(dir int, name, attr string, value []byte) error {
+	if err := setxattrat(dir, name, attr, value); err != unix.ENOSYS {
+		return err
+	}
 	p := procPath(dir, name)
 	if name == "" {
 		return unix.Setxattr(p, attr, value, 0)
@@ -244,6 +263,9 @@ func Setxattr(dir int, name, attr string, value []byte) error {
 
 // Removexattr removes attribute attr of name inside dir.
 func Removexattr(dir int, name, attr string) error {
+	if err := removexattrat(dir, name, attr); err != unix.ENOSYS {
+		return err
+	}
 	p := procPath(dir, name)
 	if name == "" {
 		return unix.Removexattr(p, attr)
@@ -253,12 +275,16 @@ func Removexattr(dir int, name, attr string) error {
 
 // Listxattr lists the attribute names of name inside dir.
 func Listxattr(dir int, name string) ([]string, error) {
-	p := procPath(dir, name)
-	list := unix.Llistxattr
-	if name == "" {
-		list = unix.Listxattr
+	list := func(buf []byte) (int, error) { return listxattrat(dir, name, buf) }
+	size, err := list(nil)
+	if err == unix.ENOSYS {
+		p := procPath(dir, name)
+		list = func(buf []byte) (int, error) { return unix.Llistxattr(p, buf) }
+		if name == "" {
+			list = func(buf []byte) (int, error) { return unix.Listxattr(p, buf) }
+		}
+		size, err = list(nil)
 	}
-	size, err := list(p, nil)
 	if err != nil {
 		if err == unix.EOPNOTSUPP {
 			return nil, nil
@@ -269,7 +295,7 @@ func Listxattr(dir int, name string) ([]string, error) {
 		return nil, nil
 	}
 	buf := make([]byte, size*2)
-	n, err := list(p, buf)
+	n, err := list(buf)
 	if err != nil {
 		return nil, err
 	}

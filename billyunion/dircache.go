@@ -23,6 +23,13 @@ import (
 // resolved only if no event arrived between its start and its store, so a walk that
 // raced a change never leaves a state that no longer exists.
 //
+// The same exactness lets the cache remember what the identity rule (stem.go) made of a
+// layer object, keyed by the object's device and inode: its stem and its ObjectID. A
+// lookup of a hot name then reads no origin xattr and asks the kernel for no file
+// handle. An inode number is only reused after its object was removed, which is an event
+// and empties this memory too; the origin xattr and the parts a name merges change only
+// with events as well.
+//
 // Without CAP_SYS_ADMIN, or on a filesystem fanotify cannot mark, there is no cache and
 // every path is walked.
 //
@@ -32,6 +39,15 @@ import (
 // defaultDirEntries bounds the cached directories; each holds a descriptor per part.
 const defaultDirEntries = 1024
 
+// defaultIdentities bounds the remembered identities (about 150 bytes each).
+const defaultIdentities = 1 << 16
+
+// knownIdentity is what the identity rule made of a layer object.
+type knownIdentity struct {
+	stem devIno
+	id   ObjectID
+}
+
 // changeEvents are the fanotify events that can change how a path resolves.
 const changeEvents = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_ATTRIB | unix.FAN_DELETE_SELF | unix.FAN_MOVE_SELF | unix.FAN_ONDIR
@@ -39,10 +55,11 @@ const changeEvents = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | u
 type dirCache struct {
 	notify int // fanotify descriptor; -1 when the cache is off
 
-	mu      sync.Mutex
-	gen     uint64                   // guarded by mu: counts the times changes emptied the cache
-	entries *lru.Cache[string, *dir] // guarded by mu
-	buf     []byte                   // guarded by mu: the event read buffer
+	mu         sync.Mutex
+	gen        uint64                            // guarded by mu: counts the times changes emptied the cache
+	entries    *lru.Cache[string, *dir]          // guarded by mu
+	identities *lru.Cache[devIno, knownIdentity] // guarded by mu: by the object's own device and inode
+	buf        []byte                            // guarded by mu: the event read buffer
 }
 
 // newDirCache marks the filesystems of roots; any failure leaves the cache off.
@@ -66,7 +83,12 @@ func newDirCache(roots []string) *dirCache {
 		unix.Close(fd)
 		return c
 	}
-	c.notify, c.entries, c.buf = fd, entries, make([]byte, 64<<10)
+	identities, err := lru.New[devIno, knownIdentity](defaultIdentities)
+	if err != nil {
+		unix.Close(fd)
+		return c
+	}
+	c.notify, c.entries, c.identities, c.buf = fd, entries, identities, make([]byte, 64<<10)
 	return c
 }
 
@@ -85,11 +107,19 @@ func (c *dirCache) syncLocked() {
 	if changed {
 		c.gen++
 		c.entries.Purge()
+		c.identities.Purge()
 	}
 }
 
-// generation is the cache's state as a walk starts: pass it to put.
+// noGeneration is a generation no cache reaches: what is found under it is not stored.
+const noGeneration = ^uint64(0)
+
+// generation is the cache's state as a walk starts: pass it to put. It is noGeneration
+// when the cache is off.
 func (c *dirCache) generation() uint64 {
+	if !c.on() {
+		return noGeneration
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncLocked()
@@ -145,6 +175,31 @@ func (c *dirCache) put(comps []string, d *dir, gen uint64) {
 	c.entries.Add(key, d)
 }
 
+// identity returns what is remembered of the layer object obj.
+func (c *dirCache) identity(obj devIno) (knownIdentity, bool) {
+	if !c.on() {
+		return knownIdentity{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncLocked()
+	return c.identities.Get(obj)
+}
+
+// putIdentity remembers k for obj, found by a lookup begun at generation gen, unless a
+// change arrived since.
+func (c *dirCache) putIdentity(obj devIno, k knownIdentity, gen uint64) {
+	if !c.on() || gen == noGeneration {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncLocked()
+	if c.gen == gen {
+		c.identities.Add(obj, k)
+	}
+}
+
 func (c *dirCache) close() {
 	if !c.on() {
 		return
@@ -152,6 +207,7 @@ func (c *dirCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.entries.Purge()
+	c.identities.Purge()
 	unix.Close(c.notify)
 	c.notify = -1
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestDirCacheSeesChangesBehindTheUnion: directories resolved once are served from the
@@ -99,5 +101,89 @@ func TestDirCacheReleasesDescriptors(t *testing.T) {
 	fs.Close()
 	if leaked := countFDs() - before; leaked > 0 {
 		t.Errorf("%d descriptors left open after Close", leaked)
+	}
+}
+
+// TestRememberedIdentitiesFollowChangesBehindTheUnion: an identity remembered for a layer
+// object is forgotten as soon as the layers change. A file replaced behind the union's
+// back (its inode number may well be reused by the new file, which ext4 and tmpfs do) gets
+// the new file's handle at the next Identify, and an origin record written behind its back
+// changes the identity of an upper file at once.
+func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	ls.file("l1", "d/f", "lower f")
+	ls.file("l1", "d/g", "lower g")
+	ls.file("u", "d/h", "upper h")
+	fs := ls.open()
+	defer fs.Close()
+	if !fs.dirs.on() {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("directory cache off: fanotify filesystem marks unavailable")
+		}
+		t.Skip("directory cache off: fanotify filesystem marks unavailable")
+	}
+	identify := func(p string) Identity {
+		t.Helper()
+		id, err := fs.Identify(p)
+		if err != nil {
+			t.Fatalf("Identify(%s): %v", p, err)
+		}
+		return id
+	}
+	remembered := func() int {
+		fs.dirs.mu.Lock()
+		defer fs.dirs.mu.Unlock()
+		return fs.dirs.identities.Len()
+	}
+	first := identify("d/f")
+	// Other processes writing to the layers' filesystem empty the memory too (any event
+	// does): try a bounded number of times to see it hold an identity.
+	for try := 0; remembered() == 0; try++ {
+		if try == 1000 {
+			t.Fatal("nothing remembered after identifying d/f 1000 times")
+		}
+		if again := identify("d/f"); !again.ID.Equal(first.ID) || again.Ino != first.Ino {
+			t.Fatalf("d/f identified again: %+v, then %+v", first, again)
+		}
+	}
+	for round := range 20 {
+		// Replace d/f directly in the lower: remove, then create a new file there.
+		if err := os.Remove(ls.path("l1", "d/f")); err != nil {
+			t.Fatal(err)
+		}
+		ls.file("l1", "d/f", "new f "+itoa(round))
+		var st syscall.Stat_t
+		if err := syscall.Lstat(ls.path("l1", "d/f"), &st); err != nil {
+			t.Fatal(err)
+		}
+		now := identify("d/f")
+		if now.ID.Equal(first.ID) {
+			t.Fatalf("round %d: the replaced d/f still has the old file's handle", round)
+		}
+		if _, ino, _ := LayerObject(now.Info); ino != st.Ino {
+			t.Fatalf("round %d: d/f identified as layer inode %d, the lower holds %d", round, ino, st.Ino)
+		}
+		first = now
+	}
+
+	// An upper file's identity follows its origin record: point d/h's at d/g.
+	h := identify("d/h")
+	g := identify("d/g")
+	if h.ID.Equal(g.ID) {
+		t.Fatal("d/h and d/g share an identity before any origin record")
+	}
+	noErr(t, "copy d/g up", fs.Chmod("d/g", 0o600)) // its upper copy gets an origin record
+	rec := make([]byte, 256)
+	n, err := unix.Lgetxattr(ls.path("u", "d/g"), fs.x.Origin(), rec)
+	if err != nil {
+		t.Fatalf("origin record of the copied-up d/g: %v", err)
+	}
+	if g2 := identify("d/g"); !g2.ID.Equal(g.ID) {
+		t.Fatal("d/g's identity changed on copy-up")
+	}
+	ls.xattr("u", "d/h", fs.x.Origin(), string(rec[:n]))
+	if h2 := identify("d/h"); !h2.ID.Equal(g.ID) {
+		t.Fatalf("d/h after its origin record named d/g: %+v, want d/g's %+v", h2.ID, g.ID)
 	}
 }

@@ -132,25 +132,44 @@ type Identity struct {
 
 // Identify returns the identity of the object at p (Lstat semantics).
 func (fs *FS) Identify(p string) (Identity, error) {
-	d, e, err := fs.lookup(p)
+	gen := fs.dirs.generation()
+	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {
 		return Identity{}, err
 	}
 	defer d.close()
-	return fs.identify(d, &e)
+	return fs.identify(d, &e, gen)
 }
 
-// identify is Identify for entry e, a child of d (d is nil for the root).
-func (fs *FS) identify(d *dir, e *entry) (Identity, error) {
-	s, err := fs.entryStem(d, e)
+// identify is Identify for entry e, a child of d (d is nil for the root), looked up at
+// the directory cache's generation gen.
+func (fs *FS) identify(d *dir, e *entry, gen uint64) (Identity, error) {
+	k, err := fs.knownIdentity(d, e.parts, gen, func() (stem, error) { return fs.entryStem(d, e) })
 	if err != nil {
 		return Identity{}, err
+	}
+	return Identity{ID: k.id, Dir: e.isDir(), Ino: fs.ino.number(k.stem), Info: fs.fileInfoOf(d, e, stem{devIno: k.stem})}, nil
+}
+
+// knownIdentity applies the identity rule (stemOf, through stemFor) to the object made of
+// parts and names its stem, remembered per layer object while nothing changes in the
+// layers (dircache.go); gen is the cache's generation read before parts were looked up.
+func (fs *FS) knownIdentity(d *dir, parts []part, gen uint64, stemFor func() (stem, error)) (knownIdentity, error) {
+	obj := devIno{parts[0].st.Dev, parts[0].st.Ino}
+	if k, ok := fs.dirs.identity(obj); ok {
+		return k, nil
+	}
+	s, err := stemFor()
+	if err != nil {
+		return knownIdentity{}, err
 	}
 	id, err := fs.objectID(s)
 	if err != nil {
-		return Identity{}, err
+		return knownIdentity{}, err
 	}
-	return Identity{ID: id, Dir: e.isDir(), Ino: fs.ino.number(s.devIno), Info: fs.fileInfoOf(d, e, s)}, nil
+	k := knownIdentity{stem: s.devIno, id: id}
+	fs.dirs.putIdentity(obj, k, gen)
+	return k, nil
 }
 
 // EntryIdentity is Identify for an entry of a listing of the directory dir
@@ -186,21 +205,23 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 // directory the object was found in (ok false for the root), from the same
 // lookup.
 func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bool, err error) {
-	d, e, err := fs.lookup(p)
+	gen := fs.dirs.generation()
+	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {
 		return Identity{}, ObjectID{}, false, err
 	}
 	defer d.close()
-	if obj, err = fs.identify(d, &e); err != nil {
+	if obj, err = fs.identify(d, &e, gen); err != nil {
 		return Identity{}, ObjectID{}, false, err
 	}
 	if d == nil {
 		return obj, ObjectID{}, false, nil
 	}
-	if parent, err = fs.dirObjectID(d); err != nil {
+	k, err := fs.knownIdentity(nil, d.parts, gen, func() (stem, error) { return fs.dirStem(d) })
+	if err != nil {
 		return Identity{}, ObjectID{}, false, err
 	}
-	return obj, parent, true, nil
+	return obj, k.id, true, nil
 }
 
 // objectIDOf is the ObjectID of entry e, a child of d.

@@ -291,6 +291,32 @@ func (fs *FS) lookup(p string) (*dir, entry, error) {
 	return d, e, nil
 }
 
+// lookupToIdentify is lookup for reading an object's identity and attributes. A
+// directory the directory cache holds is taken from it, its parts' attributes included:
+// they are exact, because every change to a directory's entries or attributes is an event
+// that empties the cache (only its atime can be older than the disk's).
+func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
+	comps, err := splitPath(p)
+	if err != nil || len(comps) == 0 || !fs.dirs.on() {
+		return fs.lookup(p)
+	}
+	child := fs.dirs.get(comps)
+	if child == nil {
+		return fs.lookup(p)
+	}
+	defer child.close()
+	d, err := fs.resolveDir(comps[:len(comps)-1], false)
+	if err != nil {
+		return nil, entry{}, err
+	}
+	e := entry{name: comps[len(comps)-1], parts: make([]part, len(child.parts))}
+	for i, cp := range child.parts {
+		cp.fd = -1 // the descriptors stay the cached directory's
+		e.parts[i] = cp
+	}
+	return d, e, nil
+}
+
 // lowerPositive reports whether removing the upper object at name in d would
 // uncover something from a lower layer, i.e. whether a whiteout is needed:
 // the first lower part of d holding the name has a real entry there.

@@ -14,7 +14,8 @@
 //	program.go   the dispatch table: Program, Procedure, Handler, Call, Reply
 //	dispatch.go  what every transport does with a call: admit (decode, look up or refuse), answer
 //	server.go    Server: Config, New, Serve, Shutdown (listening and draining)
-//	conn.go      one TCP connection: bounded concurrency, retransmission filter
+//	conn.go      one TCP connection: bounded concurrency, a lone call answered on the
+//	             reading goroutine, retransmission filter
 //	udp.go       one UDP socket: ServeUDP, datagram size bound, retransmission filter
 //	pktinfo.go   a wildcard UDP socket's per-datagram destination address (IP_PKTINFO)
 //	client.go    Invoke: one call over a stream or a datagram socket
@@ -22,9 +23,13 @@
 // Concurrency. Linux and macOS put a whole mount on one connection, so one slow call (a
 // big copy-up, a large READ) must not stall the LOOKUPs behind it: up to MaxInFlight calls
 // of one connection run at once, and replies go out in whatever order they finish
-// (clients match them by XID). A Procedure marked Exclusive (MOUNT's) runs alone: after
-// every call read before it has finished, before any call read after it starts. A UDP
-// socket is treated as one connection shared by all its clients.
+// (clients match them by XID). A call that is alone on its TCP connection is answered on
+// the goroutine that read it, which spares a thread wake-up per call to a client making
+// one call at a time; if it takes longer than a short budget, reading moves to a new
+// goroutine, so a slow call still never holds up the calls behind it. A Procedure marked
+// Exclusive (MOUNT's) runs alone: after every call read before it has finished, before any
+// call read after it starts. A UDP socket is treated as one connection shared by all its
+// clients.
 //
 // # Lock order
 //

@@ -69,3 +69,53 @@ func TestOverlappingCallsKeepTheirOwnBytes(t *testing.T) {
 		}
 	}
 }
+
+// A call answered on the reading goroutine (it is alone on its connection) that takes long
+// does not hold up the call sent after it: the later, quick call is answered first.
+func TestSlowLoneCallDoesNotHoldUpTheNext(t *testing.T) {
+	const prog, vers = 400998, 1
+	release := make(chan struct{})
+	slow := func(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		<-release
+		reply.Uint32(1)
+		return nil
+	}
+	quick := func(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		reply.Uint32(2)
+		return nil
+	}
+	srv, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{{Name: "T", Number: prog, Version: vers,
+		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "SLOW", Handle: slow}, {Name: "QUICK", Handle: quick}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer func() {
+		l.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	c := rpctest.Dial(t, l.Addr().String())
+	for round := range 3 {
+		slowReply := c.Start(oncrpc.RPCVersion, prog, vers, 1, nil)
+		time.Sleep(20 * time.Millisecond) // the slow call is read, alone, before the quick one is sent
+		quickReply := c.Start(oncrpc.RPCVersion, prog, vers, 2, nil)
+		select {
+		case r := <-quickReply:
+			if got := rpctest.Accepted(t, r, oncrpc.Success).Uint32(); got != 2 {
+				t.Fatalf("quick call answered %d", got)
+			}
+		case <-slowReply:
+			t.Fatalf("round %d: the slow call was answered first", round)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the quick call waited for the slow one", round)
+		}
+		release <- struct{}{}
+		rpctest.Accepted(t, c.Wait(slowReply), oncrpc.Success)
+	}
+}

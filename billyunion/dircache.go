@@ -127,11 +127,16 @@ func (c *dirCache) generation() uint64 {
 }
 
 // get returns the cached directory at comps with a reference for the caller, or nil.
-func (c *dirCache) get(comps []string) *dir {
+// With synced set, the caller has read the events since its operation began
+// (generation) and the queue is not read again: one read per operation, not per
+// directory, and still every change completed before the operation began is seen.
+func (c *dirCache) get(comps []string, synced bool) *dir {
 	key := strings.Join(comps, "/")
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncLocked()
+	if !synced {
+		c.syncLocked()
+	}
 	d, ok := c.entries.Get(key)
 	if !ok {
 		return nil
@@ -175,15 +180,23 @@ func (c *dirCache) put(comps []string, d *dir, gen uint64) {
 	c.entries.Add(key, d)
 }
 
-// identity returns what is remembered of the layer object obj.
+// identity returns what is remembered of the layer object obj. It reads no events: call
+// generation as the operation begins.
 func (c *dirCache) identity(obj devIno) (knownIdentity, bool) {
 	if !c.on() {
 		return knownIdentity{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncLocked()
 	return c.identities.Get(obj)
+}
+
+// currentGeneration is generation without reading events, for a walk within an
+// operation that has read them.
+func (c *dirCache) currentGeneration() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 // putIdentity remembers k for obj, found by a lookup begun at generation gen, unless a

@@ -188,16 +188,26 @@ func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
 // With copyUp set, every directory on the way that has no upper part yet is
 // copied up first (parents first), so the result has an upper part.
 func (fs *FS) resolveDir(comps []string, copyUp bool) (*dir, error) {
+	return fs.resolveDirIn(comps, copyUp, false)
+}
+
+// resolveDirIn is resolveDir; synced says the caller's operation has read the directory
+// cache's events already (dirCache.get).
+func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 	cache := fs.dirs
 	useCache := !copyUp && len(comps) > 0 && cache.on()
 	var gen uint64
 	start := 0
 	var cur *dir
 	if useCache {
-		if d := cache.get(comps); d != nil {
+		if d := cache.get(comps, synced); d != nil {
 			return d, nil
 		}
-		gen = cache.generation()
+		if synced {
+			gen = cache.currentGeneration()
+		} else {
+			gen = cache.generation()
+		}
 		cur, start = cache.longestPrefix(comps)
 	}
 	if cur == nil {
@@ -267,6 +277,11 @@ func (fs *FS) lookup(p string) (*dir, entry, error) {
 	if err != nil {
 		return nil, entry{}, err
 	}
+	return fs.lookupIn(comps, false)
+}
+
+// lookupIn is lookup of the path comps; synced as for resolveDirIn.
+func (fs *FS) lookupIn(comps []string, synced bool) (*dir, entry, error) {
 	if len(comps) == 0 {
 		root, err := fs.rootDir()
 		if err != nil {
@@ -275,7 +290,7 @@ func (fs *FS) lookup(p string) (*dir, entry, error) {
 		e := entry{parts: root.parts}
 		return nil, e, nil
 	}
-	d, err := fs.resolveDir(comps[:len(comps)-1], false)
+	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, synced)
 	if err != nil {
 		return nil, entry{}, err
 	}
@@ -291,7 +306,8 @@ func (fs *FS) lookup(p string) (*dir, entry, error) {
 	return d, e, nil
 }
 
-// lookupToIdentify is lookup for reading an object's identity and attributes. A
+// lookupToIdentify is lookup for reading an object's identity and attributes, within an
+// operation that has just read the directory cache's events (generation). A
 // directory the directory cache holds is taken from it, its parts' attributes included:
 // they are exact, because every change to a directory's entries or attributes is an event
 // that empties the cache (only its atime can be older than the disk's).
@@ -300,12 +316,12 @@ func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	child := fs.dirs.get(comps)
+	child := fs.dirs.get(comps, true)
 	if child == nil {
-		return fs.lookup(p)
+		return fs.lookupIn(comps, true)
 	}
 	defer child.close()
-	d, err := fs.resolveDir(comps[:len(comps)-1], false)
+	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
 	if err != nil {
 		return nil, entry{}, err
 	}

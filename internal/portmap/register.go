@@ -133,7 +133,7 @@ func (r *Registration) takeOver(ctx context.Context, c net.Conn, s Service) erro
 		return fmt.Errorf("rpcbind at %s refused to map %v (and holds no other mapping of it)", r.cfg.Socket, s)
 	}
 	other := held[i]
-	if answers(ctx, other.netid, other.addr, s.Program, s.Version) {
+	if !overlaps(other, s) && answers(ctx, other.netid, other.addr, s.Program, s.Version) {
 		return fmt.Errorf("rpcbind at %s maps program %d version %d on %s to %s (owner %s), where a server answers: stop that server, or run ovlnfs with --portmap=off",
 			r.cfg.Socket, s.Program, s.Version, s.Netid, other.addr, other.owner)
 	}
@@ -273,6 +273,19 @@ func decodeDump(res []byte) ([]rpcb, error) {
 		return nil, errors.New("rpcbind DUMP: reply does not decode")
 	}
 	return out, nil
+}
+
+// overlaps reports whether a mapping names a port this process holds: the service's
+// port, on its address or where the two overlap (either is a wildcard). No other server
+// can listen there, so the mapping is a dead server's even if a call there is answered
+// (by this process).
+func overlaps(b rpcb, s Service) bool {
+	ap, err := ParseUaddr(b.netid, b.addr)
+	if err != nil || ap.Port() != s.Addr.Port() {
+		return false
+	}
+	ip, ours := ap.Addr(), s.Addr.Addr()
+	return ip == ours || ip.IsUnspecified() || ours.IsUnspecified()
 }
 
 // answers reports whether a server answers a NULL call of a program version at a

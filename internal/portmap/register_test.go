@@ -184,6 +184,26 @@ func TestRegisterTakesOverStale(t *testing.T) {
 	}
 }
 
+// TestRegisterTakesOverItsOwnPort: a mapping to a port this process holds (a wildcard
+// listener now where a dead server had one address) is taken over, though a call there
+// is answered (by this process).
+func TestRegisterTakesOverItsOwnPort(t *testing.T) {
+	f := startFakeRpcbind(t)
+	live := liveServer(t)
+	f.set(t, Service{100003, 3, NetidTCP, live})
+	ours := Service{100003, 3, NetidTCP, netip.AddrPortFrom(netip.IPv4Unspecified(), live.Port())}
+	reg, err := Register(ctx(t), RegisterConfig{Services: []Service{ours}, Socket: f.socket, Check: f.tcp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.holds(ours) {
+		t.Error("not registered")
+	}
+	if err := reg.Unregister(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRegisterRefusesLiveConflict: a mapping to where a server answers is another
 // server's: Register fails, says so, and leaves rpcbind as it was.
 func TestRegisterRefusesLiveConflict(t *testing.T) {

@@ -9,6 +9,9 @@
 #   WORKLOAD the script in $TESTS to run on the mount (default workload.sh)
 #   NFSOPTS  extra NFS mount options (comma-separated), if any
 #   MANIFEST no: skip manifest.sh
+#   PLAINMOUNT yes: ask the portmapper first (rpcinfo -p, showmount -e, into $OUT), then
+#            mount with "vers=3,nolock" only, no port, protocol or address options (and
+#            skip the NFSv4 attempt)
 # Every outcome is written to $OUT; the host decides pass or fail.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 BB=/bin/busybox
@@ -51,6 +54,24 @@ $BB ip addr add "$GUEST_IP/24" dev eth0
 $BB ip link set eth0 up
 
 mkdir -p /run/nfs
+if [ "${PLAINMOUNT:-no}" = yes ]; then
+	# Real RPC clients of another host, knowing only the server's address.
+	rpcinfo -p "$SRV" >/mnt/rpcinfo.txt 2>&1
+	status=$?
+	echo "exit status $status" >>/mnt/rpcinfo.txt
+	# Without a portmapper mount.nfs would retry for minutes: fail at once instead.
+	[ $status -eq 0 ] || { echo "guest: no portmapper answers at $SRV"; finish 93; }
+	showmount -e "$SRV" >/mnt/showmount.txt 2>&1
+	echo "exit status $?" >>/mnt/showmount.txt
+	i=0
+	until mount -t nfs -o "vers=3,nolock${NFSOPTS:+,$NFSOPTS}" "$SRV:/" /run/nfs; do
+		i=$((i + 1))
+		[ $i -ge 5 ] && { echo "guest: mount failed"; finish 91; }
+		sleep 1
+	done
+	echo "guest: mounted $SRV:/ on /run/nfs with vers=3,nolock"
+	grep " /run/nfs " /proc/mounts >/mnt/mount-options.txt
+else
 # What mount.nfs does without vers=: try NFSv4 first and fall back to v3 when the server
 # says the version is not there. The outcome goes to $OUT for the host to judge; the attempt
 # must fail at once with "Protocol not supported", not hang or half-mount.
@@ -67,6 +88,7 @@ until mount -t nfs -o "vers=3,proto=tcp,port=$PORT,mountport=$PORT,mountproto=tc
 	sleep 1
 done
 echo "guest: mounted $SRV:/ on /run/nfs"
+fi
 
 sh "/run/tests/${WORKLOAD:-workload.sh}" /run/nfs >/mnt/transcript.txt 2>&1
 echo "guest: workload exit status $?"

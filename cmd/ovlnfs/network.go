@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,6 +76,8 @@ type portmapper struct {
 	pc *net.UDPConn
 	// Registered: the registration to undo.
 	reg *portmap.Registration
+	// serving counts the portmapper's Serve goroutines.
+	serving sync.WaitGroup
 }
 
 // startPortmap decides --portmap=auto and starts the portmapper or the registration.
@@ -132,16 +135,16 @@ func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services 
 		return nil, err
 	}
 	p := &portmapper{summary: "serve " + l.Addr().String(), pm: pm, l: l, pc: pc}
-	go func() {
+	p.serving.Go(func() {
 		if err := pm.Serve(l); err != nil {
 			failed <- fmt.Errorf("portmapper over TCP: %w", err)
 		}
-	}()
-	go func() {
+	})
+	p.serving.Go(func() {
 		if err := pm.ServeUDP(pc); err != nil {
 			failed <- fmt.Errorf("portmapper over UDP: %w", err)
 		}
-	}()
+	})
 	return p, nil
 }
 
@@ -159,5 +162,6 @@ func (p *portmapper) stop(ctx context.Context, logger *slog.Logger) {
 			logger.Error("portmapper shutdown incomplete", "err", err)
 		}
 		p.pc.Close()
+		p.serving.Wait()
 	}
 }

@@ -28,7 +28,9 @@ func newLogger(cfg *serveConfig, out io.Writer) *slog.Logger {
 
 // serve runs the server until ctx ends (SIGINT/SIGTERM) and returns the exit status.
 // Every refusal happens before the first thing is created on disk, except the default
-// workdir and its lock file, which are made only once everything else checked out.
+// workdir and its lock file, which are made only once everything else checked out, and an
+// explicit --portmap that cannot be had, which shows only once the union is open and the
+// sockets serve.
 func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	logger := newLogger(cfg, stderr)
 	refused := func(format string, args ...any) int {

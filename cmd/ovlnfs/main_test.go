@@ -188,13 +188,24 @@ func TestServeStopsOnSignal(t *testing.T) {
 	}
 }
 
+// freePort is 127.0.0.1 and a port free for TCP and UDP (MOUNT is served on both).
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for try := 0; ; try++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		l.Close()
+		if err == nil {
+			u.Close()
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+		if try == 20 {
+			t.Fatalf("no port free for both TCP and UDP: %v", err)
+		}
 	}
-	defer l.Close()
-	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
 }
 
 func TestDirCacheEntries(t *testing.T) {

@@ -58,8 +58,13 @@ func Invoke(ctx context.Context, conn net.Conn, prog, vers, proc uint32, args []
 		reply, err = exchangeRecord(conn, xid, w.Buf)
 	}
 	if err != nil {
+		// The socket's deadline is ctx's and may pass a moment before ctx says so.
+		var ne net.Error
+		if d, ok := ctx.Deadline(); ok && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(d) {
+			err = context.DeadlineExceeded
+		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("rpc %d.%d.%d to %v: %w", prog, vers, proc, conn.RemoteAddr(), ctx.Err())
+			err = ctx.Err()
 		}
 		return nil, fmt.Errorf("rpc %d.%d.%d to %v: %w", prog, vers, proc, conn.RemoteAddr(), err)
 	}

@@ -75,7 +75,7 @@ func TestUDPWildcardSocket(t *testing.T) {
 				return
 			}
 			port := f.pc.LocalAddr().(*net.UDPAddr).Port
-			for _, cl := range tc.clients {
+			for i, cl := range tc.clients {
 				laddr := &net.UDPAddr{IP: net.ParseIP(cl[0])}
 				raddr := &net.UDPAddr{IP: net.ParseIP(cl[1]), Port: port}
 				c, err := net.DialUDP("udp", laddr, raddr)
@@ -83,7 +83,9 @@ func TestUDPWildcardSocket(t *testing.T) {
 					t.Errorf("%s: dial %v from %v: %v", tc.bind, raddr, laddr, err)
 					continue
 				}
-				reply := exchange(t, c, callRecord(1, testProg, testVers, 5, AuthNone, nil, nil), 3*time.Second)
+				// Sent again if lost: the kernel may install an address's local route a
+				// moment after `ip addr add` returns.
+				reply := exchangeSure(t, c, callRecord(uint32(10+i), testProg, testVers, 5, AuthNone, nil, nil))
 				c.Close()
 				if reply == nil {
 					t.Errorf("socket on %s: no reply from %v to %v (sent from another address?)", tc.bind, raddr, laddr)

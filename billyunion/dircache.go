@@ -191,6 +191,16 @@ func (c *dirCache) identity(obj devIno) (knownIdentity, bool) {
 	return c.identities.Get(obj)
 }
 
+// knownGeneration is the generation as last read, without reading events
+// (noGeneration when the cache is off): a later generation equal to it means no change
+// at all since.
+func (c *dirCache) knownGeneration() uint64 {
+	if !c.on() {
+		return noGeneration
+	}
+	return c.currentGeneration()
+}
+
 // currentGeneration is generation without reading events, for a walk within an
 // operation that has read them.
 func (c *dirCache) currentGeneration() uint64 {

@@ -187,3 +187,69 @@ func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
 		t.Fatalf("d/h after its origin record named d/g: %+v, want d/g's %+v", h2.ID, g.ID)
 	}
 }
+
+// TestListedIdentitiesAreIdentify: EntryIdentity of every entry of a listing (lower and
+// upper files, merged and pure directories, a copied-up file with an origin record)
+// equals Identify of its path, whether it comes from the parts the listing's lookup found
+// (nothing changed since) or from a lookup again (a change since); and an entry whose name
+// was given to another file behind the union's back answers ENOENT.
+func TestListedIdentitiesAreIdentify(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	ls.file("l1", "d/lower", "l")
+	ls.file("l1", "d/copied", "c")
+	ls.file("l1", "d/merged/x", "x")
+	ls.file("u", "d/merged/y", "y")
+	ls.file("u", "d/upper", "u")
+	ls.file("l1", "d/sub/z", "z")
+	fs := ls.open()
+	defer fs.Close()
+	noErr(t, "copy d/copied up", fs.Chmod("d/copied", 0o600))
+	check := func(when string, want int) {
+		t.Helper()
+		entries, err := fs.ReadDir("d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != want {
+			t.Fatalf("%s: %d entries in d", when, len(entries))
+		}
+		for _, fi := range entries {
+			listed, err := fs.EntryIdentity("d", fi)
+			if err != nil {
+				t.Fatalf("%s: EntryIdentity(d/%s): %v", when, fi.Name(), err)
+			}
+			looked, err := fs.Identify("d/" + fi.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !listed.ID.Equal(looked.ID) || listed.Ino != looked.Ino || listed.Dir != looked.Dir {
+				t.Errorf("%s: d/%s listed as %+v, Identify says %+v", when, fi.Name(), listed, looked)
+			}
+		}
+	}
+	check("quiet", 5)
+	entries, err := fs.ReadDir("d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls.file("l1", "d/unrelated", "a change in the layers") // every remembered state is now stale
+	check("after a change", 6)
+	// d/lower replaced directly in the lower: the old listing's entry names a gone object.
+	if err := os.Remove(ls.path("l1", "d/lower")); err != nil {
+		t.Fatal(err)
+	}
+	ls.file("l1", "d/lower", "another file")
+	for _, fi := range entries {
+		if fi.Name() != "lower" {
+			continue
+		}
+		if _, err := fs.EntryIdentity("d", fi); err != syscall.ENOENT {
+			var st syscall.Stat_t
+			_ = syscall.Lstat(ls.path("l1", "d/lower"), &st)
+			if _, ino, _ := LayerObject(fi); ino != st.Ino { // the new file may have got the old inode
+				t.Errorf("EntryIdentity of a replaced entry: %v, want ENOENT", err)
+			}
+		}
+	}
+}

@@ -188,7 +188,10 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	if dir != "" && dir != "/" {
 		p = dir + "/" + entry.name
 	}
-	id, err := fs.Identify(p)
+	id, ok, err := fs.identifyListed(dir, entry)
+	if !ok && err == nil {
+		id, err = fs.Identify(p)
+	}
 	if err != nil {
 		return Identity{}, err
 	}
@@ -199,6 +202,33 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	id.Info = nil
 	entry.id.Store(&id)
 	return id, nil
+}
+
+// identifyListed identifies a listing entry from the parts its lookup found, when nothing
+// changed in the layers since (ok false otherwise: look it up again).
+func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
+	if fi.gen == noGeneration || len(fi.parts) == 0 {
+		return Identity{}, false, nil
+	}
+	gen := fs.dirs.generation()
+	if gen != fi.gen {
+		return Identity{}, false, nil
+	}
+	comps, err := splitPath(dir)
+	if err != nil {
+		return Identity{}, false, err
+	}
+	d, err := fs.resolveDirIn(comps, false, true)
+	if err != nil {
+		return Identity{}, false, err
+	}
+	defer d.close()
+	e := entryOf(fi.name, fi.parts)
+	k, err := fs.knownIdentity(d, e.parts, gen, func() (stem, error) { return fs.entryStem(d, &e) })
+	if err != nil {
+		return Identity{}, false, err
+	}
+	return Identity{ID: k.id, Dir: e.isDir(), Ino: fs.ino.number(k.stem)}, true, nil
 }
 
 // IdentifyWithParent is Identify that also returns the ObjectID of the

@@ -91,10 +91,39 @@ type fileInfo struct {
 	// layerIno is the top part's own inode number (st.Dev is its device).
 	layerIno uint64
 	listing  uint64 // the listing snapshot this came from, if any
+	// For a listing entry: the parts its lookup found and the directory cache's
+	// generation before that lookup (noGeneration when unknown). While the generation
+	// holds, the parts are still what the name holds, and EntryIdentity needs no lookup.
+	parts []partRef
+	gen   uint64
 	// id caches what EntryIdentity found for the entry: a snapshot is
 	// immutable and an ObjectID survives copy-up, so clients paging through
 	// a listing again need no lookup per entry.
 	id atomic.Pointer[Identity]
+}
+
+// partRef is what the identity rule reads of a part: its layer, type and object.
+type partRef struct {
+	li   int
+	mode uint32
+	obj  devIno
+}
+
+func partRefs(parts []part) []partRef {
+	refs := make([]partRef, len(parts))
+	for i, p := range parts {
+		refs[i] = partRef{li: p.li, mode: p.st.Mode, obj: devIno{p.st.Dev, p.st.Ino}}
+	}
+	return refs
+}
+
+// entryOf rebuilds the entry refs describe, without descriptors.
+func entryOf(name string, refs []partRef) entry {
+	e := entry{name: name, parts: make([]part, len(refs))}
+	for i, r := range refs {
+		e.parts[i] = part{li: r.li, fd: -1, st: unix.Stat_t{Dev: r.obj.dev, Ino: r.obj.ino, Mode: r.mode}}
+	}
+	return e
 }
 
 // The kernel fills unix.Stat_t and syscall.Stat_t from the same struct on

@@ -174,6 +174,7 @@ func (fs *FS) forget(d *dir) {
 // when the name shows nothing (a whiteout, hidden, overlay-private, or
 // removed since the names were read). It takes no lock.
 func (fs *FS) listingEntry(d *dir, id uint64, name string) (os.FileInfo, bool, error) {
+	gen := fs.dirs.knownGeneration()
 	e, err := fs.lookupChild(d, name)
 	if err == syscall.ENOENT {
 		return nil, false, nil // removed while we listed
@@ -182,7 +183,7 @@ func (fs *FS) listingEntry(d *dir, id uint64, name string) (os.FileInfo, bool, e
 		return nil, false, err
 	}
 	fi := fs.newFileInfo(d, &e)
-	fi.listing = id
+	fi.listing, fi.parts, fi.gen = id, partRefs(e.parts), gen
 	return fi, true, nil
 }
 

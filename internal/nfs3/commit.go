@@ -18,7 +18,7 @@ func commit(rq *request) error {
 		var f openFile
 		// Opening read-only is enough for fsync, and reaches the upper copy of a file
 		// that has one.
-		if f, err = rq.s.files.get(p, false, nil); err == nil {
+		if f, _, err = rq.s.files.get(p, false, nil); err == nil {
 			err = rq.sync(f)
 			f.Release()
 		}

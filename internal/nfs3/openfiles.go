@@ -70,16 +70,18 @@ func newOpenFiles(open func(path string, flag int) (billy.File, error)) *openFil
 // get returns path opened read-only or read-write. A cached file is handed out only while
 // its descriptor is still the layer object the call resolved (want, from the union's
 // Lstat; nil to skip the check): a file replaced in a layer behind the server's back is
-// opened again, never read through a descriptor of the old one.
-func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile, error) {
+// opened again, never read through a descriptor of the old one. The check's fstat of the
+// descriptor comes back too (nil when there was none), for a caller that needs the
+// file's attributes as they were just before its I/O.
+func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile, *syscall.Stat_t, error) {
 	key := openKey{path, writable}
 	c.mu.Lock()
 	if e, ok := c.entries[key]; ok && !c.closed {
 		e.refs++
 		e.lastUsed = time.Now()
 		c.mu.Unlock()
-		if e.isObject(want) {
-			return e, nil
+		if ok, st := e.isObject(want); ok {
+			return e, st, nil
 		}
 		c.mu.Lock()
 		if c.entries[key] == e {
@@ -97,20 +99,20 @@ func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile,
 	}
 	f, err := c.open(path, flag)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		// Not cached: closed on release.
-		return &openEntry{cache: c, key: key, f: f, refs: 1, gone: true}, nil
+		return &openEntry{cache: c, key: key, f: f, refs: 1, gone: true}, nil, nil
 	}
 	if e, ok := c.entries[key]; ok {
 		// Another call opened it meanwhile; keep theirs.
 		f.Close()
 		e.refs++
 		e.lastUsed = time.Now()
-		return e, nil
+		return e, nil, nil
 	}
 	e := &openEntry{cache: c, key: key, f: f, refs: 1, lastUsed: time.Now()}
 	c.entries[key] = e
@@ -118,7 +120,7 @@ func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile,
 	if c.timer == nil {
 		c.timer = time.AfterFunc(openFileIdle, c.sweep)
 	}
-	return e, nil
+	return e, nil, nil
 }
 
 // evictLocked drops least recently used entries while the cache is over its bound.
@@ -205,17 +207,21 @@ func (e *openEntry) WriteAt(b []byte, off int64) (int, error) {
 	return w.WriteAt(b, off)
 }
 
-// isObject reports whether e's descriptor is the layer object want describes.
-func (e *openEntry) isObject(want os.FileInfo) bool {
+// isObject reports whether e's descriptor is the layer object want describes, with the
+// descriptor's fstat when it made one.
+func (e *openEntry) isObject(want os.FileInfo) (bool, *syscall.Stat_t) {
 	if want == nil {
-		return true
+		return true, nil
 	}
 	dev, ino, ok := billyunion.LayerObject(want)
 	if !ok {
-		return true
+		return true, nil
 	}
 	st, err := e.LayerStat()
-	return err == nil && st.Dev == dev && st.Ino == ino
+	if err != nil {
+		return false, nil
+	}
+	return st.Dev == dev && st.Ino == ino, &st
 }
 
 func (e *openEntry) LayerStat() (syscall.Stat_t, error) {

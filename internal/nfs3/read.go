@@ -63,7 +63,7 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 	if offset >= uint64(pre.Size) || count == 0 {
 		return []byte{}, offset >= uint64(pre.Size), pre, nil
 	}
-	f, err := rq.s.files.get(p, false, info)
+	f, checked, err := rq.s.files.get(p, false, info)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -77,7 +77,16 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 		return nil, false, nil, err
 	}
 	rq.reply.Release = func() { readBuffers.Put(bp) }
-	post := fileAttr(f, pre.Ino)
+	var post *syscall.Stat_t
+	if checked != nil && offset+uint64(n) <= uint64(checked.Size) {
+		// A read changes no attribute the client caches (atime aside): the fstat that
+		// checked the cached descriptor, just before the read, serves as the post-op
+		// attributes, unless the file grew past it meanwhile.
+		checked.Ino = pre.Ino
+		post = checked
+	} else {
+		post = fileAttr(f, pre.Ino)
+	}
 	size := pre.Size
 	if post != nil {
 		size = post.Size

@@ -61,7 +61,7 @@ func writable(st *syscall.Stat_t) error { return readable(st) }
 // writeAt writes data at offset to the file at p, the object info describes, syncing it
 // when stable, and returns the file's attributes after the write.
 func (rq *request) writeAt(p string, info os.FileInfo, data []byte, offset uint64, stable bool) (int, *syscall.Stat_t, error) {
-	f, err := rq.s.files.get(p, true, info)
+	f, _, err := rq.s.files.get(p, true, info)
 	if err != nil {
 		return 0, rq.statOrNil(p), err
 	}

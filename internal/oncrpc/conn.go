@@ -118,7 +118,7 @@ func (c *conn) readCalls() bool {
 		}
 		c.slots <- struct{}{}
 		c.workers.Add(1)
-		if len(c.slots) == 1 && c.rd.Buffered() == 0 {
+		if len(c.slots) == 1 && c.rd.Buffered() == 0 && (proc.Bulk == nil || !proc.Bulk(call)) {
 			if !c.handleInline(call, proc) {
 				return false
 			}

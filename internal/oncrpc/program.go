@@ -29,6 +29,11 @@ type Procedure struct {
 	// Status: the results begin with the procedure's status, which the call's log line
 	// shows.
 	Status bool
+	// Bulk, when set, tells from a call's arguments that it moves bulk data (a large READ
+	// or WRITE). Such a call gets a goroutine of its own even when it is alone on its
+	// connection: answering it on the reading goroutine would soon hand reading to a new
+	// one anyway (conn.go), which costs more than starting with one.
+	Bulk func(call *Call) bool
 }
 
 // Handler answers one call: it decodes call.Args and appends the results to reply. A nil

@@ -46,14 +46,25 @@ func BuildOvlnfs(given, rev, work string) (bin, from string, err error) {
 	return bin, from, nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a port on 127.0.0.1 that was free for TCP and UDP a moment ago.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	// ovlnfs serve binds MOUNT over UDP on its TCP port too: the port must be free for both.
+	var lastErr error
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+		lastErr = err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no port free for both TCP and UDP: %v", lastErr)
 }
 
 // CPUSeconds is the user+system CPU time of process pid, 0 if it cannot be read.

@@ -19,12 +19,7 @@ func TestDirCacheSeesChangesBehindTheUnion(t *testing.T) {
 	ls.file("l1", "a/b/g", "lower g")
 	fs := ls.open()
 	defer fs.Close()
-	if !fs.dirs.on() {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("directory cache off: fanotify filesystem marks unavailable")
-		}
-		t.Skip("directory cache off: fanotify filesystem marks unavailable")
-	}
+	requireDirCache(t, fs)
 	if got := readAll(t, fs, "a/b/f"); got != "lower f" {
 		t.Fatalf("a/b/f = %q", got)
 	}
@@ -117,12 +112,7 @@ func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
 	ls.file("u", "d/h", "upper h")
 	fs := ls.open()
 	defer fs.Close()
-	if !fs.dirs.on() {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("directory cache off: fanotify filesystem marks unavailable")
-		}
-		t.Skip("directory cache off: fanotify filesystem marks unavailable")
-	}
+	requireDirCache(t, fs)
 	identify := func(p string) Identity {
 		t.Helper()
 		id, err := fs.Identify(p)
@@ -252,4 +242,17 @@ func TestListedIdentitiesAreIdentify(t *testing.T) {
 			}
 		}
 	}
+}
+
+// requireDirCache skips a test of the directory cache where fanotify filesystem marks are
+// unavailable, and fails it in CI, which must be able to run it.
+func requireDirCache(t *testing.T, fs *FS) {
+	t.Helper()
+	if fs.dirs.on() {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("directory cache off: fanotify filesystem marks unavailable")
+	}
+	t.Skip("directory cache off: fanotify filesystem marks unavailable")
 }

@@ -38,6 +38,14 @@ func atPath(name string) (*byte, error) {
 
 const atFlags = unix.AT_SYMLINK_NOFOLLOW
 
+// atNames converts the path for name and the attribute's name for a system call.
+func atNames(name, attr string) (path, attrp *byte, err error) {
+	if path, err = atPath(name); err == nil {
+		attrp, err = unix.BytePtrFromString(attr)
+	}
+	return path, attrp, err
+}
+
 func bufAddr(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
 		return nil
@@ -48,11 +56,7 @@ func bufAddr(b []byte) unsafe.Pointer {
 // getxattrat reads attr of name inside dir into buf (with an empty buf: the value's
 // size).
 func getxattrat(dir int, name, attr string, buf []byte) (int, error) {
-	path, err := atPath(name)
-	if err != nil {
-		return 0, err
-	}
-	attrp, err := unix.BytePtrFromString(attr)
+	path, attrp, err := atNames(name, attr)
 	if err != nil {
 		return 0, err
 	}
@@ -67,11 +71,7 @@ func getxattrat(dir int, name, attr string, buf []byte) (int, error) {
 
 // setxattrat sets attr of name inside dir.
 func setxattrat(dir int, name, attr string, value []byte) error {
-	path, err := atPath(name)
-	if err != nil {
-		return err
-	}
-	attrp, err := unix.BytePtrFromString(attr)
+	path, attrp, err := atNames(name, attr)
 	if err != nil {
 		return err
 	}
@@ -86,11 +86,7 @@ func setxattrat(dir int, name, attr string, value []byte) error {
 
 // removexattrat removes attr of name inside dir.
 func removexattrat(dir int, name, attr string) error {
-	path, err := atPath(name)
-	if err != nil {
-		return err
-	}
-	attrp, err := unix.BytePtrFromString(attr)
+	path, attrp, err := atNames(name, attr)
 	if err != nil {
 		return err
 	}

@@ -28,24 +28,8 @@ func TestOverlappingCallsKeepTheirOwnBytes(t *testing.T) {
 		reply.Opaque(args)
 		return nil
 	}
-	srv, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{{Name: "ECHO", Number: prog, Version: vers,
-		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "ECHO", Handle: echo}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer func() {
-		l.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}()
-
-	c := rpctest.Dial(t, l.Addr().String())
+	c := serveTCP(t, oncrpc.Program{Name: "ECHO", Number: prog, Version: vers,
+		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "ECHO", Handle: echo}}})
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{0, 4, 100, 64<<10 - 200, 64 << 10, 200 << 10, 1 << 20, 1<<20 + 60<<10, 3 << 20}
 	type pending struct {
@@ -84,23 +68,8 @@ func TestSlowLoneCallDoesNotHoldUpTheNext(t *testing.T) {
 		reply.Uint32(2)
 		return nil
 	}
-	srv, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{{Name: "T", Number: prog, Version: vers,
-		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "SLOW", Handle: slow}, {Name: "QUICK", Handle: quick}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer func() {
-		l.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}()
-	c := rpctest.Dial(t, l.Addr().String())
+	c := serveTCP(t, oncrpc.Program{Name: "T", Number: prog, Version: vers,
+		Procedures: []oncrpc.Procedure{{Name: "NULL"}, {Name: "SLOW", Handle: slow}, {Name: "QUICK", Handle: quick}}})
 	for round := range 3 {
 		slowReply := c.Start(oncrpc.RPCVersion, prog, vers, 1, nil)
 		time.Sleep(20 * time.Millisecond) // the slow call is read, alone, before the quick one is sent
@@ -118,4 +87,26 @@ func TestSlowLoneCallDoesNotHoldUpTheNext(t *testing.T) {
 		release <- struct{}{}
 		rpctest.Accepted(t, c.Wait(slowReply), oncrpc.Success)
 	}
+}
+
+// serveTCP serves prog on a port of 127.0.0.1 until the test ends and returns a client
+// connected to it.
+func serveTCP(t *testing.T, prog oncrpc.Program) *rpctest.Client {
+	t.Helper()
+	srv, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{prog}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		l.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return rpctest.Dial(t, l.Addr().String())
 }

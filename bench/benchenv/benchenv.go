@@ -67,6 +67,15 @@ func FreePort() (int, error) {
 	return 0, fmt.Errorf("no port free for both TCP and UDP: %v", lastErr)
 }
 
+// LoadAverage is the machine's 1-minute load average, as /proc/loadavg gives it.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
+}
+
 // CPUSeconds is the user+system CPU time of process pid, 0 if it cannot be read.
 func CPUSeconds(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -29,6 +29,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
+
 	"github.com/ovlnfs/ovlnfs/bench/report"
 	"github.com/ovlnfs/ovlnfs/billyunion"
 )
@@ -158,7 +160,7 @@ func run(sizeMiB, rounds int, out, scratch string, kinds []string, log *slog.Log
 		times []time.Duration
 		how   map[string]int
 	}
-	loadBefore := loadAvg()
+	loadBefore := benchenv.LoadAverage()
 	results := make([][]cell, len(targets))
 	for i := range results {
 		results[i] = make([]cell, len(contenders))
@@ -199,7 +201,7 @@ func run(sizeMiB, rounds int, out, scratch string, kinds []string, log *slog.Log
 			}
 		}
 	}
-	loadAfter := loadAvg()
+	loadAfter := benchenv.LoadAverage()
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Copy-up of a %d MiB lower file\n\n", sizeMiB)
 	fmt.Fprintf(&b, "Measured %s on this machine (%d interleaved rounds over every filesystem and contender, each round starting with the next contender, page cache dropped before each run, medians).\n", time.Now().UTC().Format("2006-01-02"), rounds)
@@ -321,14 +323,6 @@ func setupTarget(kind, scratch string, sizeMiB int) (t *target, cleanup func(), 
 }
 
 // loadAvg is the machine's 1-minute load average.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "unknown"
-}
-
 func fsName(magic int64) string {
 	switch magic {
 	case unix.EXT4_SUPER_MAGIC:

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/ovlnfs/ovlnfs/bench/benchenv"
 )
 
 // summary is one contender's figures of one job over the rounds.
@@ -107,6 +109,7 @@ func cpuSecCell(s summary) string {
 
 type env struct {
 	date, rev, machine string
+	loadAtStart        string // the 1-minute load average as the run began
 }
 
 func envInfo(c *config, rev string) env {
@@ -141,7 +144,7 @@ func envInfo(c *config, rev string) env {
 	if b, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "libnfs-utils").Output(); err == nil {
 		u.WriteString(", libnfs " + string(b))
 	}
-	return env{date: time.Now().UTC().Format("2006-01-02"), rev: rev, machine: u.String()}
+	return env{date: time.Now().UTC().Format("2006-01-02"), rev: rev, machine: u.String(), loadAtStart: benchenv.LoadAverage()}
 }
 
 func formatCore(c *config, e env, m *model, js []job, res results) string {
@@ -152,7 +155,9 @@ func formatCore(c *config, e env, m *model, js []job, res results) string {
 	if c.runtime != 10*time.Second {
 		fmt.Fprintf(&b, " with `-runtime %s`", c.runtime)
 	}
-	b.WriteString(".\n\n")
+	b.WriteString(".\n")
+	fmt.Fprintf(&b, "Load average (1 min) %s at the start, %s at the end: above 0 means other work shared the 2 cores, and the run's figures move with it (compare ratios, not absolute figures across runs).\n\n",
+		e.loadAtStart, benchenv.LoadAverage())
 	fmt.Fprintf(&b, "Medians of %d interleaved rounds. Ratio = ovlnfs / Ganesha, oriented so that **above 1 means ovlnfs is better** (throughput over throughput, Ganesha's time over ovlnfs's). "+
 		"CPU = user+system seconds of the server process (all threads, /proc/PID/stat) during the job, per GiB the job moved, and per run.\n\n", c.rounds)
 	b.WriteString("| job | ovlnfs | Ganesha | ratio | ovlnfs CPU s/GiB | Ganesha CPU s/GiB | ovlnfs CPU s | Ganesha CPU s |\n|---|---|---|---|---|---|---|---|\n")

@@ -1,6 +1,7 @@
 package nfs3
 
 import (
+	"container/list"
 	"io"
 	"os"
 	"strings"
@@ -47,9 +48,10 @@ type openEntry struct {
 	cache    *openFiles
 	key      openKey
 	f        billy.File
-	refs     int       // guarded by cache.mu
-	lastUsed time.Time // guarded by cache.mu
-	gone     bool      // forgotten or evicted while in use: close on last release; guarded by cache.mu
+	refs     int           // guarded by cache.mu
+	lastUsed time.Time     // guarded by cache.mu
+	recency  *list.Element // e's place in cache.recency; guarded by cache.mu
+	gone     bool          // forgotten or evicted while in use: close on last release; guarded by cache.mu
 }
 
 // openFiles is the cache. Lock order: mu is a leaf; no file is opened or synced under
@@ -59,12 +61,13 @@ type openFiles struct {
 
 	mu      sync.Mutex
 	entries map[openKey]*openEntry // guarded by mu
+	recency *list.List             // of *openEntry, most recently used first; guarded by mu
 	timer   *time.Timer            // guarded by mu
 	closed  bool                   // guarded by mu
 }
 
 func newOpenFiles(open func(path string, flag int) (billy.File, error)) *openFiles {
-	return &openFiles{open: open, entries: make(map[openKey]*openEntry)}
+	return &openFiles{open: open, entries: make(map[openKey]*openEntry), recency: list.New()}
 }
 
 // get returns path opened read-only or read-write. A cached file is handed out only while
@@ -78,7 +81,7 @@ func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile,
 	c.mu.Lock()
 	if e, ok := c.entries[key]; ok && !c.closed {
 		e.refs++
-		e.lastUsed = time.Now()
+		c.usedLocked(e)
 		c.mu.Unlock()
 		if ok, st := e.isObject(want); ok {
 			return e, st, nil
@@ -111,11 +114,12 @@ func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile,
 		// Another call opened it meanwhile; keep theirs.
 		f.Close()
 		e.refs++
-		e.lastUsed = time.Now()
+		c.usedLocked(e)
 		return e, nil, nil
 	}
 	e := &openEntry{cache: c, key: key, f: f, refs: 1, lastUsed: time.Now()}
 	c.entries[key] = e
+	e.recency = c.recency.PushFront(e)
 	c.evictLocked()
 	if c.timer == nil {
 		c.timer = time.AfterFunc(openFileIdle, c.sweep)
@@ -123,21 +127,27 @@ func (c *openFiles) get(path string, writable bool, want os.FileInfo) (openFile,
 	return e, nil, nil
 }
 
+// usedLocked marks e as just used.
+func (c *openFiles) usedLocked(e *openEntry) {
+	e.lastUsed = time.Now()
+	if e.recency != nil {
+		c.recency.MoveToFront(e.recency)
+	}
+}
+
 // evictLocked drops least recently used entries while the cache is over its bound.
 func (c *openFiles) evictLocked() {
 	for len(c.entries) > maxOpenFiles {
-		var oldest *openEntry
-		for _, e := range c.entries {
-			if oldest == nil || e.lastUsed.Before(oldest.lastUsed) {
-				oldest = e
-			}
-		}
-		c.dropLocked(oldest)
+		c.dropLocked(c.recency.Back().Value.(*openEntry))
 	}
 }
 
 func (c *openFiles) dropLocked(e *openEntry) {
 	delete(c.entries, e.key)
+	if e.recency != nil {
+		c.recency.Remove(e.recency)
+		e.recency = nil
+	}
 	e.gone = true
 	if e.refs == 0 {
 		e.f.Close()
@@ -191,7 +201,7 @@ func (e *openEntry) Release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e.refs--
-	e.lastUsed = time.Now()
+	c.usedLocked(e)
 	if e.refs == 0 && e.gone {
 		e.f.Close()
 	}

@@ -104,9 +104,22 @@ func (fs *FS) dirHasUpper(d *dir) bool { return len(d.parts) > 0 && fs.isUpper(d
 // whiteout or a non-directory stops the search, directories merge until one
 // is opaque, and a non-directory below a directory is hidden.
 func (fs *FS) lookupChild(d *dir, name string) (entry, error) {
+	return fs.lookupChildIn(d, name, allParts)
+}
+
+// allParts: every part of a directory may hold a name.
+const allParts = ^uint64(0)
+
+// lookupChildIn is lookupChild knowing that only the parts of d whose bit is
+// set in held (bit i for part i, the 64th for it and all after) can hold
+// name: the others are not asked, as if they answered ENOENT.
+func (fs *FS) lookupChildIn(d *dir, name string, held uint64) (entry, error) {
 	e := entry{name: name}
 	for i := range d.parts {
 		p := &d.parts[i]
+		if held&(uint64(1)<<min(i, 63)) == 0 {
+			continue
+		}
 		st, err := layer.Lstat(p.fd, name)
 		if err == unix.ENOENT {
 			continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
@@ -31,6 +32,39 @@ func (fs *FS) visibleNames(d *dir) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// candidateNamesIn is candidateNames with, for each name, which of d's parts
+// hold it (bit i for part i; the 64th bit for that part and every one after), so
+// that looking the names up need not stat a name in the parts that lack it.
+func (fs *FS) candidateNamesIn(d *dir) ([]string, []uint64, error) {
+	type held struct {
+		name  string
+		parts uint64
+	}
+	var all []held
+	for i, p := range d.parts {
+		names, err := layer.ReadNames(p.fd, "")
+		if err != nil {
+			return nil, nil, layer.Errno(err)
+		}
+		bit := uint64(1) << min(i, 63) // the 64th bit stands for every part from it on
+		for _, n := range names {
+			all = append(all, held{n, bit})
+		}
+	}
+	slices.SortFunc(all, func(a, b held) int { return strings.Compare(a.name, b.name) })
+	names := make([]string, 0, len(all))
+	masks := make([]uint64, 0, len(all))
+	for _, h := range all {
+		if k := len(names) - 1; k >= 0 && names[k] == h.name {
+			masks[k] |= h.parts
+			continue
+		}
+		names = append(names, h.name)
+		masks = append(masks, h.parts)
+	}
+	return names, masks, nil
 }
 
 // candidateNames is the sorted, deduplicated union of the names in d's parts.
@@ -75,9 +109,21 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 		return nil, err
 	}
 	defer d.close()
+	// What the last Names call read: which parts hold each name. The calls of one
+	// List come one at a time.
+	var held []uint64
 	snap, err := fs.listings.List(dirKey(d), signature(d), readdircache.Source[os.FileInfo]{
-		Names:     func() ([]string, error) { return fs.candidateNames(d) },
-		Lookup:    func(id uint64, name string) (os.FileInfo, bool, error) { return fs.listingEntry(d, id, name) },
+		Names: func() ([]string, error) {
+			names, masks, err := fs.candidateNamesIn(d)
+			held = masks
+			return names, err
+		},
+		Lookup: func(id uint64, name string) (os.FileInfo, bool, error) {
+			return fs.listingEntry(d, id, name, allParts)
+		},
+		ListedLookup: func(id uint64, i int, name string) (os.FileInfo, bool, error) {
+			return fs.listingEntry(d, id, name, held[i])
+		},
 		Published: func(entries []os.FileInfo) { fs.listed(d, entries) },
 	})
 	if errors.Is(err, readdircache.ErrTooManyChanges) {
@@ -173,9 +219,9 @@ func (fs *FS) forget(d *dir) {
 // for its attributes and inode number, exactly as Lstat reports them; false
 // when the name shows nothing (a whiteout, hidden, overlay-private, or
 // removed since the names were read). It takes no lock.
-func (fs *FS) listingEntry(d *dir, id uint64, name string) (os.FileInfo, bool, error) {
+func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64) (os.FileInfo, bool, error) {
 	gen := fs.dirs.knownGeneration()
-	e, err := fs.lookupChild(d, name)
+	e, err := fs.lookupChildIn(d, name, held)
 	if err == syscall.ENOENT {
 		return nil, false, nil // removed while we listed
 	}

@@ -227,6 +227,11 @@ type Source[E any] struct {
 	// Lookup returns the entry the name shows now, for snapshot id, or
 	// false when it shows none.
 	Lookup func(id uint64, name string) (e E, ok bool, err error)
+	// ListedLookup, if set, is Lookup for the i-th name of the Names call
+	// just made, in a whole build: a source can use what reading the names
+	// told it (such as which layers hold a name). Mending, which looks up
+	// names that changed since, always calls Lookup.
+	ListedLookup func(id uint64, i int, name string) (e E, ok bool, err error)
 	// Build lists the whole directory when Names is nil.
 	Build BuildFunc[E]
 	// Published, if set, is called with the entries of a listing this
@@ -396,8 +401,15 @@ func (c *Cache[E]) buildAll(key Key, id uint64, src Source[E]) (names []string, 
 	}
 	names = candidates[:0]
 	entries = make([]E, 0, len(candidates))
-	for _, n := range candidates {
-		e, ok, err := src.Lookup(id, n)
+	for i, n := range candidates {
+		var e E
+		var ok bool
+		var err error
+		if src.ListedLookup != nil {
+			e, ok, err = src.ListedLookup(id, i, n)
+		} else {
+			e, ok, err = src.Lookup(id, n)
+		}
 		if err != nil {
 			return nil, nil, err
 		}

@@ -509,3 +509,46 @@ func TestMendUnderConcurrentChanges(t *testing.T) {
 	}
 	t.Logf("%d listings, stats %+v", listings, c.Stats())
 }
+
+// A whole build looks its names up through ListedLookup, with each name's index in what
+// Names returned; mending looks changed names up through Lookup only.
+func TestListedLookupInBuildsLookupInMends(t *testing.T) {
+	c, _ := New[string](8)
+	f := newFakeDir(c, "a", "b", "c")
+	src := f.source()
+	var listed []string
+	var names []string
+	plainNames := src.Names
+	src.Names = func() ([]string, error) {
+		n, err := plainNames()
+		names = n
+		return n, err
+	}
+	src.ListedLookup = func(id uint64, i int, n string) (string, bool, error) {
+		if names[i] != n {
+			t.Errorf("ListedLookup(%d, %q): Names gave %q there", i, n, names[i])
+		}
+		listed = append(listed, n)
+		return src.Lookup(id, n)
+	}
+	once := true
+	c.SetAfterNamesHook(func(Key) {
+		if once {
+			once = false
+			f.set("b", "1")
+		}
+	})
+	s, err := c.List(f.key, "s", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := f.want(); !slices.Equal(s.Entries, want) {
+		t.Fatalf("listing %v, want %v", s.Entries, want)
+	}
+	if !slices.Equal(listed, []string{"a", "b", "c"}) {
+		t.Errorf("the build's lookups through ListedLookup: %v", listed)
+	}
+	if lookups := f.takeLookups(); !slices.Equal(lookups, []string{"a", "b", "c", "b"}) {
+		t.Errorf("lookups %v: the build's three, then b alone, mended through Lookup", lookups)
+	}
+}

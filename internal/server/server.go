@@ -2,11 +2,14 @@
 // file handles (handles), the NFSv3 and MOUNT programs (nfs3, mount), the bridge to go-nfs
 // that answers MNT (gonfs), and the ONC RPC layer that serves them (oncrpc): NFSv3 and
 // MOUNT over TCP, MOUNT alone over UDP (NFS over UDP is not served: its replies would have
-// to fit a datagram). It also assembles the portmapper (portmap) that tells clients where
-// those are. Data flows one way: oncrpc → nfs3/mount → handles → billyunion → layers.
+// to fit a datagram). With Config.NLM, the lock manager too (nlm, its lock table locks and
+// its status monitor nsm), on sockets of its own, TCP and UDP. It also assembles the
+// portmapper (portmap) that tells clients where those are. Data flows one way: oncrpc →
+// nfs3/mount/nlm → handles → billyunion → layers.
 //
-// Files: server.go (Config, New, Serve, ServeUDP, Services, Shutdown, Close), portmap.go
-// (Portmapper: the portmapper's own RPC server).
+// Files: server.go (Config, New, Serve, ServeUDP, Services, Shutdown, Close), locking.go
+// (the lock manager: ServeLocks, ServeLocksUDP, LockServices, NotifyRestart),
+// portmap.go (Portmapper: the portmapper's own RPC server).
 //
 // Lock order: this package takes no locks; see docs/architecture.md for the order across
 // packages.
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/handles"
@@ -37,7 +41,18 @@ type Config struct {
 	DirCacheEntries, HandleCacheEntries int
 	// ActAsCaller makes what a client creates its user's; the process must be root.
 	ActAsCaller bool
-	Logger      *slog.Logger
+	// NLM serves the lock manager (NLM 1, 3, 4 and NSM 1: ServeLocks, ServeLocksUDP).
+	NLM bool
+	// Grace is the grace period after a restart in which clients reclaim their locks;
+	// it applies only when the previous run had clients that may hold locks.
+	Grace time.Duration
+	// LockState is the status monitor's directory; "" is Work/ovlnfs-nsm, or nothing kept
+	// for a union without a workdir (a restart then tells no client).
+	LockState string
+	// PeerPortmapPort is where clients' portmappers are asked for their lock manager and
+	// status monitor (0: 111); tests move it.
+	PeerPortmapPort uint16
+	Logger          *slog.Logger
 }
 
 // Server is a running export.
@@ -47,6 +62,7 @@ type Server struct {
 	bridge *gonfs.Bridge
 	rpc    *oncrpc.Server // NFSv3 and MOUNT, over TCP
 	udp    *oncrpc.Server // MOUNT, over UDP
+	lock   *locking       // nil without Config.NLM
 	logger *slog.Logger
 }
 
@@ -110,7 +126,14 @@ func assemble(cfg Config, union *billyunion.FS, logger *slog.Logger) (*Server, e
 		bridge.Close()
 		return nil, err
 	}
-	return &Server{union: union, nfs: nfs, bridge: bridge, rpc: rpc, udp: udp, logger: logger}, nil
+	s := &Server{union: union, nfs: nfs, bridge: bridge, rpc: rpc, udp: udp, logger: logger}
+	if cfg.NLM {
+		if s.lock, err = newLocking(cfg, hs, logger); err != nil {
+			bridge.Close()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Serve answers clients on l until l is closed (it then returns nil) or fails.
@@ -159,12 +182,21 @@ func Services(tcp, udp net.Addr) ([]portmap.Service, error) {
 // listeners were closed, and closes the connections. UDP sockets stop being read; close
 // them after Shutdown returns.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return errors.Join(s.rpc.Shutdown(ctx), s.udp.Shutdown(ctx))
+	err := errors.Join(s.rpc.Shutdown(ctx), s.udp.Shutdown(ctx))
+	if s.lock != nil {
+		err = errors.Join(err, s.lock.rpc.Shutdown(ctx))
+	}
+	return err
 }
 
-// Close releases the open files, go-nfs and the union; call it after Shutdown.
+// Close stops the lock manager's calls to clients, releases the open files, go-nfs and
+// the union; call it after Shutdown.
 func (s *Server) Close() error {
+	var err error
+	if s.lock != nil {
+		err = s.lock.close()
+	}
 	s.nfs.Close()
 	s.bridge.Close()
-	return s.union.Close()
+	return errors.Join(err, s.union.Close())
 }

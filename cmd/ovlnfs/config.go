@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 )
@@ -43,7 +44,15 @@ type serveConfig struct {
 	// this process's own portmapper listens ("" until decided at start).
 	portmap       string
 	portmapListen string
+	// nlm: the lock manager (NLM and NSM) runs, on nlmListen (TCP and UDP; port 0: any);
+	// grace is its grace period after a restart with clients that may hold locks.
+	nlm       bool
+	nlmListen string
+	grace     time.Duration
 }
+
+// defaultGrace is the grace period after a restart, the Linux kernel's.
+const defaultGrace = 90 * time.Second
 
 // How clients find the ports (--portmap).
 const (
@@ -91,6 +100,8 @@ type rawServeFlags struct {
 	pprofListen                 string
 	udp                         bool
 	portmap, portmapListen      string
+	nlm, nlmListen              string
+	grace                       time.Duration
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -105,6 +116,9 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.BoolVar(&raw.udp, "udp", true, "also answer MOUNT over UDP on the --listen port, as mount.nfs and showmount expect (NFS itself is TCP only)")
 	fs.StringVar(&raw.portmap, "portmap", portmapAuto, "how clients find the ports: auto (with NFS on port 2049: register with a running system rpcbind, else as root serve a portmapper on port 111 of the --listen host; otherwise none), serve (a portmapper at --portmap-listen), register (with the system rpcbind, through "+"/run/rpcbind.sock), or off")
 	fs.StringVar(&raw.portmapListen, "portmap-listen", "", "HOST:PORT of the portmapper (TCP and UDP); default: the --listen host, port 111; giving it implies --portmap=serve")
+	fs.StringVar(&raw.nlm, "nlm", "on", "the lock manager: on (NLM 1, 3, 4 and the status monitor NSM, found by clients through the portmapper, so Linux mounts without nolock) or off")
+	fs.StringVar(&raw.nlmListen, "nlm-listen", "", "HOST:PORT of the lock manager (TCP and UDP); default: the --listen host, any free port")
+	fs.DurationVar(&raw.grace, "grace", defaultGrace, "grace period after a restart: for this long only clients reclaiming their locks are granted any (only after a run whose clients may hold locks)")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
@@ -212,6 +226,9 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	if err := checkPortmap(cfg); err != nil {
 		return nil, err
 	}
+	if err := checkNLM(cfg, &raw); err != nil {
+		return nil, err
+	}
 
 	for _, l := range lowerSpec {
 		dir, err := existingDir("lowerdir", l)
@@ -291,6 +308,33 @@ func checkPortmap(cfg *serveConfig) error {
 	}
 	if _, err := net.ResolveTCPAddr("tcp", cfg.portmapListen); err != nil {
 		return refuse("--portmap-listen %q is not HOST:PORT: %v", cfg.portmapListen, err)
+	}
+	return nil
+}
+
+// checkNLM validates --nlm, --nlm-listen and --grace together.
+func checkNLM(cfg *serveConfig, raw *rawServeFlags) error {
+	switch raw.nlm {
+	case "on":
+		cfg.nlm = true
+	case "off":
+		if raw.nlmListen != "" {
+			return refuse("--nlm-listen is where the lock manager listens; it contradicts --nlm=off")
+		}
+	default:
+		return refuse("--nlm must be on or off, not %q", raw.nlm)
+	}
+	if raw.grace < 0 {
+		return refuse("--grace must be 0 or more, not %v", raw.grace)
+	}
+	cfg.grace = raw.grace
+	cfg.nlmListen = raw.nlmListen
+	if cfg.nlmListen == "" {
+		host, _, _ := net.SplitHostPort(cfg.listen)
+		cfg.nlmListen = net.JoinHostPort(host, "0")
+	}
+	if _, err := net.ResolveTCPAddr("tcp", cfg.nlmListen); err != nil {
+		return refuse("--nlm-listen %q is not HOST:PORT: %v", cfg.nlmListen, err)
 	}
 	return nil
 }

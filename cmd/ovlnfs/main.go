@@ -87,13 +87,15 @@ Example:
   ovlnfs serve --lowerdir=examples/layers/lower1:examples/layers/lower2 \
       --upperdir=/tmp/ovl/upper --listen=127.0.0.1:2049
 
-Mount it. NFSv3 and MOUNT share the one port (MOUNT over UDP too); there is no lock
-manager. Run as root on port 2049 (the default), ovlnfs answers the portmapper on port 111
-of the --listen host, or registers with the system's rpcbind if one runs, so clients need
-no port options:
-  Linux:  mount -t nfs -o vers=3,nolock 127.0.0.1:/ /mnt
-  macOS:  sudo mount -t nfs -o vers=3,nolocks 127.0.0.1:/ ~/ovl
-Without a portmapper (--portmap=off, another port, not root), give the ports:
+Mount it. NFSv3 and MOUNT share the one port (MOUNT over UDP too); the lock manager
+(NLM, with the status monitor NSM) has a port of its own. Run as root on port 2049 (the
+default), ovlnfs answers the portmapper on port 111 of the --listen host, or registers
+with the system's rpcbind if one runs, so clients need no port options, and their
+fcntl and flock locks work:
+  Linux:  mount -t nfs -o vers=3 127.0.0.1:/ /mnt
+  macOS:  sudo mount -t nfs -o vers=3 127.0.0.1:/ ~/ovl
+Without a portmapper (--portmap=off, another port, not root), clients cannot find the
+lock manager: give the ports and lock locally:
   Linux:  mount -t nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock 127.0.0.1:/ /mnt
   macOS:  sudo mount -t nfs -o vers=3,tcp,port=2049,mountport=2049,nolocks 127.0.0.1:/ ~/ovl
 
@@ -116,6 +118,11 @@ port 111 of the --listen host; on another port, or not root without an rpcbind, 
 none. --portmap=serve, --portmap-listen=HOST:PORT, --portmap=register and --portmap=off
 choose explicitly.
 
+The lock manager (--nlm=on, the default) serves NLM 1, 3 and 4 and NSM over TCP and UDP on
+--nlm-listen (default: the --listen host, a free port), listed by the portmapper. The
+clients that lock are remembered in WORKDIR/ovlnfs-nsm; after a restart they are told
+(SM_NOTIFY) and for --grace (90 s) only their reclaims are granted.
+
 Refused with exit status 2, before anything is created: a missing layer, an upper inside a
 lower (or the reverse), a workdir not on the upper's filesystem, a workdir in use by another
 running ovlnfs, a listen address in use (TCP or UDP); and, once the layers are open, an
@@ -134,9 +141,9 @@ Examples:
   ovlnfs serve -o 'lowerdir=/srv/base:/srv/tools,upperdir=/srv/changes,workdir=/srv/work'
   ovlnfs serve --lowerdir=/srv/base --log-format=json --log-level=debug    # read-only
 
-Mount from Linux (with a portmapper; else add proto=tcp,port=2049,mountport=2049):
-  mount -t nfs -o vers=3,nolock 127.0.0.1:/ /mnt
-Mount from macOS (likewise tcp,port=2049,mountport=2049 without one):
-  sudo mount -t nfs -o vers=3,nolocks 127.0.0.1:/ ~/ovl
+Mount from Linux (with a portmapper; else add proto=tcp,port=2049,mountport=2049,nolock):
+  mount -t nfs -o vers=3 127.0.0.1:/ /mnt
+Mount from macOS (likewise tcp,port=2049,mountport=2049,nolocks without one):
+  sudo mount -t nfs -o vers=3 127.0.0.1:/ ~/ovl
 `)
 }

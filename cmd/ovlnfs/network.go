@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/nsm"
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
 	"github.com/ovlnfs/ovlnfs/internal/server"
 )
@@ -74,8 +75,9 @@ type portmapper struct {
 	pm *server.Portmapper
 	l  net.Listener
 	pc *net.UDPConn
-	// Registered: the registration to undo.
-	reg *portmap.Registration
+	// Registered: the registrations to undo (the lock manager's is apart: another lock
+	// manager registered with rpcbind keeps it from being made, and NFS still is).
+	reg, lockReg *portmap.Registration
 	// serving counts the portmapper's Serve goroutines.
 	serving sync.WaitGroup
 }
@@ -83,7 +85,7 @@ type portmapper struct {
 // startPortmap decides --portmap=auto and starts the portmapper or the registration.
 // An error is a refusal (an explicit mode that cannot be had); in auto mode a failure is
 // a warning and the server runs without.
-func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services []portmap.Service,
+func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services, lockServices []portmap.Service,
 	logger *slog.Logger, failed chan<- error) (*portmapper, error) {
 	mode := cfg.portmap
 	nfsPort := nfs.(*net.TCPAddr).Port
@@ -117,7 +119,11 @@ func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services 
 		if err != nil {
 			return soft(fmt.Errorf("cannot register with rpcbind: %v", err))
 		}
-		return &portmapper{summary: "registered with rpcbind (" + portmap.DefaultSocket + ")", reg: reg}, nil
+		p := &portmapper{summary: "registered with rpcbind (" + portmap.DefaultSocket + ")", reg: reg}
+		if len(lockServices) > 0 {
+			p.lockReg, p.summary = registerLocks(rctx, lockServices, logger, p.summary)
+		}
+		return p, nil
 	}
 	addr := cfg.portmapListen
 	if addr == "" {
@@ -128,7 +134,7 @@ func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services 
 	if err != nil {
 		return soft(fmt.Errorf("portmapper: %v", err))
 	}
-	pm, err := server.NewPortmapper(server.PortmapperConfig{Services: services, TCP: l.Addr(), UDP: pc.LocalAddr(), Logger: logger})
+	pm, err := server.NewPortmapper(server.PortmapperConfig{Services: append(services, lockServices...), TCP: l.Addr(), UDP: pc.LocalAddr(), Logger: logger})
 	if err != nil {
 		l.Close()
 		pc.Close()
@@ -151,6 +157,11 @@ func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services 
 // stop undoes start: the registration goes first, so that no client is sent here once
 // the server stops answering.
 func (p *portmapper) stop(ctx context.Context, logger *slog.Logger) {
+	if p.lockReg != nil {
+		if err := p.lockReg.Unregister(ctx); err != nil {
+			logger.Error("unregistering the lock manager from rpcbind", "err", err)
+		}
+	}
 	if p.reg != nil {
 		if err := p.reg.Unregister(ctx); err != nil {
 			logger.Error("unregistering from rpcbind", "err", err)
@@ -164,4 +175,29 @@ func (p *portmapper) stop(ctx context.Context, logger *slog.Logger) {
 		p.pc.Close()
 		p.serving.Wait()
 	}
+}
+
+// registerLocks registers the lock manager with rpcbind: NLM and NSM, or NLM alone when
+// a status monitor (rpc.statd) is registered already, or nothing when another lock
+// manager (the kernel's lockd) is. What was done is added to the summary; a failure is a
+// warning: NFS serves, and clients mount with nolock.
+func registerLocks(ctx context.Context, services []portmap.Service, logger *slog.Logger, summary string) (*portmap.Registration, string) {
+	rcfg := portmap.RegisterConfig{Services: services, Check: probeAddr, Logger: logger.With("component", "portmap")}
+	reg, err := portmap.Register(ctx, rcfg)
+	if err == nil {
+		return reg, summary + ", with the lock manager"
+	}
+	var nlmOnly []portmap.Service
+	for _, s := range services {
+		if s.Program != nsm.ProgramNumber {
+			nlmOnly = append(nlmOnly, s)
+		}
+	}
+	rcfg.Services = nlmOnly
+	if reg, err2 := portmap.Register(ctx, rcfg); err2 == nil {
+		logger.Warn("registered NLM but not NSM with rpcbind: a status monitor (rpc.statd) is registered; clients' reboot notices go to it, not here, and a rebooted client's locks stay until it unlocks them", "err", err)
+		return reg, summary + ", with NLM (not NSM: another status monitor is registered)"
+	}
+	logger.Warn("the lock manager is not registered with rpcbind (another lock manager is): clients mount with nolock", "err", err)
+	return nil, summary + ", without the lock manager (" + err.Error() + ")"
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/portmap"
 	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
@@ -45,6 +46,15 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	defer listener.Close()
 	if mountUDP != nil {
 		defer mountUDP.Close()
+	}
+	var nlmTCP net.Listener
+	var nlmUDP *net.UDPConn
+	if cfg.nlm {
+		if nlmTCP, nlmUDP, err = listenPair(cfg.nlmListen, "--nlm-listen", true); err != nil {
+			return refused("%v", err)
+		}
+		defer nlmTCP.Close()
+		defer nlmUDP.Close()
 	}
 	if cfg.pprofListen != "" {
 		pl, err := net.Listen("tcp", cfg.pprofListen)
@@ -80,6 +90,8 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.
 		ActAsCaller: os.Geteuid() == 0,
+		NLM:         cfg.nlm,
+		Grace:       cfg.grace,
 		Logger:      logger,
 	})
 	if err != nil {
@@ -99,6 +111,12 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	if err != nil {
 		return refused("%v", err)
 	}
+	var lockServices []portmap.Service
+	if cfg.nlm {
+		if lockServices, err = server.LockServices(nlmTCP.Addr(), nlmUDP.LocalAddr()); err != nil {
+			return refused("%v", err)
+		}
+	}
 
 	// Every Serve reports here if it stops on its own; it returns nil when stopped below.
 	failed := make(chan error, 4)
@@ -115,9 +133,24 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 			}
 		})
 	}
-	pm, err := startPortmap(ctx, cfg, listener.Addr(), services, logger, failed)
+	if cfg.nlm {
+		serving.Go(func() {
+			if err := srv.ServeLocks(nlmTCP); err != nil {
+				failed <- fmt.Errorf("the lock manager over TCP: %w", err)
+			}
+		})
+		serving.Go(func() {
+			if err := srv.ServeLocksUDP(nlmUDP); err != nil {
+				failed <- fmt.Errorf("the lock manager over UDP: %w", err)
+			}
+		})
+	}
+	pm, err := startPortmap(ctx, cfg, listener.Addr(), services, lockServices, logger, failed)
 	if err != nil {
 		listener.Close()
+		if nlmTCP != nil {
+			nlmTCP.Close()
+		}
 		_ = srv.Shutdown(context.Background())
 		serving.Wait()
 		return refused("%v", err)
@@ -126,9 +159,20 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	if mountUDP != nil {
 		udpListen = mountUDP.LocalAddr().String()
 	}
+	nlmListen, grace := "off", "none"
+	if cfg.nlm {
+		nlmListen = nlmTCP.Addr().String()
+		if d, clients := srv.Grace(); d > 0 {
+			grace = fmt.Sprintf("%v (%d clients of the previous run to reclaim)", d, clients)
+		}
+		// The previous run's clients are told once the lock manager answers.
+		srv.NotifyRestart()
+	}
 	logger.Info("ovlnfs started",
 		"listen", listener.Addr().String(),
 		"mount_udp", udpListen,
+		"nlm", nlmListen,
+		"grace", grace,
 		"portmap", pm.summary,
 		"lowerdir", strings.Join(cfg.lowers, ":"),
 		"upperdir", cfg.upper,
@@ -150,12 +194,18 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	// calls already read finish.
 	pm.stop(drainCtx, logger)
 	listener.Close()
+	if nlmTCP != nil {
+		nlmTCP.Close()
+	}
 	if err := srv.Shutdown(drainCtx); err != nil {
 		logger.Error("shutdown incomplete", "err", err)
 		status = exitFailure
 	}
 	if mountUDP != nil {
 		mountUDP.Close()
+	}
+	if nlmUDP != nil {
+		nlmUDP.Close()
 	}
 	serving.Wait()
 	logger.Info("ovlnfs stopped", "exit_status", status)

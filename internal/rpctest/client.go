@@ -3,9 +3,10 @@
 // visible (which the usual clients hide), and typed NFSv3 and MOUNT calls. StartServer
 // runs a whole server in-process on 127.0.0.1 over fresh layers.
 //
-// Files: client.go (Client: Dial, Call, Start, Wait), nfs.go (typed NFSv3 calls, MNT, and
-// argument builders), mount.go (EXPORT, DUMP, UMNT, UMNTALL), attr.go (decoded
-// attributes), server.go (StartServer).
+// Files: client.go (Client: Dial, New, Call, Start, Wait), nfs.go (typed NFSv3 calls, MNT,
+// and argument builders), mount.go (EXPORT, DUMP, UMNT, UMNTALL), attr.go (decoded
+// attributes), server.go (StartServer), nlm.go (NLMClient: NLM calls as one client host,
+// through oncrpc.Invoke).
 package rpctest
 
 import (
@@ -44,6 +45,12 @@ func Dial(t testing.TB, addr string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return New(t, conn)
+}
+
+// New is a Client on a connection made elsewhere (in another network namespace, say);
+// the connection closes at the test's cleanup.
+func New(t testing.TB, conn net.Conn) *Client {
 	c := &Client{t: t, conn: conn, xid: 0x1000, waiting: make(map[uint32]chan []byte), done: make(chan struct{}),
 		credFlavor: oncrpc.AuthUnix, credBody: oncrpc.AuthUnixBody("test", 0, 0)}
 	go c.readLoop()

@@ -121,7 +121,7 @@ func startPortmap(ctx context.Context, cfg *serveConfig, nfs net.Addr, services,
 		}
 		p := &portmapper{summary: "registered with rpcbind (" + portmap.DefaultSocket + ")", reg: reg}
 		if len(lockServices) > 0 {
-			p.lockReg, p.summary = registerLocks(rctx, lockServices, logger, p.summary)
+			p.lockReg = registerLocks(rctx, lockServices, logger)
 		}
 		return p, nil
 	}
@@ -179,13 +179,14 @@ func (p *portmapper) stop(ctx context.Context, logger *slog.Logger) {
 
 // registerLocks registers the lock manager with rpcbind: NLM and NSM, or NLM alone when
 // a status monitor (rpc.statd) is registered already, or nothing when another lock
-// manager (the kernel's lockd) is. What was done is added to the summary; a failure is a
-// warning: NFS serves, and clients mount with nolock.
-func registerLocks(ctx context.Context, services []portmap.Service, logger *slog.Logger, summary string) (*portmap.Registration, string) {
+// manager (the kernel's lockd) is. What was done is logged; a failure is a warning: NFS
+// serves, and clients mount with nolock.
+func registerLocks(ctx context.Context, services []portmap.Service, logger *slog.Logger) *portmap.Registration {
 	rcfg := portmap.RegisterConfig{Services: services, Check: probeAddr, Logger: logger.With("component", "portmap")}
 	reg, err := portmap.Register(ctx, rcfg)
 	if err == nil {
-		return reg, summary + ", with the lock manager"
+		logger.Info("registered the lock manager (NLM and NSM) with rpcbind")
+		return reg
 	}
 	var nlmOnly []portmap.Service
 	for _, s := range services {
@@ -196,8 +197,8 @@ func registerLocks(ctx context.Context, services []portmap.Service, logger *slog
 	rcfg.Services = nlmOnly
 	if reg, err2 := portmap.Register(ctx, rcfg); err2 == nil {
 		logger.Warn("registered NLM but not NSM with rpcbind: a status monitor (rpc.statd) is registered; clients' reboot notices go to it, not here, and a rebooted client's locks stay until it unlocks them", "err", err)
-		return reg, summary + ", with NLM (not NSM: another status monitor is registered)"
+		return reg
 	}
 	logger.Warn("the lock manager is not registered with rpcbind (another lock manager is): clients mount with nolock", "err", err)
-	return nil, summary + ", without the lock manager (" + err.Error() + ")"
+	return nil
 }

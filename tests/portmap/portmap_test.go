@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,7 +168,8 @@ func exportLayers(t *testing.T) string {
 }
 
 // checkClients asks the server at host what a client with no port options asks:
-// rpcinfo -p and -s, rpcinfo's NULL pings over TCP and UDP, showmount -e, nfs-ls.
+// rpcinfo -p and -s, rpcinfo's NULL pings over TCP and UDP (NFS, MOUNT, and the lock
+// manager's NLM and NSM on their port), showmount -e, nfs-ls.
 func checkClients(t *testing.T, s *sandbox, host string, wantPortmapper bool) {
 	t.Helper()
 	regs := registrations(s.must("rpcinfo", "-p", host))
@@ -185,7 +187,15 @@ func checkClients(t *testing.T, s *sandbox, host string, wantPortmapper bool) {
 	if has(regs, "100003 3 udp 2049") {
 		t.Errorf("rpcinfo -p %s lists NFS over UDP, which is not served", host)
 	}
-	for _, ping := range [][]string{{"-t", host, "nfs", "3"}, {"-t", host, "mountd", "3"}, {"-u", host, "mountd", "3"}} {
+	// The lock manager, on a port of its own: NLM 1, 3, 4 and NSM 1, TCP and UDP.
+	for _, w := range []string{"100021 1 tcp", "100021 3 tcp", "100021 4 tcp", "100021 1 udp", "100021 3 udp",
+		"100021 4 udp", "100024 1 tcp", "100024 1 udp"} {
+		if !slices.ContainsFunc(regs, func(r string) bool { return strings.HasPrefix(r, w+" ") && !strings.HasSuffix(r, " 2049") }) {
+			t.Errorf("rpcinfo -p %s lacks %q on a port of its own:\n%s", host, w, strings.Join(regs, "\n"))
+		}
+	}
+	for _, ping := range [][]string{{"-t", host, "nfs", "3"}, {"-t", host, "mountd", "3"}, {"-u", host, "mountd", "3"},
+		{"-t", host, "nlockmgr", "4"}, {"-u", host, "nlockmgr", "1"}, {"-u", host, "status", "1"}} {
 		if out := s.must("rpcinfo", ping...); !strings.Contains(out, "ready and waiting") {
 			t.Errorf("rpcinfo %v: %s", ping, out)
 		}

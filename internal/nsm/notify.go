@@ -24,6 +24,12 @@ func (m *Monitor) notify(_ context.Context, call *oncrpc.Call, _ *oncrpc.Reply) 
 	}
 	sender, _ := callerAddr(call)
 	monName := string(sc.monName)
+	if m.ownNotice(monName, sc.state) {
+		// A peer at one of this server's own addresses, whose portmapper is this
+		// process's: the notice came back here. It says nothing of a reboot.
+		m.logger.Debug("SM_NOTIFY of this server's own restart, ignored", "mon_name", monName, "sender", sender.String())
+		return nil
+	}
 	m.logger.Info("a host says it rebooted (SM_NOTIFY)", "mon_name", monName, "sender", sender.String(), "state", sc.state)
 	m.cfg.Rebooted(sender, monName, sc.state)
 	m.mu.Lock()

@@ -115,6 +115,7 @@ type Monitor struct {
 	mu      sync.Mutex
 	peers   map[string]Peer // by Key; guarded by mu
 	watches []watch         // SM_MON requests; guarded by mu
+	sent    map[string]bool // the mon_names of the notices sent; guarded by mu
 
 	ctx     context.Context // ends at Close
 	cancel  context.CancelFunc
@@ -156,7 +157,7 @@ func New(cfg Config) (*Monitor, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Monitor{cfg: cfg, logger: logger, peers: make(map[string]Peer), state: 1}
+	m := &Monitor{cfg: cfg, logger: logger, peers: make(map[string]Peer), sent: make(map[string]bool), state: 1}
 	if cfg.Dir != "" {
 		old, peers, err := m.load()
 		if err != nil {

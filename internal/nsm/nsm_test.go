@@ -1,12 +1,20 @@
 package nsm
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+	"github.com/ovlnfs/ovlnfs/internal/portmap"
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
 func peer(addr, name string) Peer {
@@ -111,5 +119,76 @@ func TestBadStateFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, stateFile), []byte("many\n"), 0o600)
 	if _, err := New(Config{Dir: dir}); err == nil {
 		t.Fatal("a state file that holds no number was taken")
+	}
+}
+
+// TestOwnNoticeIgnored: a peer at the server's own address whose portmapper names this
+// very monitor gets the restart notice here; it is not taken for a reboot of anyone's,
+// while a notice of another state is.
+func TestOwnNoticeIgnored(t *testing.T) {
+	dir := t.TempDir()
+	m, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Monitor(Peer{Addr: netip.MustParseAddr("127.0.0.1"), Name: "local", Server: netip.MustParseAddr("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	rebooted := make(chan int32, 4)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	services, _ := portmap.ServicesAt(ProgramNumber, Version, pc.LocalAddr())
+	pm, err := portmap.New(portmap.Config{Services: services})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pmRPC, _ := oncrpc.New(oncrpc.Config{Programs: pm.Programs()})
+	pmConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = New(Config{Dir: dir, PortmapPort: uint16(pmConn.LocalAddr().(*net.UDPAddr).Port),
+		Rebooted: func(_ netip.Addr, _ string, state int32) { rebooted <- state }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc, _ := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{m.Program()}})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rpc.ServeUDP(pc) })
+	wg.Go(func() { _ = pmRPC.ServeUDP(pmConn) })
+	defer func() {
+		_ = rpc.Shutdown(context.Background())
+		_ = pmRPC.Shutdown(context.Background())
+		pc.Close()
+		pmConn.Close()
+		wg.Wait()
+		m.Close()
+	}()
+	m.NotifyRestart()
+	m.running.Wait() // the notice went out and was answered
+	select {
+	case st := <-rebooted:
+		t.Fatalf("this server's own notice taken for a reboot (state %d)", st)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// A real notice from a host of that name, with its own state.
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var w xdr.Writer
+	statChange{monName: []byte("127.0.0.1"), state: 77}.encode(&w)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := oncrpc.Invoke(ctx, c, ProgramNumber, Version, uint32(ProcNotify), w.Buf); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-rebooted; st != 77 {
+		t.Fatalf("state %d", st)
 	}
 }

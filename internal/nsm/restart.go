@@ -66,7 +66,18 @@ func (m *Monitor) notifyPeer(p Peer) error {
 	}
 	defer c.Close()
 	var args xdr.Writer
+	m.mu.Lock()
+	m.sent[p.Server.String()] = true
+	m.mu.Unlock()
 	statChange{monName: []byte(p.Server.String()), state: m.state}.encode(&args)
 	_, err = oncrpc.Invoke(ctx, c, ProgramNumber, Version, uint32(ProcNotify), args.Buf)
 	return err
+}
+
+// ownNotice reports whether an SM_NOTIFY is one this monitor sent: this run's state
+// number, naming an address of this server it told a peer.
+func (m *Monitor) ownNotice(monName string, state int32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return state == m.state && m.sent[monName]
 }

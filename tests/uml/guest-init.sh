@@ -12,6 +12,10 @@
 #   PLAINMOUNT yes: ask the portmapper first (rpcinfo -p, showmount -e, into $OUT), then
 #            mount with "vers=3,nolock" only, no port, protocol or address options (and
 #            skip the NFSv4 attempt)
+#   LOCKS    yes (with PLAINMOUNT): run rpcbind and rpc.statd in the guest, as a client
+#            that locks needs, and mount with "vers=3" alone, without nolock; a second
+#            mount of the export (nosharecache) goes on /run/nfs2, and the workload gets
+#            both mount points
 # Every outcome is written to $OUT; the host decides pass or fail.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 BB=/bin/busybox
@@ -54,6 +58,18 @@ $BB ip addr add "$GUEST_IP/24" dev eth0
 $BB ip link set eth0 up
 
 mkdir -p /run/nfs
+MOUNTOPTS="vers=3,nolock"
+if [ "${LOCKS:-no}" = yes ]; then
+	# The client side of locking: the kernel's lockd registers with rpcbind, and
+	# rpc.statd monitors the server (SM_MON) and takes its reboot notices (SM_NOTIFY).
+	# /var/lib/nfs is the host's, read-only: the guest's state goes on a tmpfs.
+	$BB mount -t tmpfs tmpfs /var/lib/nfs
+	mkdir -p /var/lib/nfs/sm /var/lib/nfs/sm.bak /run/rpcbind
+	rpcbind -w || { echo "guest: rpcbind failed"; finish 94; }
+	rpc.statd --no-notify || { echo "guest: rpc.statd failed"; finish 94; }
+	rpcinfo -p 127.0.0.1 >/mnt/guest-rpcinfo.txt 2>&1
+	MOUNTOPTS="vers=3"
+fi
 if [ "${PLAINMOUNT:-no}" = yes ]; then
 	# Real RPC clients of another host, knowing only the server's address.
 	rpcinfo -p "$SRV" >/mnt/rpcinfo.txt 2>&1
@@ -64,13 +80,19 @@ if [ "${PLAINMOUNT:-no}" = yes ]; then
 	showmount -e "$SRV" >/mnt/showmount.txt 2>&1
 	echo "exit status $?" >>/mnt/showmount.txt
 	i=0
-	until mount -t nfs -o "vers=3,nolock${NFSOPTS:+,$NFSOPTS}" "$SRV:/" /run/nfs; do
+	until mount -t nfs -o "$MOUNTOPTS${NFSOPTS:+,$NFSOPTS}" "$SRV:/" /run/nfs; do
 		i=$((i + 1))
 		[ $i -ge 5 ] && { echo "guest: mount failed"; finish 91; }
 		sleep 1
 	done
-	echo "guest: mounted $SRV:/ on /run/nfs with vers=3,nolock"
+	echo "guest: mounted $SRV:/ on /run/nfs with $MOUNTOPTS"
 	grep " /run/nfs " /proc/mounts >/mnt/mount-options.txt
+	if [ "${LOCKS:-no}" = yes ]; then
+		mkdir -p /run/nfs2
+		mount -t nfs -o "$MOUNTOPTS,nosharecache${NFSOPTS:+,$NFSOPTS}" "$SRV:/" /run/nfs2 || { echo "guest: second mount failed"; finish 91; }
+		grep " /run/nfs2 " /proc/mounts >>/mnt/mount-options.txt
+		echo "guest: mounted $SRV:/ again on /run/nfs2 (nosharecache)"
+	fi
 else
 # What mount.nfs does without vers=: try NFSv4 first and fall back to v3 when the server
 # says the version is not there. The outcome goes to $OUT for the host to judge; the attempt
@@ -90,7 +112,11 @@ done
 echo "guest: mounted $SRV:/ on /run/nfs"
 fi
 
-sh "/run/tests/${WORKLOAD:-workload.sh}" /run/nfs >/mnt/transcript.txt 2>&1
+if [ "${LOCKS:-no}" = yes ]; then
+	sh "/run/tests/${WORKLOAD:-workload.sh}" /run/nfs /run/nfs2 >/mnt/transcript.txt 2>&1
+else
+	sh "/run/tests/${WORKLOAD:-workload.sh}" /run/nfs >/mnt/transcript.txt 2>&1
+fi
 echo "guest: workload exit status $?"
 # MANIFEST=no skips describing the whole tree (the big-directory test has 100,000 files).
 if [ "${MANIFEST:-yes}" = yes ]; then
@@ -99,6 +125,9 @@ if [ "${MANIFEST:-yes}" = yes ]; then
 fi
 
 cd /
+if [ "${LOCKS:-no}" = yes ]; then
+	umount /run/nfs2 || { echo "guest: umount of the second mount failed"; finish 92; }
+fi
 umount /run/nfs || { echo "guest: umount failed"; finish 92; }
 echo "guest: unmounted"
 finish 0

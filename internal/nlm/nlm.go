@@ -145,14 +145,13 @@ type Server struct {
 	mon    Monitor
 	logger *slog.Logger
 
-	ctx      context.Context // ends at Close
-	cancel   context.CancelFunc
-	running  sync.WaitGroup // callbacks, the janitor
-	slots    chan struct{}  // calls to clients under way
-	pending  atomic.Int64   // callbacks started and not finished
-	cookies  atomic.Uint64  // of the GRANTED calls made
-	janitor  *time.Ticker
-	janitorQ chan struct{}
+	ctx     context.Context // ends at Close
+	cancel  context.CancelFunc
+	running sync.WaitGroup // callbacks, the janitor
+	slots   chan struct{}  // calls to clients under way
+	pending atomic.Int64   // callbacks started and not finished
+	cookies atomic.Uint64  // of the GRANTED calls made
+	janitor *time.Ticker
 
 	mu       sync.Mutex
 	hosts    map[string]*host         // by nsm.Peer.Key; guarded by mu

@@ -59,7 +59,7 @@ func coreJobs() []job {
 		{key: "seqread-cold", title: "sequential 1 MiB reads of the 1 GiB lower file, cold cache", unit: unitMiBs,
 			prep: func(t *tools, c *contender, round int) error { dropCaches(); return nil },
 			run:  fioJob(bigName, "read", "1m", "1g", 1, ""),
-			note: "fio (libnfs engine, iodepth 1) reads `big` once in 1 MiB READs after the page cache was dropped: bounded by the machine's virtual disk, whose speed depends on the host's own cache (dd read a freshly written file at 425 MB/s, this job saw 200 to 1300 MiB/s): the noisiest row"},
+			note: "fio (libnfs engine, iodepth 1) reads `big` once in 1 MiB READs after the page cache was dropped: bounded by the machine's virtual disk, whose speed depends on the host's own cache (dd read a freshly written file at 425 MB/s, this job saw 200 to 1300 MiB/s): the noisiest row. Which contender runs first in a round decides this row more than the server does: on this VM the first run after a drop_caches pays for the host faulting memory back in, and the per-round pairs below show the first of each round 2.5 to 3 times slower than the second, whichever server it is (touching 1.25 GiB of fresh memory after the drop evened this out when the cold jobs ran alone, not after the jobs before them); read the round in which ovlnfs ran second against the rounds in which it ran first"},
 		{key: "seqread", title: "sequential 1 MiB reads of the 1 GiB lower file", unit: unitMiBs,
 			prep: func(t *tools, c *contender, round int) error { return warm(filepath.Join(c.lower, bigName)) },
 			run:  fioJob(bigName, "read", "1m", "1g", 1, ""),
@@ -89,7 +89,7 @@ func coreJobs() []job {
 		{key: "copyup", title: "copy-up: 4 KiB appended to the 1 GiB lower file, COMMIT", unit: unitSec, timeLike: true,
 			prep: func(t *tools, c *contender, round int) error { dropCaches(); return nil },
 			run:  copyUpJob,
-			note: "nfsclient: LOOKUP `big`, one 4 KiB WRITE at its end (the server copies the 1 GiB file up first: ovlnfs at the WRITE, Ganesha's open for writing makes the kernel overlay copy it up), COMMIT; time from the open to the COMMIT's reply, page cache dropped before; the copy is checked (size, appended bytes, sampled blocks equal the lower's) in ovlnfs's upper and in the kernel overlay's mount (the kernel copies a file Ganesha opens by handle into its index directory)"},
+			note: "nfsclient: LOOKUP `big`, one 4 KiB WRITE at its end (the server copies the 1 GiB file up first: ovlnfs at the WRITE, Ganesha's open for writing makes the kernel overlay copy it up), COMMIT; time from the open to the COMMIT's reply, page cache dropped before; the copy is checked (size, appended bytes, sampled blocks equal the lower's) in ovlnfs's upper and in the kernel overlay's mount (the kernel copies a file Ganesha opens by handle into its index directory). Which contender runs first in a round decides this row more than the server does: on this VM the first run after a drop_caches pays for the host faulting memory back in, and the per-round pairs below show the first of each round 2.5 to 3 times slower than the second, whichever server it is (touching 1.25 GiB of fresh memory after the drop evened this out when the cold jobs ran alone, not after the jobs before them); read the round in which ovlnfs ran second against the rounds in which it ran first"},
 	}
 }
 

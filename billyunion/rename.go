@@ -302,11 +302,13 @@ func (fs *FS) emptyUpperDir(parent int, name string) error {
 }
 
 // Link creates newpath as another name of the non-directory oldpath (which is
-// copied up first, as the kernel does).
+// copied up first, as the kernel does). An existing newpath answers EEXIST
+// before a directory oldpath (the root included) answers EPERM, as in the
+// kernel, which looks the new name up first.
 func (fs *FS) Link(oldpath, newpath string) error {
 	oldDir, oldName, err := splitTarget(oldpath)
 	if err == syscall.EBUSY {
-		err = syscall.EPERM
+		return fs.linkRootError(newpath)
 	}
 	if err != nil {
 		return err
@@ -359,4 +361,29 @@ func (fs *FS) Link(oldpath, newpath string) error {
 		return layer.Errno(err)
 	}
 	return nil
+}
+
+// linkRootError is what linking the root (a directory) to newpath answers:
+// the new name's errors first (EEXIST for an existing one, ENOENT or
+// ENOTDIR for its parent), then EPERM.
+func (fs *FS) linkRootError(newpath string) error {
+	_, err := fs.Lstat(newpath)
+	switch {
+	case err == nil:
+		return syscall.EEXIST
+	case err != syscall.ENOENT:
+		return err
+	}
+	dirComps, _, err := splitTarget(newpath)
+	if err != nil {
+		return err
+	}
+	fi, err := fs.Lstat(joinPath(dirComps))
+	switch {
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return syscall.ENOTDIR
+	}
+	return syscall.EPERM
 }

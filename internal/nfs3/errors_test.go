@@ -65,6 +65,10 @@ func TestErrorStatuses(t *testing.T) {
 		{"RENAME missing", nfs3.ProcRename, rpctest.RenameArgs(root, "nope", root, "nope2"), nfs3.StatusNoEnt},
 		{"LINK onto existing", nfs3.ProcLink, rpctest.LinkArgs(file, root, "a"), nfs3.StatusExist},
 		{"LINK of a dir", nfs3.ProcLink, rpctest.LinkArgs(a, root, "alink"), nfs3.StatusPerm},
+		// The kernel looks the new name up before it refuses a directory.
+		{"LINK of a dir onto existing", nfs3.ProcLink, rpctest.LinkArgs(a, root, "file.txt"), nfs3.StatusExist},
+		{"LINK of the root onto existing", nfs3.ProcLink, rpctest.LinkArgs(root, root, "file.txt"), nfs3.StatusExist},
+		{"LINK of the root", nfs3.ProcLink, rpctest.LinkArgs(root, root, "rootlink"), nfs3.StatusPerm},
 		{"LOOKUP missing", nfs3.ProcLookup, rpctest.DirOp(root, "nope"), nfs3.StatusNoEnt},
 		{"LOOKUP in a file", nfs3.ProcLookup, rpctest.DirOp(file, "x"), nfs3.StatusNotDir},
 		{"LOOKUP name of 256 bytes", nfs3.ProcLookup, rpctest.DirOp(root, long), nfs3.StatusNameTooLong},

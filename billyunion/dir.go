@@ -195,9 +195,11 @@ func (fs *FS) initNew(parent *dir, wd int, tmp string, mode uint32, o owner, ove
 			return layer.Errno(err)
 		}
 	}
-	if isDir && overWhiteout {
-		// A new directory where a deleted one was must not show the old
-		// lower contents again.
+	// A new directory where a deleted one was must not show the old lower
+	// contents again. With redirect_dir=on the kernel marks every new
+	// directory in a merged one opaque (it no longer allows offline
+	// changes to the lowers), so ovlnfs does too.
+	if isDir && (overWhiteout || fs.redirectCreate && len(parent.parts) > 1) {
 		if err := layer.Setxattr(wd, tmp, fs.x.Opaque(), []byte("y")); err != nil {
 			return layer.Errno(err)
 		}

@@ -11,6 +11,9 @@
 //	caller.go    Caller (As): the union as one client user, who owns what it creates
 //	names.go     path and name validation
 //	namei.go     lookup: resolving paths to per-layer parts
+//	redirect.go  the redirect_dir feature: the redirect xattr's format and
+//	             modes, following redirects in a lookup, the redirect a
+//	             renamed directory gets
 //	dircache.go  resolved directories kept by path, exact through fanotify
 //	readdir.go   merged directory listings, through package readdircache:
 //	             candidate names and one lookup per name, with no lock; a
@@ -26,7 +29,8 @@
 //	export.go    ObjectIDs from stems and their binary forms; Identify, FindDir,
 //	             FindConnected, LayerSetID
 //	moves.go     the moves index (Work/ovlnfs-index): where renamed and linked
-//	             non-directories went; Locations
+//	             non-directories, and directories renamed with a redirect,
+//	             went; Locations, FindMoved
 //	locks.go     per-directory locks
 //
 // Package layer (billyunion/layer) holds the descriptor-relative access to
@@ -76,7 +80,9 @@
 // cache), building a new object in the work
 // directory (create, mkdir, symlink, mknod: one syscall each, plus owner,
 // mode and opaque mark), the renames, links and whiteouts of the change,
-// impure and opaque marks, the ObjectIDs the moves index records
+// impure and opaque marks, a renamed directory's redirect (its own and its
+// ancestors' read from the upper, one xattr each, then its new one set),
+// the ObjectIDs the moves index records
 // (name_to_handle_at, open_by_handle_at for an origin not yet decoded), the
 // moves record itself, and removing, from the work directory, an upper
 // directory taken out of the tree with the whiteouts it held (rmdir, and

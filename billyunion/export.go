@@ -276,6 +276,9 @@ func (fs *FS) dirObjectID(d *dir) (ObjectID, error) {
 // record holds, else the one the kernel gives for it.
 func (fs *FS) objectID(s stem) (ObjectID, error) {
 	if len(s.origin) == 0 {
+		if s.abs != nil {
+			return fs.handleAtPath(s.li, s.abs)
+		}
 		return fs.handleAt(s.li, s.dirFD, s.name)
 	}
 	o, err := layer.DecodeOrigin(s.origin)
@@ -307,11 +310,12 @@ func (fs *FS) handleAt(li, dirFD int, name string) (ObjectID, error) {
 func (fs *FS) fsOf(li int) uint8 { return uint8(fs.ino.fsIndex[fs.layers[li].Dev]) }
 
 // FindDir returns where the directory id should be: the kernel reconnects
-// a directory handle to its one path, which is the directory's union path
-// because directories never move between layers' namespaces (no
-// redirects). A candidate only; ESTALE when there is none.
+// a directory handle to its one path in its layer, which is the
+// directory's union path unless a directory on the way was renamed with a
+// redirect (then FindMoved finds it). A candidate only; ESTALE when there
+// is none.
 func (fs *FS) FindDir(id ObjectID) (string, error) {
-	p, isDir, err := fs.pathByHandle(id)
+	p, isDir, _, err := fs.pathByHandle(id)
 	if err != nil {
 		return "", err
 	}
@@ -326,11 +330,13 @@ func (fs *FS) FindDir(id ObjectID) (string, error) {
 // while their dentry is cached. A candidate only; ESTALE when there is
 // none.
 func (fs *FS) FindConnected(id ObjectID) (string, error) {
-	p, _, err := fs.pathByHandle(id)
+	p, _, _, err := fs.pathByHandle(id)
 	return p, err
 }
 
-func (fs *FS) pathByHandle(id ObjectID) (string, bool, error) {
+// pathByHandle is where the kernel connects the object id in its layer:
+// the path from the root of layer li, and whether it is a directory.
+func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, li int, err error) {
 	var roots []int
 	for li := range fs.layers {
 		if fs.fsOf(li) == id.FS {
@@ -338,27 +344,27 @@ func (fs *FS) pathByHandle(id ObjectID) (string, bool, error) {
 		}
 	}
 	if len(roots) == 0 || len(id.Handle) == 0 || len(id.Handle) > maxObjectHandle {
-		return "", false, syscall.ESTALE
+		return "", false, 0, syscall.ESTALE
 	}
 	fd, err := unix.OpenByHandleAt(fs.layers[roots[0]].Root, unix.NewFileHandle(id.Type, id.Handle), unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
-		return "", false, syscall.ESTALE
+		return "", false, 0, syscall.ESTALE
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return "", false, syscall.ESTALE
+		return "", false, 0, syscall.ESTALE
 	}
 	abs, err := os.Readlink(layer.ProcPath(fd))
 	if err != nil {
-		return "", false, syscall.ESTALE
+		return "", false, 0, syscall.ESTALE
 	}
 	for _, li := range roots {
 		if rel, ok := under(abs, fs.rootPaths[li]); ok {
-			return rel, layer.IsDir(&st), nil
+			return rel, layer.IsDir(&st), li, nil
 		}
 	}
-	return "", false, syscall.ESTALE
+	return "", false, 0, syscall.ESTALE
 }
 
 // under returns abs relative to root when it lies inside it.

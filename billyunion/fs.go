@@ -42,6 +42,15 @@ type Options struct {
 	// many recent snapshots for clients paging through them); 0 means
 	// DefaultDirCacheEntries.
 	DirCacheEntries int
+	// RedirectDir is the kernel's redirect_dir option (redirect.go): "on"
+	// (renaming a directory with lower parts records a redirect, and
+	// redirects are followed), "follow" (followed, not made: such renames
+	// answer EXDEV), "nofollow" (neither: a lookup that meets a redirect
+	// answers EPERM), "off" (as the kernel built with
+	// redirect_always_follow=y: follow). Empty means "on", or "nofollow"
+	// with the user.overlay. prefix, where the kernel (userxattr) allows
+	// nothing else.
+	RedirectDir string
 }
 
 // DefaultDirCacheEntries is the listing cache size when none is configured.
@@ -59,8 +68,6 @@ type FS struct {
 	x        copyup.Xattrs
 	locks    *lockTable
 	ino      *inodes
-	// rootOpaqueX records lower roots marked opaque=x (read once at start).
-	rootOpaqueX []bool
 	// copyUps counts completed copy-ups; files opened read-only on a lower
 	// layer compare it to notice that their object moved up.
 	copyUps atomic.Uint64
@@ -82,6 +89,12 @@ type FS struct {
 	moves *moves
 	// dirs caches resolved directories (dircache.go); off without fanotify.
 	dirs *dirCache
+	// redirectCreate: renaming a directory with lower parts records a
+	// redirect (redirect_dir=on); redirectFollow: lookups follow redirects
+	// (on, follow, off). Both fixed at New.
+	redirectCreate, redirectFollow bool
+	// redirectWarned is when a malformed redirect was last logged (unix ns).
+	redirectWarned atomic.Int64
 	// beforeOpen, when set (tests only), runs in OpenFile between the
 	// lookup and the open, to force a change into that window.
 	beforeOpen func(p string)
@@ -116,6 +129,11 @@ func New(opts Options) (*FS, error) {
 	if fs.x.Prefix != "trusted.overlay." && fs.x.Prefix != "user.overlay." {
 		return nil, fmt.Errorf("billyunion: xattr prefix %q: must be trusted.overlay. or user.overlay.: %w", fs.x.Prefix, syscall.EINVAL)
 	}
+	mode, err := redirectMode(opts.RedirectDir, fs.x.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	fs.redirectCreate, fs.redirectFollow = mode == "on", mode != "nofollow"
 	ok := false
 	defer func() {
 		if !ok {
@@ -134,7 +152,6 @@ func New(opts Options) (*FS, error) {
 		}
 		fs.layers = append(fs.layers, l)
 	}
-	var err error
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
 		if err != nil {
@@ -157,12 +174,6 @@ func New(opts Options) (*FS, error) {
 	if fs.hasUpper {
 		if fs.originUUIDs, err = initUpperUUID(fs.layers[0].Root, fs.x); err != nil {
 			return nil, fmt.Errorf("billyunion: upper %s: %w", opts.Upper, err)
-		}
-	}
-	fs.rootOpaqueX = make([]bool, len(fs.layers))
-	for i, l := range fs.layers {
-		if v, err := layer.Getxattr(l.Root, "", fs.x.Opaque()); err == nil && string(v) == "x" && !fs.isUpper(i) {
-			fs.rootOpaqueX[i] = true
 		}
 	}
 	fs.ino = newInodes(fs.layers, fs.hasUpper)

@@ -87,13 +87,17 @@ func (ls *layerSet) symlink(layerName, p, target string) {
 	}
 }
 
-func (ls *layerSet) open() *FS {
+func (ls *layerSet) open() *FS { ls.t.Helper(); return ls.openWith(Options{}) }
+
+// openWith opens the union with opts, its layers, work dir and prefix filled in.
+func (ls *layerSet) openWith(opts Options) *FS {
 	ls.t.Helper()
 	var lowers []string
 	for _, n := range ls.lowerNames() {
 		lowers = append(lowers, filepath.Join(ls.root, n))
 	}
-	fs, err := New(Options{Lowers: lowers, Upper: ls.path("u", ""), Work: ls.path("w", ""), XattrPrefix: "trusted.overlay."})
+	opts.Lowers, opts.Upper, opts.Work, opts.XattrPrefix = lowers, ls.path("u", ""), ls.path("w", ""), "trusted.overlay."
+	fs, err := New(opts)
 	if err != nil {
 		ls.t.Fatal(err)
 	}

@@ -102,17 +102,20 @@ type fileInfo struct {
 	id atomic.Pointer[Identity]
 }
 
-// partRef is what the identity rule reads of a part: its layer, type and object.
+// partRef is what the identity rule reads of a part: its layer, type and object, and
+// where a part below a redirect lies (part.name, part.abs).
 type partRef struct {
 	li   int
 	mode uint32
 	obj  devIno
+	name string
+	abs  []string
 }
 
 func partRefs(parts []part) []partRef {
 	refs := make([]partRef, len(parts))
 	for i, p := range parts {
-		refs[i] = partRef{li: p.li, mode: p.st.Mode, obj: devIno{p.st.Dev, p.st.Ino}}
+		refs[i] = partRef{li: p.li, mode: p.st.Mode, obj: devIno{p.st.Dev, p.st.Ino}, name: p.name, abs: p.abs}
 	}
 	return refs
 }
@@ -121,7 +124,7 @@ func partRefs(parts []part) []partRef {
 func entryOf(name string, refs []partRef) entry {
 	e := entry{name: name, parts: make([]part, len(refs))}
 	for i, r := range refs {
-		e.parts[i] = part{li: r.li, fd: -1, st: unix.Stat_t{Dev: r.obj.dev, Ino: r.obj.ino, Mode: r.mode}}
+		e.parts[i] = part{li: r.li, fd: -1, st: unix.Stat_t{Dev: r.obj.dev, Ino: r.obj.ino, Mode: r.mode}, name: r.name, abs: r.abs}
 	}
 	return e
 }

@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -294,6 +296,9 @@ func (fs *FS) rebuildMoves(workFD int) error {
 			}
 			if e.isDir() {
 				subdirs = append(subdirs, name)
+				if err := fs.rebuildDirRecord(m, fd, d, &e, parent); err != nil {
+					return err
+				}
 				continue
 			}
 			id, err := fs.objectIDOf(d, &e)
@@ -323,4 +328,198 @@ func (fs *FS) rebuildMoves(workFD int) error {
 	}
 	fs.log.Info("built the moves index from the upper layer", "objects", count)
 	return unix.Fsync(workFD)
+}
+
+// Directories renamed with a redirect (redirect.go) keep their lower parts
+// where they were, so the kernel still connects a handle of anything in or
+// below them to its old place in its layer, which is no longer its union
+// path. Such a rename is recorded like a non-directory's, under the
+// directory's ObjectID and under the kernel handle of each of its lower
+// parts, so that FindMoved can start from any object's place in any layer:
+// the deepest directory on that layer path with a record gives where that
+// part of the path went.
+
+// maxMovedDepth bounds how deep FindMoved follows records whose parent
+// needs a FindMoved of its own, maxMovedSteps how many layer paths one
+// FindMoved examines in all: records are hints, and forged or looping ones
+// must cost a bounded number of lookups.
+const (
+	maxMovedDepth = 16
+	maxMovedSteps = 64
+)
+
+// dirMoveKeys are the record names of the directory e (a child of d): its
+// ObjectID and the handles of its lower parts.
+func (fs *FS) dirMoveKeys(d *dir, e *entry) ([]ObjectID, error) {
+	id, err := fs.objectIDOf(d, e)
+	if err != nil {
+		return nil, err
+	}
+	keys := []ObjectID{id}
+	for i := range e.parts {
+		p := &e.parts[i]
+		if fs.isUpper(p.li) {
+			continue
+		}
+		var pid ObjectID
+		switch {
+		case p.abs != nil:
+			pid, err = fs.handleAtPath(p.li, p.abs)
+		case p.name != "":
+			pid, err = fs.handleAt(p.li, d.partFor(p.li).fd, p.name)
+		default:
+			pid, err = fs.handleAt(p.li, d.partFor(p.li).fd, e.name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(keys, pid.Equal) {
+			keys = append(keys, pid)
+		}
+	}
+	return keys, nil
+}
+
+// recordDirMove notes, before it happens, that the directory e in od, which
+// has lower parts, is about to get the name newName in nd.
+func (fs *FS) recordDirMove(od *dir, e *entry, nd *dir, newName string) error {
+	if fs.moves == nil {
+		return nil
+	}
+	keys, err := fs.dirMoveKeys(od, e)
+	if err != nil {
+		return err
+	}
+	oldParent, err := fs.dirObjectID(od)
+	if err != nil {
+		return err
+	}
+	newParent := oldParent
+	if nd != od {
+		if newParent, err = fs.dirObjectID(nd); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if err := fs.moves.add(k, Location{newParent, newName}, Location{oldParent, e.name}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FindMoved returns where the object id is when it, or a directory on its
+// way from the root, was renamed with a redirect: FindDir and
+// FindConnected give its old place then. It is confirmed with Identify;
+// ESTALE when no record leads to it.
+func (fs *FS) FindMoved(id ObjectID) (string, error) {
+	budget := maxMovedSteps
+	return fs.findMoved(id, 0, &budget)
+}
+
+func (fs *FS) findMoved(id ObjectID, depth int, budget *int) (string, error) {
+	if fs.moves == nil || depth > maxMovedDepth || *budget <= 0 {
+		return "", syscall.ESTALE
+	}
+	*budget--
+	rel, isDir, li, err := fs.pathByHandle(id)
+	if err != nil {
+		return "", err
+	}
+	comps, err := splitPath(rel)
+	if err != nil || len(comps) == 0 {
+		return "", syscall.ESTALE
+	}
+	// The records of the directories on the layer path (the object itself
+	// too when it is one), top-down.
+	dirs := len(comps)
+	if !isDir {
+		dirs--
+	}
+	type recorded struct {
+		depth int
+		locs  []Location
+	}
+	var found []recorded
+	fd := fs.layers[li].Root
+	for k := 0; k < dirs; k++ {
+		pid, err := fs.handleAt(li, fd, comps[k])
+		if err != nil {
+			break
+		}
+		if locs, err := fs.moves.read(pid); err == nil && len(locs) > 0 {
+			found = append(found, recorded{k + 1, locs})
+		}
+		if k+1 == dirs {
+			break
+		}
+		next, err := layer.OpenDir(fd, comps[k])
+		if fd != fs.layers[li].Root {
+			unix.Close(fd)
+		}
+		if err != nil {
+			fd = fs.layers[li].Root
+			break
+		}
+		fd = next
+	}
+	if fd != fs.layers[li].Root {
+		unix.Close(fd)
+	}
+	for i := len(found) - 1; i >= 0; i-- {
+		for _, loc := range found[i].locs {
+			parent, err := fs.dirPathOf(loc.Parent, depth+1, budget)
+			if err != nil {
+				continue
+			}
+			cand := strings.Join(append(append(splitNonEmpty(parent), loc.Name), comps[found[i].depth:]...), "/")
+			if fs.isAt(cand, id) {
+				return cand, nil
+			}
+		}
+	}
+	return "", syscall.ESTALE
+}
+
+// dirPathOf is the confirmed path of the directory id: where FindDir puts
+// it, else where FindMoved does.
+func (fs *FS) dirPathOf(id ObjectID, depth int, budget *int) (string, error) {
+	if p, err := fs.FindDir(id); err == nil && fs.isAt(p, id) {
+		return p, nil
+	}
+	return fs.findMoved(id, depth, budget)
+}
+
+// isAt reports whether the object at p is id.
+func (fs *FS) isAt(p string, id ObjectID) bool {
+	got, err := fs.Identify(p)
+	return err == nil && got.ID.Equal(id)
+}
+
+func splitNonEmpty(p string) []string {
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// rebuildDirRecord records where a directory with a redirect is, when the
+// index is rebuilt (a redirect the kernel or an earlier run made).
+func (fs *FS) rebuildDirRecord(m *moves, buildFD int, d *dir, e *entry, parent ObjectID) error {
+	if !fs.hasLower(e) {
+		return nil
+	}
+	if _, has, err := fs.upperRedirect(fs.upperFD(d), e.name); err != nil || !has {
+		return nil
+	}
+	keys, err := fs.dirMoveKeys(d, e)
+	if err != nil {
+		return nil // unreadable: its handles are found the slow way or not at all
+	}
+	for _, k := range keys {
+		if err := m.addLocked(buildFD, k, []Location{{parent, e.name}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

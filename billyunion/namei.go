@@ -1,6 +1,7 @@
 package billyunion
 
 import (
+	"slices"
 	"sync/atomic"
 	"syscall"
 
@@ -14,9 +15,13 @@ type part struct {
 	li int         // index into FS.layers
 	fd int         // O_PATH descriptor (directories being walked only), else -1
 	st unix.Stat_t // as looked up
-	// opaqueX marks a lower directory whose opaque xattr is "x": it may
-	// hold xattr whiteouts.
-	opaqueX bool
+	// Where a directory part below a redirect (redirect.go) lies in its
+	// layer: name, when not the union name, in the parent's part of the
+	// same layer (a relative redirect); abs, its path from the layer's
+	// root (an absolute one). Both empty for every other part: the union
+	// name in the parent's part.
+	name string
+	abs  []string
 }
 
 // dir is a union directory resolved to its parts, top-down, with a
@@ -102,9 +107,12 @@ func (fs *FS) dirHasUpper(d *dir) bool { return len(d.parts) > 0 && fs.isUpper(d
 
 // lookupChild applies the overlay lookup rules to name in d: top-down, a
 // whiteout or a non-directory stops the search, directories merge until one
-// is opaque, and a non-directory below a directory is hidden.
+// is opaque, and a non-directory below a directory is hidden. A directory
+// part carrying a redirect tells where the layers below it are looked in
+// (redirect.go): another name in d's parts, or a path from the layer roots.
 func (fs *FS) lookupChild(d *dir, name string) (entry, error) {
-	return fs.lookupChildIn(d, name, allParts)
+	e, _, err := fs.lookupChildIn(d, name, allParts)
+	return e, err
 }
 
 // allParts: every part of a directory may hold a name.
@@ -112,59 +120,158 @@ const allParts = ^uint64(0)
 
 // lookupChildIn is lookupChild knowing that only the parts of d whose bit is
 // set in held (bit i for part i, the 64th for it and all after) can hold
-// name: the others are not asked, as if they answered ENOENT.
-func (fs *FS) lookupChildIn(d *dir, name string, held uint64) (entry, error) {
-	e := entry{name: name}
-	for i := range d.parts {
-		p := &d.parts[i]
-		if held&(uint64(1)<<min(i, 63)) == 0 {
-			continue
-		}
-		st, err := layer.Lstat(p.fd, name)
-		if err == unix.ENOENT {
-			continue
-		}
-		if err != nil {
-			return entry{}, layer.Errno(err)
-		}
-		upper := fs.isUpper(p.li)
-		if layer.IsWhiteout(&st) {
-			if len(e.parts) == 0 && upper {
-				e.upperWhiteout = true
-			}
-			break
-		}
-		if !upper && p.opaqueX && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
-			wo, err := layer.HasXattr(p.fd, name, fs.x.Whiteout())
-			if err != nil {
-				return entry{}, layer.Errno(err)
-			}
-			if wo {
+// name: the others are not asked, as if they answered ENOENT. (Once a
+// redirect changed what is looked up below, every part is asked.) It also
+// reports whether its error is a redirect the rules refuse (not followed,
+// malformed, or naming what cannot be looked up), rather than a failure of a
+// layer.
+func (fs *FS) lookupChildIn(d *dir, name string, held uint64) (entry, bool, error) {
+	w := lookupWalk{fs: fs, e: entry{name: name}, name: name}
+	next, li := 0, -1
+	for !w.stop {
+		var parent *part
+		if w.abs == nil {
+			if next == len(d.parts) {
 				break
 			}
-		}
-		if !layer.IsDir(&st) {
-			if len(e.parts) == 0 {
-				e.parts = append(e.parts, part{li: p.li, fd: -1, st: st})
+			i := next
+			parent, next = &d.parts[i], i+1
+			li = parent.li
+			if w.name == name && held&(uint64(1)<<min(i, 63)) == 0 {
+				continue
 			}
+		} else if li++; li == len(fs.layers) {
 			break
 		}
-		np := part{li: p.li, fd: -1, st: st}
-		v, err := layer.Getxattr(p.fd, name, fs.x.Opaque())
-		if err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP {
-			return entry{}, layer.Errno(err)
+		if !fs.isUpper(li) && w.redirected && !fs.redirectFollow {
+			return entry{}, true, syscall.EPERM // the kernel refuses to follow it
 		}
-		opaque := err == nil && string(v) == "y"
-		np.opaqueX = err == nil && string(v) == "x" && !upper
-		e.parts = append(e.parts, np)
-		if opaque {
-			if len(e.parts) == 1 {
-				e.opaque = true
-			}
-			break
+		// The kernel reads no redirect in the layer it looks in last: the
+		// bottom one when following, else the parent's last part.
+		last := li == len(fs.layers)-1
+		if !fs.redirectFollow {
+			last = w.abs == nil && next == len(d.parts)
+		}
+		var err error
+		if w.abs == nil {
+			err = w.single(li, parent.fd, w.name, last, nil)
+		} else {
+			err = w.walkAbs(li, last)
+		}
+		if err != nil {
+			return entry{}, w.refused, err
 		}
 	}
-	return e, nil
+	if w.redirected && !fs.redirectFollow {
+		return entry{}, true, syscall.EPERM
+	}
+	return w.e, false, nil
+}
+
+// lookupChildRefused is lookupChildIn asking every part.
+func (fs *FS) lookupChildRefused(d *dir, name string) (entry, bool, error) {
+	return fs.lookupChildIn(d, name, allParts)
+}
+
+// lookupWalk is the state of one lookupChild: the kernel's ovl_lookup_data.
+type lookupWalk struct {
+	fs *FS
+	e  entry
+	// name is looked up in the parent's parts; once an absolute redirect
+	// was met, abs is looked up from the roots of the layers below instead.
+	name       string
+	abs        []string
+	redirected bool // a redirect was read: the kernel's d.redirect
+	isDir      bool // a directory was found: only directories merge below it
+	stop       bool
+	refused    bool // the error is a redirect's (lookupChildRefused)
+}
+
+// single looks name up in the directory base of layer li as the last
+// component of the lookup: a part of the entry when it is one. at is the
+// path of base from the layer root when the walk is an absolute one (nil
+// otherwise).
+func (w *lookupWalk) single(li, base int, name string, last bool, at []string) error {
+	fs := w.fs
+	found, st, err := w.step(li, base, name)
+	if err != nil || !found {
+		return err
+	}
+	if !layer.IsDir(&st) {
+		if !w.isDir && len(w.e.parts) == 0 {
+			w.e.parts = append(w.e.parts, part{li: li, fd: -1, st: st})
+		}
+		w.stop = true
+		return nil
+	}
+	w.isDir = true
+	np := part{li: li, fd: -1, st: st}
+	if at != nil {
+		np.abs = append(slices.Clone(at), name)
+	} else if name != w.e.name {
+		np.name = name
+	}
+	v, err := layer.Getxattr(base, name, fs.x.Opaque())
+	if err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP {
+		return layer.Errno(err)
+	}
+	opaque := err == nil && string(v) == "y"
+	w.e.parts = append(w.e.parts, np)
+	if opaque {
+		if len(w.e.parts) == 1 {
+			w.e.opaque = true
+		}
+		w.stop = true
+		return nil
+	}
+	if last {
+		return nil
+	}
+	return w.readRedirect(base, name, 0)
+}
+
+// step looks name up in base and says whether the lookup found an object
+// there: not a whiteout (which stops the search), not missing.
+func (w *lookupWalk) step(li, base int, name string) (bool, unix.Stat_t, error) {
+	fs := w.fs
+	if err := redirectedName(name); err != nil {
+		w.refused = true
+		return false, unix.Stat_t{}, err
+	}
+	st, err := layer.Lstat(base, name)
+	if err == unix.ENOENT || err == unix.ENAMETOOLONG { // too long: only a redirect can give such a name
+		return false, st, nil
+	}
+	if err != nil {
+		return false, st, layer.Errno(err)
+	}
+	wo, err := fs.isWhiteout(base, name, &st)
+	if err != nil {
+		return false, st, err
+	}
+	if wo {
+		if len(w.e.parts) == 0 && fs.isUpper(li) {
+			w.e.upperWhiteout = true
+		}
+		w.stop = true
+		return false, st, nil
+	}
+	return true, st, nil
+}
+
+// isWhiteout reports whether name in dir, of stat st, is a whiteout: a 0/0
+// character device, or a zero-size regular file carrying the whiteout
+// xattr. The kernel honours the second (its xattr whiteout) in every layer,
+// whatever the parent's opaque mark, as its lookup does (checked on 6.18).
+func (fs *FS) isWhiteout(dir int, name string, st *unix.Stat_t) (bool, error) {
+	if layer.IsWhiteout(st) {
+		return true, nil
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
+		return false, nil
+	}
+	wo, err := layer.HasXattr(dir, name, fs.x.Whiteout())
+	return wo, layer.Errno(err)
 }
 
 // rootDir returns the union root with the layers' own root descriptors.
@@ -175,7 +282,7 @@ func (fs *FS) rootDir() (*dir, error) {
 		if err != nil {
 			return nil, layer.Errno(err)
 		}
-		d.parts[i] = part{li: i, fd: l.Root, st: st, opaqueX: fs.rootOpaqueX[i]}
+		d.parts[i] = part{li: i, fd: l.Root, st: st}
 	}
 	return d, nil
 }
@@ -184,8 +291,7 @@ func (fs *FS) rootDir() (*dir, error) {
 func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
 	child := &dir{fs: fs, path: append(append([]string(nil), d.path...), e.name), owned: true}
 	for _, p := range e.parts {
-		parent := d.partFor(p.li)
-		fd, err := layer.OpenDir(parent.fd, e.name)
+		fd, err := fs.openPart(d, e.name, &p)
 		if err != nil {
 			child.close()
 			return nil, layer.Errno(err)
@@ -362,19 +468,11 @@ func (fs *FS) lowerPositive(d *dir, name string) (bool, error) {
 		if err != nil {
 			return false, layer.Errno(err)
 		}
-		if layer.IsWhiteout(&st) {
-			return false, nil
+		wo, err := fs.isWhiteout(p.fd, name, &st)
+		if err != nil {
+			return false, err
 		}
-		if p.opaqueX && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
-			wo, err := layer.HasXattr(p.fd, name, fs.x.Whiteout())
-			if err != nil {
-				return false, layer.Errno(err)
-			}
-			if wo {
-				return false, nil
-			}
-		}
-		return true, nil
+		return !wo, nil
 	}
 	return false, nil
 }

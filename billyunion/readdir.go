@@ -23,11 +23,11 @@ func (fs *FS) visibleNames(d *dir) ([]string, error) {
 	}
 	names := candidates[:0]
 	for _, n := range candidates {
-		e, err := fs.lookupChild(d, n)
-		if err != nil {
+		e, refused, err := fs.lookupChildRefused(d, n)
+		if err != nil && !refused {
 			return nil, err
 		}
-		if e.exists() {
+		if e.exists() || refused { // a name a redirect makes unreadable is there
 			names = append(names, n)
 		}
 	}
@@ -221,9 +221,12 @@ func (fs *FS) forget(d *dir) {
 // removed since the names were read). It takes no lock.
 func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64) (os.FileInfo, bool, error) {
 	gen := fs.dirs.knownGeneration()
-	e, err := fs.lookupChildIn(d, name, held)
-	if err == syscall.ENOENT {
-		return nil, false, nil // removed while we listed
+	e, refused, err := fs.lookupChildIn(d, name, held)
+	if err == syscall.ENOENT || refused {
+		// Removed while we listed; or a directory whose redirect is not
+		// followed or malformed: its lookup answers the error, the
+		// listing leaves it out.
+		return nil, false, nil
 	}
 	if err != nil || !e.exists() {
 		return nil, false, err

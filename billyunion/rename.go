@@ -137,8 +137,10 @@ func (fs *FS) sameUpperObject(a, b *entry) bool {
 }
 
 // Rename moves oldpath to newpath, replacing a non-directory or an empty
-// directory there. A directory with lower parts answers EXDEV (clients then
-// copy and delete, as they do with the kernel overlay without redirect_dir).
+// directory there. A directory with lower parts is copied up alone and
+// given a redirect to where its lower parts are (redirect.go); without
+// redirect_dir=on it answers EXDEV instead (clients then copy and delete,
+// as they do with the kernel overlay).
 func (fs *FS) Rename(oldpath, newpath string) error {
 	oldDir, oldName, err := splitTarget(oldpath)
 	if err != nil {
@@ -169,7 +171,7 @@ func (fs *FS) Rename(oldpath, newpath string) error {
 			return syscall.ENOTDIR
 		case ne.exists() && !oe.isDir() && ne.isDir():
 			return syscall.EISDIR
-		case oe.isDir() && fs.hasLower(oe):
+		case oe.isDir() && fs.hasLower(oe) && !fs.redirectCreate:
 			return syscall.EXDEV
 		case ne.isDir():
 			return fs.checkEmpty(p.nd, ne)
@@ -207,7 +209,9 @@ func (fs *FS) renameLocked(p *pair) error {
 	op, np := fs.upperFD(p.od), fs.upperFD(p.nd)
 	oldName, newName := p.oe.name, p.ne.name
 	isDir := p.oe.isDir()
-	if isDir && !p.oe.opaque && len(p.nd.parts) > 1 {
+	redirected := isDir && fs.hasLower(&p.oe) // the kernel's merge-or-lower type
+	samedir := p.od.parts[0].st.Ino == p.nd.parts[0].st.Ino
+	if isDir && !redirected && !p.oe.opaque && len(p.nd.parts) > 1 {
 		// A pure upper directory moving into a merged directory is made
 		// opaque, so that no lower directory of the same name merges in.
 		if err := layer.Setxattr(op, oldName, fs.x.Opaque(), []byte("y")); err != nil {
@@ -219,7 +223,7 @@ func (fs *FS) renameLocked(p *pair) error {
 			return err
 		}
 	}
-	if p.od.parts[0].st.Ino != p.nd.parts[0].st.Ino && fs.hasOrigin(p.od, &p.oe) {
+	if !samedir && fs.hasOrigin(p.od, &p.oe) {
 		if err := copyup.MarkImpure(np, fs.x); err != nil {
 			return layer.Errno(err)
 		}
@@ -228,9 +232,31 @@ func (fs *FS) renameLocked(p *pair) error {
 	if err != nil {
 		return err
 	}
+	if redirected {
+		// Its lower parts stay where they are: the redirect says where.
+		restore, err := fs.setMovedRedirect(p.od, &p.oe, samedir)
+		if err != nil {
+			return err
+		}
+		if err = fs.recordDirMove(p.od, &p.oe, p.nd, newName); err == nil {
+			err = fs.moveUpper(p, op, np, whiteoutOld)
+		}
+		if err != nil {
+			restore()
+		}
+		return err
+	}
 	if err := fs.recordMove(p.od, &p.oe, p.nd, newName); err != nil {
 		return err
 	}
+	return fs.moveUpper(p, op, np, whiteoutOld)
+}
+
+// moveUpper makes the rename in the upper layer: one rename, leaving a
+// whiteout at the old name when a lower object would show through there.
+func (fs *FS) moveUpper(p *pair, op, np int, whiteoutOld bool) error {
+	oldName, newName := p.oe.name, p.ne.name
+	isDir := p.oe.isDir()
 	switch {
 	case whiteoutOld && p.ne.upperWhiteout:
 		// Swap: the object goes to the new name, the whiteout to the old.

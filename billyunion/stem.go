@@ -42,9 +42,11 @@ type stem struct {
 	// object was copied up from: its ObjectID is then the record's handle.
 	origin []byte
 	// Otherwise the stem is name in dirFD ("" for dirFD itself) on layer li,
-	// and its ObjectID is what the kernel names it by.
+	// or at the path abs from that layer's root (a part below an absolute
+	// redirect), and its ObjectID is what the kernel names it by.
 	li, dirFD int
 	name      string
+	abs       []string
 }
 
 // entryStem is the stem of entry e, a child of d (d is nil for the root,
@@ -73,7 +75,13 @@ func (fs *FS) dirStem(d *dir) (stem, error) {
 func (fs *FS) stemOf(parent *dir, name string, parts []part, root bool) (stem, error) {
 	at := func(p *part) stem {
 		s := stem{devIno: devIno{p.st.Dev, p.st.Ino}, li: p.li, dirFD: p.fd}
-		if parent != nil {
+		switch {
+		case parent == nil:
+		case p.abs != nil:
+			s.dirFD, s.abs = -1, p.abs
+		case p.name != "":
+			s.dirFD, s.name = parent.partFor(p.li).fd, p.name
+		default:
 			s.dirFD, s.name = parent.partFor(p.li).fd, name
 		}
 		return s

@@ -121,6 +121,7 @@ func (x Xattrs) Origin() string   { return x.Prefix + "origin" }
 func (x Xattrs) Impure() string   { return x.Prefix + "impure" }
 func (x Xattrs) Whiteout() string { return x.Prefix + "whiteout" }
 func (x Xattrs) UUID() string     { return x.Prefix + "uuid" }
+func (x Xattrs) Redirect() string { return x.Prefix + "redirect" }
 
 // IsPrivate reports whether attr belongs to an overlay under any prefix;
 // those are never copied up nor shown through the union.

@@ -18,6 +18,7 @@ type Union interface {
 	IdentifyWithParent(path string) (billyunion.Identity, billyunion.ObjectID, bool, error)
 	FindDir(id billyunion.ObjectID) (string, error)
 	FindConnected(id billyunion.ObjectID) (string, error)
+	FindMoved(id billyunion.ObjectID) (string, error)
 	Locations(id billyunion.ObjectID) ([]billyunion.Location, error)
 	ReadDir(path string) ([]os.FileInfo, error)
 	EntryIdentity(dir string, fi os.FileInfo) (billyunion.Identity, error)
@@ -268,11 +269,17 @@ func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 			return p, info, nil
 		}
 	}
+	if p, err := h.union.FindMoved(hd.obj); err == nil {
+		if info, ok := found(p); ok {
+			return p, info, nil
+		}
+	}
 	return "", nil, syscall.ESTALE
 }
 
 // resolveDir finds a directory by ObjectID: cache, then the kernel's
-// reconnection of its handle.
+// reconnection of its handle, then the records of directories renamed
+// with a redirect.
 func (h *Handles) resolveDir(id billyunion.ObjectID) (string, os.FileInfo, error) {
 	key := id.Key()
 	if p, ok := h.paths.Get(key); ok {
@@ -281,16 +288,17 @@ func (h *Handles) resolveDir(id billyunion.ObjectID) (string, os.FileInfo, error
 		}
 		h.paths.Remove(key)
 	}
-	p, err := h.union.FindDir(id)
-	if err != nil {
-		return "", nil, syscall.ESTALE
+	for _, find := range []func(billyunion.ObjectID) (string, error){h.union.FindDir, h.union.FindMoved} {
+		p, err := find(id)
+		if err != nil {
+			continue
+		}
+		if info, ok := h.confirm(p, id, true); ok {
+			h.paths.Add(key, p)
+			return p, info, nil
+		}
 	}
-	info, ok := h.confirm(p, id, true)
-	if !ok {
-		return "", nil, syscall.ESTALE
-	}
-	h.paths.Add(key, p)
-	return p, info, nil
+	return "", nil, syscall.ESTALE
 }
 
 // scanForHash finds a name too long for the handle among dir's entries by

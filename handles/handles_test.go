@@ -195,7 +195,7 @@ func TestHandlesSurviveCopyUpRenameAndRestart(t *testing.T) {
 	must(t, fs.Rename("upperfile", "newhome/moved-upper"))
 	must(t, fs.Rename(longName, "newhome/x/"+longName+".2"))
 	must(t, fs.Rename("deep/a/b/c/d/other", "newhome/other"))
-	// Rename an ancestor (an upper directory; merged ones answer EXDEV as in the kernel).
+	// Rename an ancestor (an upper directory; lower and merged ones: TestHandlesSurviveRenameOfLowerDir).
 	must(t, fs.Rename("udir", "newhome/renamed-udir"))
 	check := func() {
 		s.expect(c[""], "")
@@ -224,6 +224,58 @@ func TestHandlesSurviveCopyUpRenameAndRestart(t *testing.T) {
 	}
 	s.fs = nil
 	s.open()
+	check()
+}
+
+// TestHandlesSurviveRenameOfLowerDir: directories with lower parts move with a redirect
+// (their lower parts stay where they are); a handle of such a directory, or of anything in
+// or below it, made before the renames resolves to the new path with the same file id,
+// also after a restart and with the moves index rebuilt.
+func TestHandlesSurviveRenameOfLowerDir(t *testing.T) {
+	s := newStack(t, map[string]string{
+		"l1/low/f":                "f",
+		"l1/low/sub/g":            "g",
+		"l2/low/sub/deeper/h":     "h",
+		"l2/low/" + longName:      "long",
+		"l1/merged/m":             "m",
+		"u/merged/um":             "um",
+		"l2/tree/a/b/c/file":      "file",
+		"l2/tree/a/b/c/d/another": "another",
+	})
+	fs := s.fs
+	c := map[string]captured{}
+	for _, p := range []string{"low", "low/f", "low/sub", "low/sub/g", "low/sub/deeper", "low/sub/deeper/h", "low/" + longName,
+		"merged", "merged/m", "merged/um", "tree/a/b", "tree/a/b/c", "tree/a/b/c/file", "tree/a/b/c/d", "tree/a/b/c/d/another"} {
+		c[p] = s.capture(p)
+	}
+	must(t, fs.Rename("low", "low2"))               // same parent: a relative redirect
+	must(t, fs.MkdirAll("home/x", 0o755))           //
+	must(t, fs.Rename("low2/sub", "home/x/sub2"))   // out of a renamed dir: an absolute one
+	must(t, fs.Rename("merged", "home/merged2"))    // a merged dir
+	must(t, fs.Rename("tree/a/b", "home/b2"))       // a deep one
+	must(t, fs.Rename("home/b2/c/d", "home/x/d2"))  // ... and one inside it
+	must(t, fs.Rename("home", "home-renamed"))      // a pure upper ancestor of them all
+	must(t, fs.Rename("low2", "home-renamed/low3")) // again, to another parent
+	check := func() {
+		t.Helper()
+		for p, want := range map[string]string{
+			"low": "home-renamed/low3", "low/f": "home-renamed/low3/f", "low/" + longName: "home-renamed/low3/" + longName,
+			"low/sub": "home-renamed/x/sub2", "low/sub/g": "home-renamed/x/sub2/g",
+			"low/sub/deeper": "home-renamed/x/sub2/deeper", "low/sub/deeper/h": "home-renamed/x/sub2/deeper/h",
+			"merged": "home-renamed/merged2", "merged/m": "home-renamed/merged2/m", "merged/um": "home-renamed/merged2/um",
+			"tree/a/b": "home-renamed/b2", "tree/a/b/c": "home-renamed/b2/c", "tree/a/b/c/file": "home-renamed/b2/c/file",
+			"tree/a/b/c/d": "home-renamed/x/d2", "tree/a/b/c/d/another": "home-renamed/x/d2/another",
+		} {
+			s.expect(c[p], want)
+		}
+	}
+	check()
+	s.open() // a restart: nothing cached
+	check()
+	s.fs.Close()
+	must(t, os.RemoveAll(filepath.Join(s.work, "ovlnfs-index")))
+	s.fs = nil
+	s.open() // the moves index rebuilt from the redirects in the upper
 	check()
 }
 

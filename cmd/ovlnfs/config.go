@@ -28,6 +28,7 @@ type serveConfig struct {
 	work        string   // "" when read-only
 	workIsAuto  bool     // work was derived from upper and may have to be created
 	xattrPrefix string   // "" = let the union pick
+	redirectDir string   // -o redirect_dir: on, follow, nofollow, off; "" = the union's default
 	listen      string
 	logFormat   string
 	logLevel    slog.Level
@@ -188,6 +189,10 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		}
 		raw.readOnly = raw.readOnly || opts.readOnly
 		cfg.xattrPrefix = opts.xattrPrefix
+		cfg.redirectDir = opts.redirectDir
+		if cfg.xattrPrefix == "user.overlay." && cfg.redirectDir != "" && cfg.redirectDir != "nofollow" {
+			return nil, refuse("-o userxattr,redirect_dir=%s: conflicting options (as for the kernel overlay: redirects need trusted xattrs)", cfg.redirectDir)
+		}
 		if opts.dirCacheEntries != nil {
 			if raw.dirCacheEntries != nil {
 				return nil, refuse("dircache_entries given both as --dircache-entries and in -o")
@@ -413,6 +418,7 @@ type mountOptions struct {
 	upper, work string
 	readOnly    bool
 	xattrPrefix string
+	redirectDir string
 	// dirCacheEntries is kept as text so that a bad value gets the same refusal either way.
 	dirCacheEntries *string
 }
@@ -444,10 +450,17 @@ func parseMountOptions(s string) (mountOptions, error) {
 		case "rw", "defaults":
 		case "userxattr":
 			mo.xattrPrefix = "user.overlay."
+		case "redirect_dir":
+			switch value {
+			case "on", "follow", "nofollow", "off":
+				mo.redirectDir = value
+			default:
+				return mo, refuse("-o redirect_dir=%s: must be on, follow, nofollow or off", value)
+			}
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, dircache_entries)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, dircache_entries)", opt)
 		}
 	}
 	return mo, nil

@@ -134,7 +134,12 @@ Flags:
 	fmt.Fprint(w, `
 -o takes the kernel's overlay option string: options separated by ',', lower layers by ':';
 write '\,' and '\:' for a literal comma or colon in a path (as mount(8) does).
-Flags and -o combine, but an option may be given only one way.
+Flags and -o combine, but an option may be given only one way. Besides the layers: ro, rw,
+userxattr, dircache_entries=N, and redirect_dir=on|follow|nofollow|off as the kernel reads
+it: on (the default as root) renames directories with lower parts by recording a redirect,
+follow only follows redirects (such renames answer EXDEV and clients copy), nofollow
+neither (a name holding a redirect answers EPERM), off is follow; with userxattr only
+nofollow.
 
 Examples:
   ovlnfs serve --lowerdir=/srv/base:/srv/tools --upperdir=/srv/changes --listen=127.0.0.1:2049

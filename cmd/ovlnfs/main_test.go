@@ -36,6 +36,16 @@ func TestParseMountOptions(t *testing.T) {
 	if _, err := parseMountOptions("lowerdir=/a,index=on"); err == nil {
 		t.Errorf("unsupported option accepted")
 	}
+	for _, v := range []string{"on", "follow", "nofollow", "off"} {
+		if mo, err := parseMountOptions("lowerdir=/a,redirect_dir=" + v); err != nil || mo.redirectDir != v {
+			t.Errorf("redirect_dir=%s: %+v, %v", v, mo, err)
+		}
+	}
+	for _, bad := range []string{"redirect_dir", "redirect_dir=", "redirect_dir=yes", "redirect_dir=ON"} {
+		if _, err := parseMountOptions("lowerdir=/a," + bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
 }
 
 type layout struct{ root, l1, l2, upper, work string }
@@ -82,10 +92,12 @@ func TestRefusals(t *testing.T) {
 		{"no lower", []string{"--upperdir=" + l.upper}, "no lower layer"},
 		{"both ways", []string{"--lowerdir=" + l.l1, "-o", "lowerdir=" + l.l2}, "both"},
 		{"bad option", []string{"-o", "lowerdir=" + l.l1 + ",nfs_export=on"}, "not supported"},
+		{"bad redirect_dir", []string{"-o", "lowerdir=" + l.l1 + ",redirect_dir=yes"}, "redirect_dir"},
+		{"userxattr with redirects", []string{"-o", "lowerdir=" + l.l1 + ",userxattr,redirect_dir=on"}, "conflicting options"},
 	}
 	if st, err := os.Stat(otherFS); err != nil || !st.IsDir() {
 		t.Logf("no %s here; the other-filesystem case is skipped", otherFS)
-		cases = cases[:4:4]
+		cases = append(cases[:4:4], cases[5:]...)
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		Upper:              cfg.upper,
 		Work:               cfg.work,
 		XattrPrefix:        cfg.xattrPrefix,
+		RedirectDir:        cfg.redirectDir,
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.

@@ -60,7 +60,7 @@ func TestErrorStatuses(t *testing.T) {
 		{"RENAME dir onto non-empty dir", nfs3.ProcRename, rpctest.RenameArgs(root, "empty", root, "b"), nfs3.StatusNotEmpty},
 		{"RENAME dir onto file", nfs3.ProcRename, rpctest.RenameArgs(root, "empty", root, "file.txt"), nfs3.StatusNotDir},
 		{"RENAME file onto dir", nfs3.ProcRename, rpctest.RenameArgs(root, "file.txt", root, "empty"), nfs3.StatusIsDir},
-		{"RENAME of a lower dir (EXDEV)", nfs3.ProcRename, rpctest.RenameArgs(root, "dir", root, "dir2"), nfs3.StatusXDev},
+		{"RENAME of a lower dir (a redirect)", nfs3.ProcRename, rpctest.RenameArgs(root, "dir", root, "dir2"), nfs3.StatusOK},
 		{"RENAME dir into itself", nfs3.ProcRename, rpctest.RenameArgs(root, "b", b, "inside"), nfs3.StatusInval},
 		{"RENAME missing", nfs3.ProcRename, rpctest.RenameArgs(root, "nope", root, "nope2"), nfs3.StatusNoEnt},
 		{"LINK onto existing", nfs3.ProcLink, rpctest.LinkArgs(file, root, "a"), nfs3.StatusExist},
@@ -83,6 +83,16 @@ func TestErrorStatuses(t *testing.T) {
 		if st, _ := c.NFS(tc.proc, tc.args); st != tc.want {
 			t.Errorf("%s: status %d, want %d", tc.name, st, tc.want)
 		}
+	}
+}
+
+// TestRenameLowerDirWithoutRedirects: with redirect_dir=follow (or nofollow, or off) a
+// directory with lower parts cannot move, and the client learns it as XDEV (it then
+// copies the tree), as from the kernel overlay.
+func TestRenameLowerDirWithoutRedirects(t *testing.T) {
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"dir/x": "x\n"}, RedirectDir: "follow"})
+	if st, _ := c.NFS(nfs3.ProcRename, rpctest.RenameArgs(root, "dir", root, "dir2")); st != nfs3.StatusXDev {
+		t.Errorf("RENAME of a lower dir: status %d, want 18 (XDEV)", st)
 	}
 }
 

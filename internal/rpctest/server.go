@@ -27,6 +27,8 @@ type Options struct {
 	ReadOnly bool
 	// Debug logs at debug level (every call, every fsync before a reply).
 	Debug bool
+	// RedirectDir is the union's redirect_dir option ("" for its default, on).
+	RedirectDir string
 }
 
 // Server is a running in-process server.
@@ -68,6 +70,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 	cfg := server.Config{Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
 		ActAsCaller: os.Geteuid() == 0,
 		Logger:      slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
+	cfg.RedirectDir = opts.RedirectDir
 	if opts.ReadOnly {
 		cfg.Upper, cfg.Work = "", ""
 	}

@@ -36,6 +36,9 @@ type Config struct {
 	Lowers      []string // top-down
 	Upper, Work string   // both "" for a read-only union
 	XattrPrefix string   // "" lets the union pick
+	// RedirectDir is the kernel's redirect_dir option: on, follow, nofollow or off; ""
+	// lets the union pick (on, or nofollow with the user.overlay. prefix).
+	RedirectDir string
 	// DirCacheEntries bounds the merged listings kept (0: the union's default);
 	// HandleCacheEntries the handle → path cache (0: its default).
 	DirCacheEntries, HandleCacheEntries int
@@ -78,6 +81,7 @@ func New(cfg Config) (*Server, error) {
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,
+		RedirectDir:     cfg.RedirectDir,
 		DirCacheEntries: cfg.DirCacheEntries,
 		Logger:          logger.With("component", "union"),
 	})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -45,9 +46,16 @@ func requireOverlay(t *testing.T) {
 }
 
 // TestDifferential runs DIFFTEST_SEQS (default 2000) random sequences of
-// DIFFTEST_OPS (default 30) operations; DIFFTEST_SEED runs one sequence.
+// DIFFTEST_OPS (default 30) operations in each variant (variants.go;
+// DIFFTEST_VARIANT picks one); DIFFTEST_SEED runs one sequence.
 func TestDifferential(t *testing.T) {
 	requireOverlay(t)
+	for _, v := range selectedVariants() {
+		t.Run(v.name, func(t *testing.T) { testDifferential(t, v) })
+	}
+}
+
+func testDifferential(t *testing.T, v variant) {
 	seqs, nops := envInt("DIFFTEST_SEQS", 2000), envInt("DIFFTEST_OPS", 30)
 	seeds := make([]uint64, seqs)
 	for i := range seeds {
@@ -61,7 +69,7 @@ func TestDifferential(t *testing.T) {
 		seeds = []uint64{v}
 	}
 	start := time.Now()
-	var next, ran, opsRan, skipped, accepted atomic.Int64
+	var next, ran, opsRan, skipped, accepted, dirRenames, redirected atomic.Int64
 	var mu sync.Mutex
 	var failures []string
 	var wg sync.WaitGroup
@@ -77,13 +85,15 @@ func TestDifferential(t *testing.T) {
 				if i >= len(seeds) || enough {
 					return
 				}
-				st, err := runSequence(seeds[i], nops)
+				st, err := runSequence(seeds[i], nops, v)
 				ran.Add(1)
 				opsRan.Add(int64(st.ops))
 				skipped.Add(int64(st.skipped))
 				if st.acceptedDivergence {
 					accepted.Add(1)
 				}
+				dirRenames.Add(int64(st.dirRenames))
+				redirected.Add(int64(st.redirected))
 				if err != nil {
 					mu.Lock()
 					failures = append(failures, err.Error())
@@ -96,8 +106,8 @@ func TestDifferential(t *testing.T) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	t.Logf("differential: %d sequences, %d operations compared (%d skipped on special files), %d divergent sequences, %d ended early at a deliberate divergence, %s",
-		ran.Load(), opsRan.Load(), skipped.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
+	t.Logf("differential (%s): %d sequences, %d operations compared (%d skipped on special files; %d directory renames, %d of them with a redirect), %d divergent sequences, %d ended early at a deliberate divergence, %s",
+		v.name, ran.Load(), opsRan.Load(), skipped.Load(), dirRenames.Load(), redirected.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
 	if len(failures) == 0 && ran.Load() != int64(len(seeds)) {
 		t.Fatalf("ran %d of %d sequences", ran.Load(), len(seeds))
 	}
@@ -106,6 +116,9 @@ func TestDifferential(t *testing.T) {
 type seqStats struct {
 	ops, skipped       int
 	acceptedDivergence bool
+	// dirRenames counts directory renames that succeeded, redirected those
+	// of them that left a redirect in the kernel's upper.
+	dirRenames, redirected int
 }
 
 // sides is one sequence's pair of overlays over identical layer copies.
@@ -115,9 +128,9 @@ type sides struct {
 	fs         *billyunion.FS
 }
 
-func setup(seed uint64, root string) (*sides, error) {
+func setup(seed uint64, root string, v variant) (*sides, error) {
 	tpl := filepath.Join(root, "tpl")
-	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), tpl); err != nil {
+	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), tpl, v.dirRenames); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
 	s := &sides{kdir: filepath.Join(root, "k"), udir: filepath.Join(root, "b")}
@@ -128,13 +141,14 @@ func setup(seed uint64, root string) (*sides, error) {
 	}
 	s.mnt = filepath.Join(s.kdir, "m")
 	os.Mkdir(s.mnt, 0o755)
-	opts := fmt.Sprintf("lowerdir=%[1]s/l1:%[1]s/l2:%[1]s/l3,upperdir=%[1]s/u,workdir=%[1]s/w", s.kdir)
+	opts := fmt.Sprintf("lowerdir=%[1]s/l1:%[1]s/l2:%[1]s/l3,upperdir=%[1]s/u,workdir=%[1]s/w", s.kdir) + v.kernelOpts
 	if err := unix.Mount("overlay", s.mnt, "overlay", 0, opts); err != nil {
 		return nil, fmt.Errorf("kernel overlay mount: %w", err)
 	}
 	fs, err := billyunion.New(billyunion.Options{
 		Lowers: []string{s.udir + "/l1", s.udir + "/l2", s.udir + "/l3"},
 		Upper:  s.udir + "/u", Work: s.udir + "/w", XattrPrefix: "trusted.overlay.",
+		RedirectDir: v.redirectDir,
 	})
 	if err != nil {
 		s.close()
@@ -160,13 +174,13 @@ func (s *sides) close() {
 var opensFile = map[string]bool{"overwrite": true, "append": true, "writeat": true, "truncate": true, "read": true}
 
 // runSequence runs one seed; the error says everything needed to replay it.
-func runSequence(seed uint64, nops int) (st seqStats, err error) {
+func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 	root, err := os.MkdirTemp("", "ovlnfs-diff-")
 	if err != nil {
 		return st, err
 	}
 	defer os.RemoveAll(root)
-	s, err := setup(seed, root)
+	s, err := setup(seed, root, v)
 	if err != nil {
 		return st, fmt.Errorf("seed %d: setup: %w", seed, err)
 	}
@@ -174,16 +188,17 @@ func runSequence(seed uint64, nops int) (st seqStats, err error) {
 
 	r := rand.New(rand.NewPCG(seed, 0x5e9))
 	var history []string
+	var renamed renameHistory
 	fail := func(step int, what string, details ...string) error {
-		return fmt.Errorf("seed %d diverged at step %d: %s\n  operations so far:\n    %s\n  %s\n  replay: DIFFTEST_SEED=%d DIFFTEST_OPS=%d go test ./tests/differential -run TestDifferential -v",
-			seed, step, what, strings.Join(history, "\n    "), strings.Join(details, "\n  "), seed, nops)
+		return fmt.Errorf("seed %d (%s) diverged at step %d: %s\n  operations so far:\n    %s\n  %s\n  replay: DIFFTEST_VARIANT=%s DIFFTEST_SEED=%d DIFFTEST_OPS=%d go test ./tests/differential -run TestDifferential -v",
+			seed, v.name, step, what, strings.Join(history, "\n    "), strings.Join(details, "\n  "), v.name, seed, nops)
 	}
 	for step := 1; step <= nops; step++ {
 		ktree, err := walkHost(s.mnt, false)
 		if err != nil {
 			return st, fail(step, "walking the kernel overlay: "+err.Error())
 		}
-		top := randomOp(r, ktree)
+		top := v.nextOp(r, ktree, renamed)
 		batch := []op{top}
 		if top.kind == "rmrf" {
 			batch = rmrfOps(ktree, top.a)
@@ -210,11 +225,13 @@ func runSequence(seed uint64, nops int) (st seqStats, err error) {
 				}
 			} else {
 				k, u := applyKernel(s.mnt, o), applyUnion(s.fs, o)
-				if o.kind == "rmdir" && k.errno == syscall.ENOTEMPTY && u.errno == 0 && s.kernelShowsEmpty(o.a) {
+				if k.errno == syscall.ENOTEMPTY && u.errno == 0 && (o.kind == "rmdir" && s.kernelShowsEmpty(o.a) ||
+					o.kind == "rename" && ktree[o.b].kind == "dir" && s.kernelShowsEmpty(o.b)) {
 					// Deliberate divergence (docs/semantics.md): the
-					// kernel counts an xattr whiteout as an entry; ovlnfs
-					// judges emptiness on the merged view. The trees part
-					// here, so the sequence ends.
+					// kernel counts an xattr whiteout as an entry of a
+					// directory to remove or replace; ovlnfs judges
+					// emptiness on the merged view. The trees part here,
+					// so the sequence ends.
 					st.acceptedDivergence = true
 					return st, nil
 				}
@@ -225,9 +242,23 @@ func runSequence(seed uint64, nops int) (st seqStats, err error) {
 					return st, fail(step, o.String(), fmt.Sprintf("kernel read %q, ovlnfs read %q", k.data, u.data))
 				}
 				history[len(history)-1] += "  => " + errName(k.errno)
+				if o.kind == "rename" && k.errno == 0 && ktree[o.a].kind == "dir" {
+					renamed = append(renamed, o)
+					st.dirRenames++
+					if _, err := lgetxattr(filepath.Join(s.kdir, "u", o.b), "trusted.overlay.redirect"); err == nil {
+						st.redirected++
+					}
+				}
 			}
 			if o.kind == "rename" && !o.hasDotDot() {
-				s.mirrorStrayOpaque(o)
+				if s.mirrorStrayRename(o) {
+					// Deliberate divergence: the kernel copied the
+					// directory up before its failed rename, ovlnfs
+					// did not. The uppers part here, so the sequence
+					// ends.
+					st.acceptedDivergence = true
+					return st, nil
+				}
 			}
 			if err := s.compare(); err != nil {
 				return st, fail(step, o.String(), err.Error())
@@ -237,25 +268,69 @@ func runSequence(seed uint64, nops int) (st seqStats, err error) {
 	return st, nil
 }
 
-// mirrorStrayOpaque handles a deliberate divergence: the kernel marks a
-// pure upper directory opaque before attempting to rename it, and keeps the
-// mark when the rename then fails (ENOTEMPTY on the target); ovlnfs changes
-// nothing on a failed call. The mark is a no-op on a directory with no lower
-// parts, so the test copies it onto ovlnfs's upper and compares on.
-func (s *sides) mirrorStrayOpaque(o op) {
+// mirrorStrayRename handles a deliberate divergence (docs/semantics.md: a
+// failed rename changes nothing): before a rename the upper layer itself
+// then refuses (ENOTEMPTY on a pure upper target), the kernel has already
+// marked a pure upper directory moving into a merged one opaque, given a
+// directory with lower parts its redirect (or turned its bare-name redirect
+// into the equivalent path), marked the new parent impure and, for
+// redirect_dir=on, copied the directory up, and keeps all of it when the
+// rename fails; ovlnfs changes nothing. The marks change nothing visible (an
+// opaque directory with no lower parts, a redirect naming the directory's own
+// place, an impure mark) and are copied onto ovlnfs's upper, the copy-up
+// made by a no-op chtimes through the union (and the old parent's mtime,
+// which that copy-up of the kernel's stamps), so the comparison goes on; it
+// ends the sequence (true) only if that fails.
+func (s *sides) mirrorStrayRename(o op) bool {
+	if _, err := os.Lstat(filepath.Join(s.mnt, o.a)); err != nil {
+		return false // the rename succeeded: nothing stray about it
+	}
 	k := filepath.Join(s.kdir, "u", o.a)
 	u := filepath.Join(s.udir, "u", o.a)
-	buf := make([]byte, 8)
-	if n, err := unix.Lgetxattr(k, "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
-		return
+	if _, err := os.Lstat(k); err == nil {
+		if _, err := os.Lstat(u); os.IsNotExist(err) {
+			// The stray copy-up: made through the union by setting the
+			// directory's times to what they are (a copy-up keeps them).
+			fi, err := s.fs.Lstat(o.a)
+			if err != nil {
+				return true
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if s.fs.Chtimes(o.a, time.Unix(st.Atim.Unix()), time.Unix(st.Mtim.Unix())) != nil {
+				return true
+			}
+			// The kernel's stray copy-up stamps the old parent's mtime too.
+			var kst unix.Stat_t
+			parent := path.Dir(o.a)
+			if parent == "." {
+				parent = ""
+			}
+			pfi, err := s.fs.Lstat(parent)
+			if err != nil || unix.Lstat(filepath.Join(s.mnt, parent), &kst) != nil {
+				return true
+			}
+			pst := pfi.Sys().(*syscall.Stat_t)
+			if !deterministic(kst.Mtim.Nano()) && deterministic(pst.Mtim.Nano()) {
+				if s.fs.Chtimes(parent, time.Unix(pst.Atim.Unix()), time.Unix(kst.Mtim.Unix())) != nil {
+					return true
+				}
+			}
+		}
 	}
-	if _, err := unix.Lgetxattr(u, "trusted.overlay.opaque", buf); err != unix.ENODATA {
-		return
+	mirror := func(rel, name string) {
+		kp, up := filepath.Join(s.kdir, "u", rel), filepath.Join(s.udir, "u", rel)
+		v, err := lgetxattr(kp, "trusted.overlay."+name)
+		if err != nil {
+			return
+		}
+		if uv, err := lgetxattr(up, "trusted.overlay."+name); err == unix.ENODATA || err == nil && uv != v {
+			unix.Lsetxattr(up, "trusted.overlay."+name, []byte(v), 0)
+		}
 	}
-	if _, err := os.Lstat(filepath.Join(s.mnt, o.a)); err != nil {
-		return // the rename succeeded: nothing stray about it
-	}
-	unix.Lsetxattr(u, "trusted.overlay.opaque", []byte("y"), 0)
+	mirror(o.a, "opaque")
+	mirror(o.a, "redirect")
+	mirror(filepath.Dir(o.b), "impure")
+	return false
 }
 
 // kernelShowsEmpty reports whether the kernel's listing shows no entries

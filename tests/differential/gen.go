@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,28 +22,41 @@ var namePool = []string{"a", "b", "c", "d", "e"}
 var fileModes = []uint32{0o644, 0o600, 0o755, 0o640, 0o4755, 0o2750, 0o1777}
 
 // generate builds lowers l1 (top) .. l3, an empty upper u and work dir w
-// under root.
-func generate(r *rand.Rand, root string) error {
+// under root. With redirects, l2 and then l1 are former uppers: each is
+// the upper of a kernel overlay (redirect_dir=on) over the layers below
+// it for a few directory renames, so that they hold redirects, and the
+// whiteouts and copied-up directories that come with them, exactly as the
+// kernel leaves them.
+func generate(r *rand.Rand, root string, redirects bool) error {
 	for _, d := range []string{"l1", "l2", "l3", "u", "w"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}
 	}
-	g := &generator{r: r}
+	g := &generator{r: r, redirects: redirects}
 	for i, l := range []string{"l1", "l2", "l3"} {
 		g.layerDir(filepath.Join(root, l), 0, i < 2)
 	}
 	if g.err != nil {
 		return g.err
 	}
+	if redirects {
+		if err := g.formerUpper(root, "l2", "l3"); err != nil {
+			return err
+		}
+		if err := g.formerUpper(root, "l1", "l2:"+filepath.Join(root, "l3")); err != nil {
+			return err
+		}
+	}
 	// Fixed times everywhere, so both copies and every run agree.
 	return setTimes(root, 1_600_000_000+int64(r.IntN(1000))*100)
 }
 
 type generator struct {
-	r     *rand.Rand
-	err   error
-	files []string // regular files of the current layer, for hard links
+	r         *rand.Rand
+	redirects bool
+	err       error
+	files     []string // regular files of the current layer, for hard links
 }
 
 func (g *generator) fail(err error) {
@@ -149,4 +163,44 @@ func copyTree(src, dst string) error {
 		return fmt.Errorf("cp -a: %v: %s", err, out)
 	}
 	return nil
+}
+
+// formerUpper mounts a kernel overlay with redirect_dir=on of layer upper
+// over lowers (under root), renames a few directories in it, and unmounts.
+func (g *generator) formerUpper(root, upper, lowers string) error {
+	mnt, work := filepath.Join(root, "gen-mnt"), filepath.Join(root, "gen-work")
+	for _, d := range []string{mnt, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	defer os.RemoveAll(work)
+	defer os.Remove(mnt)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on",
+		filepath.Join(root, lowers), filepath.Join(root, upper), work)
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("kernel overlay for a former upper: %w", err)
+	}
+	defer unmount(mnt)
+	for i := 0; i < 2+g.r.IntN(4); i++ {
+		tree, err := walkHost(mnt, false)
+		if err != nil {
+			return err
+		}
+		if o, ok := dirRenameOp(g.r, tree, nil); ok {
+			unix.Rename(filepath.Join(mnt, o.a), filepath.Join(mnt, o.b)) // failures are part of the game
+		}
+	}
+	return nil
+}
+
+// unmount unmounts mnt, waiting out a busy moment, detaching at last.
+func unmount(mnt string) {
+	for i := 0; i < 50; i++ {
+		if err := unix.Unmount(mnt, 0); err == nil || err == unix.EINVAL || err == unix.ENOENT {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	unix.Unmount(mnt, unix.MNT_DETACH)
 }

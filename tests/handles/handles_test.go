@@ -199,12 +199,14 @@ func TestHandlesThroughRealClient(t *testing.T) {
 	}
 	e.check("after copy-up", cs, same)
 
-	// Rename objects (a lower file: copy-up and move; an upper file) and an ancestor.
+	// Rename objects (a lower file: copy-up and move; an upper file), an ancestor, and
+	// directories with lower parts (moved with a redirect: their lower parts stay put).
 	if _, err := e.target.Mkdir("newhome", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, mv := range [][2]string{{"lfile", "newhome/lfile-moved"}, {"ufile", "newhome/ufile-moved"},
-		{"deep/a/b/c/d/e/moveme", "newhome/moveme"}, {"udir", "newhome/udir-renamed"}} {
+		{"deep/a/b/c/d/e/moveme", "newhome/moveme"}, {"udir", "newhome/udir-renamed"},
+		{"ldir", "newhome/ldir-moved"}, {"deep/a/b", "deep-b"}} {
 		if err := e.target.Rename(mv[0], mv[1]); err != nil {
 			t.Fatalf("rename %s %s: %v", mv[0], mv[1], err)
 		}
@@ -219,6 +221,10 @@ func TestHandlesThroughRealClient(t *testing.T) {
 	moved["udir"] = "newhome/udir-renamed"
 	moved["udir/sub"] = "newhome/udir-renamed/sub"
 	moved["udir/sub/f"] = "newhome/udir-renamed/sub/f"
+	moved["ldir"] = "newhome/ldir-moved"
+	moved["ldir/inside"] = "newhome/ldir-moved/inside"
+	moved["deep/a/b/c/d/e"] = "deep-b/c/d/e"
+	moved["deep/a/b/c/d/e/file"] = "deep-b/c/d/e/file"
 	e.check("after renames", cs, moved)
 
 	// Removed objects: STALE, also once something new takes the name.

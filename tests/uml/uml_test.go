@@ -48,6 +48,17 @@ func layers(t *testing.T, root string) {
 		"lower2/movedir/sub/m2.txt":   f("m2\n"),
 		"lower2/project/main.c":       f("int main(void) { return 0; }\n"),
 		"lower2/project/README":       f("a project from a lower layer\n"),
+		"lower2/project/src/util.c":   f("int util(void) { return 1; }\n"),
+		"lower1/project/src/util.h":   f("int util(void);\n"),
+		"lower1/npmpkg/package.json":  f("{\"version\": \"1.0.0\"}\n"),
+		"lower2/npmpkg/lib/index.js":  f("module.exports = 1;\n"),
+		"lower2/deepdir/a/b/leaf.txt": f("leaf\n"),
+		"lower1/deepdir/a/top.txt":    f("top\n"),
+		"lower2/cwddir/file.txt":      f("cwd file\n"),
+		"lower1/opendir/file.txt":     f("open file\n"),
+		"lower2/overdir/keep.txt":     f("over\n"),
+		"lower1/emptytarget":          {dir: true, mode: 0o755},
+		"lower2/renamesrc/r.txt":      f("r\n"),
 		"lower2/hard.txt":             f("hard\n"),
 		"lower2/emptylow":             {dir: true, mode: 0o755},
 		"lower2/lowfile.txt":          f("lowfile content\n"),
@@ -243,13 +254,14 @@ func runGuest(t *testing.T, ns, testsDir, out string, extraArgs ...string) {
 }
 
 // runOracle runs the workload and manifest on the host over a kernel overlay mount of
-// root's layers. Options pin the behaviour ovlnfs follows (no redirect_dir, no index).
+// root's layers. Options pin the behaviour ovlnfs follows by default (redirect_dir=on, no
+// index).
 func runOracle(t *testing.T, testsDir, root, out string) {
 	mnt := filepath.Join(root, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off",
+	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=off,metacopy=off",
 		filepath.Join(root, "lower1"), filepath.Join(root, "lower2"), filepath.Join(root, "upper"), filepath.Join(root, "work"))
 	sh(t, 10*time.Second, "mount", "-t", "overlay", "overlay", "-o", opts, mnt)
 	mounted := true
@@ -281,7 +293,7 @@ func manifestOfLayers(t *testing.T, testsDir, root, out string) manifest {
 			t.Fatal(err)
 		}
 	}
-	opts := fmt.Sprintf("ro,lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=off,index=off,metacopy=off",
+	opts := fmt.Sprintf("ro,lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=off,metacopy=off",
 		filepath.Join(root, "lower1"), filepath.Join(root, "lower2"), filepath.Join(root, "upper"), work)
 	sh(t, 10*time.Second, "mount", "-t", "overlay", "overlay", "-o", opts, mnt)
 	defer func() { _ = exec.Command("umount", mnt).Run() }()

@@ -66,6 +66,19 @@ step "mv over lower file"  run mv touched-new.txt shared/from_l2.txt
 step "mv upper file"       run mv upper-only.txt upper-renamed.txt
 step "mv lower dir"        run mv movedir moved-dir
 step "ls moved dir"        run ls -R moved-dir
+step "read in moved dir"   show moved-dir/m1.txt moved-dir/sub/m2.txt
+# Directories with lower parts move with a redirect, their trees staying in the lowers.
+step "mv lower dir elsewhere" run sh -c 'mkdir -p newplace && mv deepdir/a newplace/a2 && ls -R newplace && cat newplace/a2/top.txt newplace/a2/b/leaf.txt'
+step "mv it again, and back" run sh -c 'mv newplace/a2 a3 && mv a3 deepdir/a && ls -R deepdir && ! ls newplace/a2 a3 2>/dev/null'
+step "mv out of a moved dir" run sh -c 'mv moved-dir/sub sub-out && mv moved-dir moved-again && ls -R moved-again sub-out && cat sub-out/m2.txt'
+# npm's pattern: the old tree aside, the new one in its place, the old one removed.
+step "rename-over (npm)"   run sh -c 'mkdir npmpkg.new && echo "{\"version\": \"2.0.0\"}" > npmpkg.new/package.json && mv npmpkg npmpkg.old && mv npmpkg.new npmpkg && rm -rf npmpkg.old && cat npmpkg/package.json && ls -A npmpkg && ! ls npmpkg.old 2>/dev/null'
+step "mv dir onto empty lower dir" run sh -c 'mv -T overdir emptytarget && ls emptytarget && cat emptytarget/keep.txt && ! ls overdir 2>/dev/null'
+step "mv dir onto removed name" run sh -c 'rm chownme.txt && mv renamesrc chownme.txt && ls chownme.txt && cat chownme.txt/r.txt'
+# A process keeps a renamed directory as its cwd, another a file open inside one.
+step "cwd in renamed dir"  run sh -c 'cd cwddir && mv ../cwddir ../cwddir2 && cat file.txt && echo made > made.txt && ls && ls ../cwddir2'
+step "open file in renamed dir" run sh -c 'exec 3< opendir/file.txt && mv opendir opendir2 && cat <&3 && cat opendir2/file.txt'
+step "rm -rf renamed dir"  run sh -c 'rm -rf moved-again && ! ls moved-again 2>/dev/null && ls -A sub-out'
 step "mv new dir"          run mv newdir newdir-renamed
 step "mv dir into itself"  run mv shared shared/deeper
 step "symlink"             run ln -s base.txt sym-new
@@ -94,6 +107,8 @@ step "git status"          run git -C project status --porcelain
 step "git log"             run git -C project log --format='%H %s'
 step "git edit+commit"     run sh -c 'echo "int x;" >> project/main.c && git -C project commit -q -am "edit" && git -C project status --porcelain'
 step "git fsck"            run git -C project fsck --no-progress
+step "git mv lower dir"    run sh -c 'git -C project mv src lib && git -C project commit -q -m "src is lib" && git -C project status --porcelain && ls project/lib && cat project/lib/util.c && git -C project log --format=%s --name-status -1'
+step "git fsck after mv"   run git -C project fsck --no-progress
 
 # Durability: conv=fsync ends in a COMMIT, oflag=sync sends stable WRITEs (the test checks
 # the server synced before answering).
@@ -122,7 +137,7 @@ step "create under a file" run sh -c 'echo x > hard.txt/new'
 step "name of 256 bytes"   run touch "$long"
 step "mkdir name of 256 bytes" run mkdir "$long"
 step "name of 255 bytes"   run sh -c 'touch "$(printf "%0255d" 0)" && ls | grep -c "^00000"'
-step "mv merged dir (EXDEV, copied)" run sh -c 'mv shared shared-moved && ls -A shared-moved && ! ls shared 2>/dev/null'
+step "mv merged dir"       run sh -c 'mv shared shared-moved && ls -A shared-moved && ! ls shared 2>/dev/null'
 step "truncate a dir"      run truncate -s 0 errs/ne-dst
 # O_CREAT|O_EXCL is an EXCLUSIVE CREATE over NFSv3 (noclobber opens with O_EXCL).
 step "exclusive create"    run sh -c 'set -C; echo one > excl.txt; echo two > excl.txt; cat excl.txt; stat -c "%a %s" excl.txt'

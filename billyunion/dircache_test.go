@@ -181,8 +181,8 @@ func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
 // TestListedIdentitiesAreIdentify: EntryIdentity of every entry of a listing (lower and
 // upper files, merged and pure directories, a copied-up file with an origin record)
 // equals Identify of its path, whether it comes from the parts the listing's lookup found
-// (nothing changed since) or from a lookup again (a change since); and an entry whose name
-// was given to another file behind the union's back answers ENOENT.
+// (nothing changed since) or from a lookup again (a change since); and an entry not yet
+// identified whose name was given to another file behind the union's back answers ENOENT.
 func TestListedIdentitiesAreIdentify(t *testing.T) {
 	requireRoot(t)
 	ls := newLayerSet(t, 1)
@@ -219,13 +219,16 @@ func TestListedIdentitiesAreIdentify(t *testing.T) {
 		}
 	}
 	check("quiet", 5)
+	ls.file("l1", "d/unrelated", "a change in the layers") // every remembered state is now stale
+	check("after a change", 6)
+	// A listing none of whose entries was identified yet (an identified entry keeps its
+	// identity: the snapshot is of a moment before later changes)...
+	ls.file("l1", "d/another", "a")
 	entries, err := fs.ReadDir("d")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls.file("l1", "d/unrelated", "a change in the layers") // every remembered state is now stale
-	check("after a change", 6)
-	// d/lower replaced directly in the lower: the old listing's entry names a gone object.
+	// ...then d/lower replaced directly in the lower: the entry names a gone object.
 	if err := os.Remove(ls.path("l1", "d/lower")); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@
 //	permission.go  what the caller may do (ACCESS, directory changes, SETATTR)
 //	newobject.go   what CREATE, MKDIR, SYMLINK and MKNOD share
 //	openfiles.go   the union files kept open between READs, WRITEs and COMMITs
+//	cookies.go     directory cookies by name hash, the snapshots' cookie orders
 //
 // A procedure returns an error only for arguments that do not decode (oncrpc answers
 // GARBAGE_ARGS); every other failure is an errno or a status error of status.go, written
@@ -26,8 +27,9 @@
 //
 // # Lock order
 //
-// openFiles.mu is the package's only lock, a leaf: it is held for map operations and to
-// close a descriptor, never while a file is opened, read, written or synced. Procedures
+// openFiles.mu is a leaf: it is held for map operations and to close a descriptor, never
+// while a file is opened, read, written or synced. cookieOrders.mu is a leaf held for map
+// operations only; orders are built with it released. Neither is held with the other. Procedures
 // run concurrently (up to 32 per connection, package oncrpc) and take no lock of their
 // own; the union orders concurrent changes under its directory locks.
 package nfs3

@@ -12,16 +12,18 @@ import (
 )
 
 // READDIR and READDIRPLUS (RFC 1813 sections 3.3.16 and 3.3.17), answered from the
-// union's listing snapshots. A cookie is an index into one snapshot (the cookie verifier
-// names it), pages are filled to the byte limits the client gave, and entries' handles
-// come from identities cached in the snapshot, so a warm listing costs encoding only.
+// union's listing snapshots. The cookie verifier names a snapshot, an entry's cookie is
+// a hash of its name (cookies.go) and a listing goes out in cookie order, pages are
+// filled to the byte limits the client gave, and entries' handles come from identities
+// cached in the snapshot, so a warm listing costs encoding only.
 // READDIRPLUS's dircount is taken as the hint the RFC allows, as knfsd does: Linux asks
 // for dircount = maxcount/8, which would stop a page of short names at a sixth of the
 // room the client gave for it.
 //
-// Cookies: 1 is ".", 2 is "..", and entry i of the snapshot is i+3. A client that
-// continues with a verifier whose snapshot is gone (or names another directory) gets
-// BAD_COOKIE and starts over: an old cookie is never indexed into another listing.
+// Cookies: 1 is ".", 2 is "..", and an entry's is cookieOf its name (3 or more). A client
+// that continues with a verifier whose snapshot is gone (or names another directory)
+// goes on in the directory's current listing after its cookie, and gets that listing's
+// verifier: never BAD_COOKIE.
 
 // readdir answers READDIR.
 func readdir(rq *request) error { return rq.readDirectory(false) }
@@ -61,14 +63,18 @@ func (rq *request) readDirectory(plus bool) error {
 		}
 	}
 	var entries []os.FileInfo
+	var order *cookieOrder
 	verifier := sentVerifier
 	if err == nil {
 		entries, verifier, err = rq.snapshot(p, cookie, sentVerifier)
 	}
+	if err == nil {
+		order = rq.s.cookieOrders.get(verifier, entries)
+	}
 	// A reply is at most the READDIR size FSINFO offers, whatever the client asks: else
 	// one call could make the server encode a whole huge directory into one reply.
 	page := readdirPage{rq: rq, plus: plus, fh: fh, elems: elems, path: p, dirSt: dirSt,
-		entries: entries, maxcount: int(min(maxcount, TransferSize))}
+		entries: entries, order: order, maxcount: int(min(maxcount, TransferSize))}
 	if err == nil {
 		err = page.fill(cookie)
 	}
@@ -88,29 +94,29 @@ func (rq *request) readDirectory(plus bool) error {
 	return nil
 }
 
-// snapshot returns the listing a call reads and its verifier: a fresh one when the client
-// starts (cookie 0) or sends no verifier, else the snapshot its verifier names.
+// snapshot returns the listing a call reads and its verifier: the snapshot the client's
+// verifier names while it is kept, else (the client starts with cookie 0, sends no
+// verifier, or one whose snapshot is gone) the current listing.
 func (rq *request) snapshot(p string, cookie, verifier uint64) ([]os.FileInfo, uint64, error) {
 	u, logger := rq.s.union, rq.s.logger
-	if cookie == 0 || verifier == 0 {
-		entries, err := u.ReadDir(p)
-		if err != nil {
-			return nil, 0, err
+	if cookie != 0 && verifier != 0 {
+		if entries, ok := u.ListingByID(p, verifier); ok {
+			return entries, verifier, nil
 		}
-		id := billyunion.ListingID(entries)
-		if logger.Enabled(context.Background(), slog.LevelDebug) {
-			st := u.ListingStats()
-			logger.Debug("directory listed", "path", p, "verifier", id, "entries", len(entries),
-				"cached_listings", st.Cached, "hits", st.Hits, "misses", st.Misses, "stale_builds", st.Stale)
-		}
-		return entries, id, nil
+		logger.Debug("directory snapshot gone: going on in the current listing", "path", p,
+			"cookie", cookie, "verifier", verifier)
 	}
-	entries, ok := u.ListingByID(p, verifier)
-	if !ok {
-		logger.Debug("directory snapshot gone: client starts over", "path", p, "verifier", verifier)
-		return nil, 0, errBadCookie
+	entries, err := u.ReadDir(p)
+	if err != nil {
+		return nil, 0, err
 	}
-	return entries, verifier, nil
+	id := billyunion.ListingID(entries)
+	if logger.Enabled(context.Background(), slog.LevelDebug) {
+		st := u.ListingStats()
+		logger.Debug("directory listed", "path", p, "verifier", id, "entries", len(entries),
+			"cached_listings", st.Cached, "hits", st.Hits, "misses", st.Misses, "stale_builds", st.Stale)
+	}
+	return entries, id, nil
 }
 
 // readdirPage encodes the entries of one reply.
@@ -122,7 +128,8 @@ type readdirPage struct {
 	path     string
 	dirSt    *syscall.Stat_t
 	entries  []os.FileInfo
-	maxcount int // the whole reply
+	order    *cookieOrder // of entries
+	maxcount int          // the whole reply
 
 	body      xdr.Writer
 	count     int
@@ -130,56 +137,74 @@ type readdirPage struct {
 	handleSrc *handles.Listing
 }
 
-// fill adds the entries after cookie while they fit.
+// fill adds the entries after cookie while they fit: ".", "..", then the snapshot's
+// entries in cookie order, the entries that share a cookie all in one page.
 func (pg *readdirPage) fill(cookie uint64) error {
-	start := cookie + 1 // the cookie names the last entry the client has
-	if cookie == 0 {
-		start = 1
+	for c := uint64(1); c < firstEntryCookie; c++ {
+		if cookie < c && !pg.addDot(c) {
+			return pg.full()
+		}
 	}
-	last := uint64(len(pg.entries)) + firstEntryCookie - 1
-	for c := start; c <= last; c++ {
-		if !pg.add(c) {
-			if pg.count == 0 {
-				return errTooSmall
+	cookies := pg.order.cookies
+	for k := pg.order.after(cookie); k < len(cookies); {
+		end := k + 1
+		for end < len(cookies) && cookies[end] == cookies[k] {
+			end++
+		}
+		mark, count := len(pg.body.Buf), pg.count
+		for ; k < end; k++ {
+			if !pg.addEntry(pg.entries[pg.order.index[k]], cookies[k]) {
+				pg.body.Buf, pg.count = pg.body.Buf[:mark], count
+				return pg.full()
 			}
-			return nil
 		}
 	}
 	pg.eof = true
 	return nil
 }
 
-// add encodes the entry with cookie c, reporting false (and adding nothing) when it would
-// not fit.
-func (pg *readdirPage) add(c uint64) bool {
-	var name string
-	var st *syscall.Stat_t // attributes, nil to send none
-	var fh []byte
+// full ends a page that has no room for the next entry: TOOSMALL if it holds none.
+func (pg *readdirPage) full() error {
+	if pg.count == 0 {
+		return errTooSmall
+	}
+	return nil
+}
+
+// addDot encodes "." (cookie 1) or ".." (cookie 2), reporting false (and adding
+// nothing) when it would not fit.
+func (pg *readdirPage) addDot(c uint64) bool {
+	if c == 1 {
+		return pg.add(".", pg.dirSt.Ino, c, pg.dirSt, pg.fh)
+	}
+	st := pg.dirSt
+	if len(pg.elems) > 0 {
+		st = pg.rq.statOrNil(unionPath(pg.elems[:len(pg.elems)-1]))
+	}
 	var fileid uint64
-	switch c {
-	case 1:
-		name, st, fh = ".", pg.dirSt, pg.fh
+	if st != nil {
 		fileid = st.Ino
-	case 2:
-		name = ".."
-		st = pg.dirSt
-		if len(pg.elems) > 0 {
-			st = pg.rq.statOrNil(unionPath(pg.elems[:len(pg.elems)-1]))
-		}
-		if st != nil {
-			fileid = st.Ino
-		}
-	default:
-		fi := pg.entries[c-firstEntryCookie]
-		name = fi.Name()
-		st = statOf(fi)
-		fileid = st.Ino
-		if pg.plus {
-			if fh = pg.entryHandle(fi); fh == nil {
-				st = nil // gone since the snapshot: the client looks it up if it cares
-			}
+	}
+	return pg.add("..", fileid, c, st, nil)
+}
+
+// addEntry encodes a snapshot entry with cookie c, reporting false (and adding nothing)
+// when it would not fit.
+func (pg *readdirPage) addEntry(fi os.FileInfo, c uint64) bool {
+	st := statOf(fi)
+	fileid := st.Ino
+	var fh []byte
+	if pg.plus {
+		if fh = pg.entryHandle(fi); fh == nil {
+			st = nil // gone since the snapshot: the client looks it up if it cares
 		}
 	}
+	return pg.add(fi.Name(), fileid, c, st, fh)
+}
+
+// add encodes one entry (st: attributes, nil to send none; fh: nil for none), reporting
+// false (and adding nothing) when it would not fit.
+func (pg *readdirPage) add(name string, fileid, c uint64, st *syscall.Stat_t, fh []byte) bool {
 	entry := xdr.Writer{Buf: make([]byte, 0, 128+len(name)+len(fh))}
 	entry.Bool(true) // an entry follows
 	entry.Uint64(fileid)

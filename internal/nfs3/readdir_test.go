@@ -25,8 +25,9 @@ func names(entries []rpctest.DirEntry) []string {
 // TestReaddirPaging: READDIR and READDIRPLUS list a merged directory with whiteouts
 // exactly once per name, fill pages to the client's limits without exceeding them, keep
 // a client paging through its snapshot while the directory changes, give each entry the
-// handle, fileid and attributes LOOKUP and GETATTR give, answer BAD_COOKIE for a snapshot
-// that is gone and TOOSMALL for a page that cannot hold one entry.
+// handle, fileid and attributes LOOKUP and GETATTR give, go on in the current listing for
+// a verifier whose snapshot is gone or is another directory's (never BAD_COOKIE, never
+// another directory's names) and answer TOOSMALL for a page that cannot hold one entry.
 func TestReaddirPaging(t *testing.T) {
 	files := map[string]string{}
 	for i := range 600 {
@@ -114,17 +115,28 @@ func TestReaddirPaging(t *testing.T) {
 		t.Errorf("cookie 0 with an old verifier: status %d, verifier %x (old %x): the old snapshot was served", fresh.Status, fresh.Verifier, old.Verifier)
 	}
 
-	// A verifier naming no snapshot: BAD_COOKIE, not another listing's names.
+	// A verifier naming no snapshot: the page goes on after the cookie in the current
+	// listing, with its verifier.
 	first := c.ReaddirPage(true, big, 0, 0, 512, 4096)
 	last := first.Entries[len(first.Entries)-1].Cookie
-	if pg := c.ReaddirPage(true, big, last, first.Verifier^0x5a5a, 512, 4096); pg.Status != nfs3.StatusBadCookie {
-		t.Errorf("unknown verifier: status %d, want BAD_COOKIE", pg.Status)
+	current := c.ReaddirPage(true, big, last, first.Verifier, 512, 4096)
+	if pg := c.ReaddirPage(true, big, last, first.Verifier^0x5a5a, 512, 4096); pg.Status != nfs3.StatusOK ||
+		pg.Verifier != current.Verifier || len(pg.Entries) == 0 || pg.Entries[0].Name != current.Entries[0].Name ||
+		pg.Entries[0].Cookie <= last {
+		t.Errorf("unknown verifier: status %d, verifier %x, want the page after cookie %x of the current listing (verifier %x)",
+			pg.Status, pg.Verifier, last, current.Verifier)
 	}
-	// Another directory's verifier is refused too.
+	// Another directory's verifier: this directory's names, not the other's.
 	rootPage := c.ReaddirPage(true, root, 0, 0, 512, 4096)
 	if rootPage.Verifier != 0 {
-		if pg := c.ReaddirPage(true, big, 3, rootPage.Verifier, 512, 4096); pg.Status != nfs3.StatusBadCookie {
-			t.Errorf("another directory's verifier: status %d, want BAD_COOKIE", pg.Status)
+		pg := c.ReaddirPage(true, big, 3, rootPage.Verifier, 512, 4096)
+		if pg.Status != nfs3.StatusOK || pg.Verifier == rootPage.Verifier || len(pg.Entries) == 0 {
+			t.Errorf("another directory's verifier: status %d, verifier %x (the other's %x)", pg.Status, pg.Verifier, rootPage.Verifier)
+		}
+		for _, e := range pg.Entries {
+			if !slices.Contains(want, e.Name) && e.Name != "added-while-paging" && e.Name != "added-after-verifier" {
+				t.Errorf("another directory's verifier: listed %s, not in this directory", e.Name)
+			}
 		}
 	}
 	if pg := c.ReaddirPage(true, big, 0, 0, 10, 100); pg.Status != nfs3.StatusTooSmall {

@@ -33,13 +33,15 @@ type Config struct {
 
 // Server answers NFSv3 calls for one export.
 type Server struct {
-	union       *billyunion.FS
-	handles     *handles.Handles
-	files       *openFiles
-	fsid        uint64 // the export's fsid in every fattr3
-	readOnly    bool
-	statfsPath  string
-	actAsCaller bool
+	union   *billyunion.FS
+	handles *handles.Handles
+	files   *openFiles
+	// cookieOrders: recent snapshots' entries in cookie order (cookies.go).
+	cookieOrders *cookieOrders
+	fsid         uint64 // the export's fsid in every fattr3
+	readOnly     bool
+	statfsPath   string
+	actAsCaller  bool
 	// writeVerifier changes with every start, so clients resend what they had written
 	// UNSTABLE and not seen committed before a restart (RFC 1813 section 3.3.7).
 	writeVerifier [8]byte
@@ -60,7 +62,8 @@ func New(cfg Config) (*Server, error) {
 		fsid = 1 // never 0: the one value that says nothing about the export
 	}
 	s := &Server{union: cfg.Union, handles: cfg.Handles, fsid: fsid, readOnly: cfg.Union.ReadOnly(),
-		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger}
+		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger,
+		cookieOrders: newCookieOrders()}
 	if _, err := rand.Read(s.writeVerifier[:]); err != nil {
 		return nil, err
 	}

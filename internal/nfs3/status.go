@@ -51,7 +51,6 @@ func (e statusError) Error() string { return Status(e).String() }
 var (
 	errStale       error = statusError(StatusStale) // a handle names nothing (now)
 	errNotSync     error = statusError(StatusNotSync)
-	errBadCookie   error = statusError(StatusBadCookie)
 	errTooSmall    error = statusError(StatusTooSmall)
 	errBadType     error = statusError(StatusBadType)
 	errServerFault error = statusError(StatusServerFault)

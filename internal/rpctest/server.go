@@ -29,6 +29,9 @@ type Options struct {
 	Debug bool
 	// RedirectDir is the union's redirect_dir option ("" for its default, on).
 	RedirectDir string
+	// DirCacheEntries bounds the listings (and the snapshots kept for paging clients) the
+	// union keeps; 0 is its default.
+	DirCacheEntries int
 }
 
 // Server is a running in-process server.
@@ -68,8 +71,8 @@ func StartServer(t testing.TB, opts Options) *Server {
 		level = slog.LevelDebug
 	}
 	cfg := server.Config{Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
-		ActAsCaller: os.Geteuid() == 0,
-		Logger:      slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
+		ActAsCaller: os.Geteuid() == 0, DirCacheEntries: opts.DirCacheEntries,
+		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
 	cfg.RedirectDir = opts.RedirectDir
 	if opts.ReadOnly {
 		cfg.Upper, cfg.Work = "", ""

@@ -50,6 +50,8 @@ type serveConfig struct {
 	nlm       bool
 	nlmListen string
 	grace     time.Duration
+	// requirePrivilegedPort: NFS calls from source ports of 1024 or more are refused.
+	requirePrivilegedPort bool
 }
 
 // defaultGrace is the grace period after a restart, the Linux kernel's.
@@ -103,6 +105,7 @@ type rawServeFlags struct {
 	portmap, portmapListen      string
 	nlm, nlmListen              string
 	grace                       time.Duration
+	requirePrivilegedPort       bool
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -120,6 +123,7 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.StringVar(&raw.nlm, "nlm", "on", "the lock manager: on (NLM 1, 3, 4 and the status monitor NSM, found by clients through the portmapper, so Linux mounts without nolock) or off")
 	fs.StringVar(&raw.nlmListen, "nlm-listen", "", "HOST:PORT of the lock manager (TCP and UDP); default: the --listen host, any free port")
 	fs.DurationVar(&raw.grace, "grace", defaultGrace, "grace period after a restart: for this long only clients reclaiming their locks are granted any (only after a run whose clients may hold locks)")
+	fs.BoolVar(&raw.requirePrivilegedPort, "require-privileged-port", false, "refuse NFS calls from a client source port of 1024 or more (AUTH_TOOWEAK), as knfsd's secure export option; macOS clients then need mount -o resvport")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
@@ -143,7 +147,8 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	}
 
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
-		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen}
+		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen,
+		requirePrivilegedPort: raw.requirePrivilegedPort}
 	if raw.handleCacheEntries < 0 {
 		return nil, refuse("--handle-cache-entries must be 0 (the default) or more, not %d", raw.handleCacheEntries)
 	}

@@ -250,3 +250,19 @@ func TestDirCacheEntries(t *testing.T) {
 		t.Errorf("default: %+v, %v; want 0 (the union's default)", cfg, err)
 	}
 }
+
+// --require-privileged-port reaches the server's configuration; off by default (macOS
+// mounts from unprivileged ports unless given resvport).
+func TestRequirePrivilegedPort(t *testing.T) {
+	l := newLayout(t)
+	for args, want := range map[string]bool{"": false, "--require-privileged-port": true, "--require-privileged-port=false": false} {
+		argv := []string{"--lowerdir=" + l.l1}
+		if args != "" {
+			argv = append(argv, args)
+		}
+		cfg, err := parseServeArgs(argv, io.Discard)
+		if err != nil || cfg.requirePrivilegedPort != want {
+			t.Errorf("%q: %+v, %v; want requirePrivilegedPort %v", argv, cfg, err, want)
+		}
+	}
+}

@@ -90,10 +90,11 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.
-		ActAsCaller: os.Geteuid() == 0,
-		NLM:         cfg.nlm,
-		Grace:       cfg.grace,
-		Logger:      logger,
+		ActAsCaller:           os.Geteuid() == 0,
+		RequirePrivilegedPort: cfg.requirePrivilegedPort,
+		NLM:                   cfg.nlm,
+		Grace:                 cfg.grace,
+		Logger:                logger,
 	})
 	if err != nil {
 		return refused("%v", err)

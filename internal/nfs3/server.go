@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"syscall"
@@ -28,7 +29,11 @@ type Config struct {
 	// ActAsCaller makes what a client creates its user's (the server must run as root to
 	// give objects away); otherwise objects are the server process's.
 	ActAsCaller bool
-	Logger      *slog.Logger
+	// RequirePrivilegedPort refuses (AUTH_TOOWEAK) calls from a source port of 1024 or
+	// more, as knfsd's "secure" export option does. Off by default: macOS mounts from an
+	// unprivileged port unless given resvport.
+	RequirePrivilegedPort bool
+	Logger                *slog.Logger
 }
 
 // Server answers NFSv3 calls for one export.
@@ -42,6 +47,8 @@ type Server struct {
 	readOnly     bool
 	statfsPath   string
 	actAsCaller  bool
+	// privilegedOnly: Config.RequirePrivilegedPort.
+	privilegedOnly bool
 	// writeVerifier changes with every start, so clients resend what they had written
 	// UNSTABLE and not seen committed before a restart (RFC 1813 section 3.3.7).
 	writeVerifier [8]byte
@@ -63,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{union: cfg.Union, handles: cfg.Handles, fsid: fsid, readOnly: cfg.Union.ReadOnly(),
 		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger,
-		cookieOrders: newCookieOrders()}
+		cookieOrders: newCookieOrders(), privilegedOnly: cfg.RequirePrivilegedPort}
 	if _, err := rand.Read(s.writeVerifier[:]); err != nil {
 		return nil, err
 	}
@@ -110,6 +117,9 @@ type request struct {
 func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler {
 	procName := "NFS." + name // once, not per call
 	return func(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		if s.privilegedOnly && !privilegedPort(call.RemoteAddr) {
+			return oncrpc.ErrWeakAuth
+		}
 		rq := &request{s: s, call: call, args: call.Args, res: &reply.Writer, reply: reply,
 			who: principal{call.Cred}, ns: s.union, procName: procName}
 		if s.actAsCaller && call.Cred.Unix {
@@ -117,6 +127,21 @@ func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler 
 		}
 		return fn(rq)
 	}
+}
+
+// privilegedPort reports whether a caller's address has a source port under 1024 (which
+// only root can bind on most systems): a call of no TCP or UDP address is not.
+func privilegedPort(a net.Addr) bool {
+	var port int
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		port = a.Port
+	case *net.UDPAddr:
+		port = a.Port
+	default:
+		return false
+	}
+	return port > 0 && port < 1024
 }
 
 // decoded reports whether the arguments decoded, as the procedures' return value.

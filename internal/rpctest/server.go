@@ -32,6 +32,8 @@ type Options struct {
 	// DirCacheEntries bounds the listings (and the snapshots kept for paging clients) the
 	// union keeps; 0 is its default.
 	DirCacheEntries int
+	// RequirePrivilegedPort refuses NFS calls from source ports of 1024 or more.
+	RequirePrivilegedPort bool
 }
 
 // Server is a running in-process server.
@@ -74,6 +76,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 		ActAsCaller: os.Geteuid() == 0, DirCacheEntries: opts.DirCacheEntries,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
 	cfg.RedirectDir = opts.RedirectDir
+	cfg.RequirePrivilegedPort = opts.RequirePrivilegedPort
 	if opts.ReadOnly {
 		cfg.Upper, cfg.Work = "", ""
 	}

@@ -44,6 +44,9 @@ type Config struct {
 	DirCacheEntries, HandleCacheEntries int
 	// ActAsCaller makes what a client creates its user's; the process must be root.
 	ActAsCaller bool
+	// RequirePrivilegedPort refuses NFS calls from source ports of 1024 or more
+	// (nfs3.Config.RequirePrivilegedPort).
+	RequirePrivilegedPort bool
 	// NLM serves the lock manager (NLM 1, 3, 4 and NSM 1: ServeLocks, ServeLocksUDP).
 	NLM bool
 	// Grace is the grace period after a restart in which clients reclaim their locks;
@@ -106,7 +109,7 @@ func assemble(cfg Config, union *billyunion.FS, logger *slog.Logger) (*Server, e
 		statfsPath = cfg.Lowers[0]
 	}
 	nfs, err := nfs3.New(nfs3.Config{Union: union, Handles: hs, StatfsPath: statfsPath,
-		ActAsCaller: cfg.ActAsCaller, Logger: logger})
+		ActAsCaller: cfg.ActAsCaller, RequirePrivilegedPort: cfg.RequirePrivilegedPort, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

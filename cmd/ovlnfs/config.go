@@ -52,6 +52,8 @@ type serveConfig struct {
 	grace     time.Duration
 	// requirePrivilegedPort: NFS calls from source ports of 1024 or more are refused.
 	requirePrivilegedPort bool
+	// refuseAppleDouble: -o appledouble=refuse.
+	refuseAppleDouble bool
 }
 
 // defaultGrace is the grace period after a restart, the Linux kernel's.
@@ -195,6 +197,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		raw.readOnly = raw.readOnly || opts.readOnly
 		cfg.xattrPrefix = opts.xattrPrefix
 		cfg.redirectDir = opts.redirectDir
+		cfg.refuseAppleDouble = opts.appleDouble == "refuse"
 		if cfg.xattrPrefix == "user.overlay." && cfg.redirectDir != "" && cfg.redirectDir != "nofollow" {
 			return nil, refuse("-o userxattr,redirect_dir=%s: conflicting options (as for the kernel overlay: redirects need trusted xattrs)", cfg.redirectDir)
 		}
@@ -424,6 +427,8 @@ type mountOptions struct {
 	readOnly    bool
 	xattrPrefix string
 	redirectDir string
+	// appleDouble: -o appledouble=allow or refuse ("" = allow).
+	appleDouble string
 	// dirCacheEntries is kept as text so that a bad value gets the same refusal either way.
 	dirCacheEntries *string
 }
@@ -462,10 +467,17 @@ func parseMountOptions(s string) (mountOptions, error) {
 			default:
 				return mo, refuse("-o redirect_dir=%s: must be on, follow, nofollow or off", value)
 			}
+		case "appledouble":
+			switch value {
+			case "allow", "refuse":
+				mo.appleDouble = value
+			default:
+				return mo, refuse("-o appledouble=%s: must be allow or refuse", value)
+			}
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, dircache_entries)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, appledouble, dircache_entries)", opt)
 		}
 	}
 	return mo, nil

@@ -266,3 +266,20 @@ func TestRequirePrivilegedPort(t *testing.T) {
 		}
 	}
 }
+
+// -o appledouble=allow|refuse: refuse reaches the configuration, other values are refused.
+func TestAppleDoubleOption(t *testing.T) {
+	l := newLayout(t)
+	for opt, want := range map[string]bool{"": false, ",appledouble=allow": false, ",appledouble=refuse": true} {
+		cfg, err := parseServeArgs([]string{"-o", "lowerdir=" + l.l1 + opt}, io.Discard)
+		if err != nil || cfg.refuseAppleDouble != want {
+			t.Errorf("%q: %+v, %v; want refuseAppleDouble %v", opt, cfg, err, want)
+		}
+	}
+	for _, bad := range []string{"hide", "", "yes"} {
+		code, _, stderr := runCLI(t, context.Background(), "serve", "-o", "lowerdir="+l.l1+",appledouble="+bad)
+		if code != exitBadConfig || !strings.Contains(stderr, "appledouble") {
+			t.Errorf("appledouble=%q: exit %d, stderr %q; want 2 naming appledouble", bad, code, stderr)
+		}
+	}
+}

@@ -92,6 +92,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		// Only root can give what a client creates to the client's user.
 		ActAsCaller:           os.Geteuid() == 0,
 		RequirePrivilegedPort: cfg.requirePrivilegedPort,
+		RefuseAppleDouble:     cfg.refuseAppleDouble,
 		NLM:                   cfg.nlm,
 		Grace:                 cfg.grace,
 		Logger:                logger,

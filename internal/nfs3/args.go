@@ -2,6 +2,7 @@ package nfs3
 
 import (
 	"errors"
+	"strings"
 	"syscall"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
@@ -92,6 +93,18 @@ func (rq *request) checkNewEntry(d *dirArgs) (*syscall.Stat_t, error) {
 	}
 	if err == nil && rq.statOrNil(d.child()) == nil {
 		err = rq.who.mayChangeDir(dirSt)
+		if err == nil {
+			err = rq.appleDoubleName(d.name)
+		}
 	}
 	return dirSt, err
+}
+
+// appleDoubleName refuses a new AppleDouble or .DS_Store name when the server refuses them
+// (Config.RefuseAppleDouble).
+func (rq *request) appleDoubleName(name string) error {
+	if rq.s.refuseAppleDouble && (strings.HasPrefix(name, "._") || name == ".DS_Store") {
+		return syscall.EACCES
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ func rename(rq *request) error {
 		err = rq.mayRename(&from, fromPre, &to, toPre)
 	}
 	if err == nil {
+		err = rq.appleDoubleName(to.name)
+	}
+	if err == nil {
 		err = rq.ns.Rename(from.child(), to.child())
 		if err == nil {
 			rq.s.files.forget(from.child())

@@ -33,7 +33,11 @@ type Config struct {
 	// more, as knfsd's "secure" export option does. Off by default: macOS mounts from an
 	// unprivileged port unless given resvport.
 	RequirePrivilegedPort bool
-	Logger                *slog.Logger
+	// RefuseAppleDouble refuses (ACCES) new entries named like macOS's AppleDouble
+	// companions ("._name") and Finder's ".DS_Store", made or renamed to; existing ones
+	// stay visible, readable, writable and removable.
+	RefuseAppleDouble bool
+	Logger            *slog.Logger
 }
 
 // Server answers NFSv3 calls for one export.
@@ -49,6 +53,8 @@ type Server struct {
 	actAsCaller  bool
 	// privilegedOnly: Config.RequirePrivilegedPort.
 	privilegedOnly bool
+	// refuseAppleDouble: Config.RefuseAppleDouble.
+	refuseAppleDouble bool
 	// writeVerifier changes with every start, so clients resend what they had written
 	// UNSTABLE and not seen committed before a restart (RFC 1813 section 3.3.7).
 	writeVerifier [8]byte
@@ -70,7 +76,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{union: cfg.Union, handles: cfg.Handles, fsid: fsid, readOnly: cfg.Union.ReadOnly(),
 		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger,
-		cookieOrders: newCookieOrders(), privilegedOnly: cfg.RequirePrivilegedPort}
+		cookieOrders: newCookieOrders(), privilegedOnly: cfg.RequirePrivilegedPort,
+		refuseAppleDouble: cfg.RefuseAppleDouble}
 	if _, err := rand.Read(s.writeVerifier[:]); err != nil {
 		return nil, err
 	}

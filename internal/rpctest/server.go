@@ -34,6 +34,8 @@ type Options struct {
 	DirCacheEntries int
 	// RequirePrivilegedPort refuses NFS calls from source ports of 1024 or more.
 	RequirePrivilegedPort bool
+	// RefuseAppleDouble refuses new "._name" and ".DS_Store" entries.
+	RefuseAppleDouble bool
 }
 
 // Server is a running in-process server.
@@ -77,6 +79,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
 	cfg.RedirectDir = opts.RedirectDir
 	cfg.RequirePrivilegedPort = opts.RequirePrivilegedPort
+	cfg.RefuseAppleDouble = opts.RefuseAppleDouble
 	if opts.ReadOnly {
 		cfg.Upper, cfg.Work = "", ""
 	}

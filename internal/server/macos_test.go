@@ -430,3 +430,52 @@ func TestAppleDoubleFilesAreOrdinary(t *testing.T) {
 		}
 	}
 }
+
+// TestAppleDoubleRefused: with RefuseAppleDouble (-o appledouble=refuse) no new "._name"
+// or ".DS_Store" appears, made by CREATE, MKDIR, SYMLINK or LINK or renamed to (ACCES),
+// while the lower ones stay readable, writable (copied up) and removable, and other names,
+// ".DS_Store2" and "a._b" among them, are made as usual.
+func TestAppleDoubleRefused(t *testing.T) {
+	files := map[string]string{"Pics/photo.jpg": "jpeg", "Pics/._photo.jpg": "AD lower", "Pics/.DS_Store": "DS lower"}
+	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: files, RefuseAppleDouble: true})
+	pics := c.Lookup(root, "Pics")
+	photo := c.Lookup(pics, "photo.jpg")
+	for _, n := range []string{"._new.png", ".DS_Store", "._"} {
+		for proc, args := range map[nfs3.Proc][]byte{
+			nfs3.ProcCreate:  rpctest.CreateArgs(pics, n, rpctest.CreateGuarded, rpctest.SattrMode(0o644)),
+			nfs3.ProcMkdir:   append(rpctest.DirOp(pics, n), rpctest.SattrMode(0o755)...),
+			nfs3.ProcSymlink: rpctest.SymlinkArgs(pics, n, rpctest.SattrNone(), "photo.jpg"),
+			nfs3.ProcLink:    rpctest.LinkArgs(photo, pics, n),
+		} {
+			want := nfs3.StatusAcces
+			if n == ".DS_Store" {
+				want = nfs3.StatusExist // there is one already
+			}
+			if st := nfsStatus(c, proc, args); st != want {
+				t.Errorf("procedure %d of %q: status %d, want %d", proc, n, st, want)
+			}
+		}
+	}
+	if st := nfsStatus(c, nfs3.ProcRename, rpctest.RenameArgs(pics, "photo.jpg", pics, "._photo2.jpg")); st != nfs3.StatusAcces {
+		t.Errorf("RENAME to an AppleDouble name: status %d, want ACCES", st)
+	}
+	ad := c.Lookup(pics, "._photo.jpg")
+	c.Write(ad, 0, []byte("AD upper"), rpctest.FileSync)
+	if got := readAll(c, ad); string(got) != "AD upper" {
+		t.Errorf("the lower ._photo.jpg after a write: %q", got)
+	}
+	for _, n := range []string{"._photo.jpg", ".DS_Store"} {
+		if st := nfsStatus(c, nfs3.ProcRemove, rpctest.DirOp(pics, n)); st != nfs3.StatusOK {
+			t.Errorf("REMOVE %s: status %d", n, st)
+		}
+	}
+	if st := nfsStatus(c, nfs3.ProcCreate, rpctest.CreateArgs(pics, ".DS_Store", rpctest.CreateGuarded, rpctest.SattrMode(0o644))); st != nfs3.StatusAcces {
+		t.Errorf("CREATE .DS_Store after its removal: status %d, want ACCES", st)
+	}
+	c.Create(pics, ".DS_Store2")
+	c.Create(pics, "a._b")
+	rename(t, c, pics, "photo.jpg", pics, "holiday.jpg", nfs3.StatusOK)
+	if got := listNames(t, c, pics); !slices.Equal(got, []string{".DS_Store2", "a._b", "holiday.jpg"}) {
+		t.Errorf("the folder lists %v", got)
+	}
+}

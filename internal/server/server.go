@@ -47,6 +47,9 @@ type Config struct {
 	// RequirePrivilegedPort refuses NFS calls from source ports of 1024 or more
 	// (nfs3.Config.RequirePrivilegedPort).
 	RequirePrivilegedPort bool
+	// RefuseAppleDouble refuses new "._name" and ".DS_Store" entries
+	// (nfs3.Config.RefuseAppleDouble).
+	RefuseAppleDouble bool
 	// NLM serves the lock manager (NLM 1, 3, 4 and NSM 1: ServeLocks, ServeLocksUDP).
 	NLM bool
 	// Grace is the grace period after a restart in which clients reclaim their locks;
@@ -109,7 +112,8 @@ func assemble(cfg Config, union *billyunion.FS, logger *slog.Logger) (*Server, e
 		statfsPath = cfg.Lowers[0]
 	}
 	nfs, err := nfs3.New(nfs3.Config{Union: union, Handles: hs, StatfsPath: statfsPath,
-		ActAsCaller: cfg.ActAsCaller, RequirePrivilegedPort: cfg.RequirePrivilegedPort, Logger: logger})
+		ActAsCaller: cfg.ActAsCaller, RequirePrivilegedPort: cfg.RequirePrivilegedPort,
+		RefuseAppleDouble: cfg.RefuseAppleDouble, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,10 @@
 // Any other error (EIO, ENOSPC, ...) fails the copy-up with that
 // syscall.Errno; the slower methods would meet it too. Which method
 // copied each file is logged at debug level ("method").
+//
+// Files: copyup.go (Copier, building and placing objects), data.go (a regular file's data,
+// by the methods above), extents.go (a file's extent map, FIEMAP, for checking a copy
+// shares its source's blocks).
 package copyup
 
 import (

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -498,53 +497,14 @@ func TestCopyUpClonesOnReflinkFilesystems(t *testing.T) {
 	}
 }
 
-// Linux's FIEMAP interface (linux/fiemap.h), which x/sys/unix lacks.
-const (
-	fsIocFiemap        = 0xc020660b // _IOWR('f', 11, struct fiemap)
-	fiemapFlagSync     = 0x1
-	fiemapExtentLast   = 0x1
-	fiemapExtentShared = 0x2000
-)
-
-type fiemapExtent struct {
-	Logical, Physical, Length uint64
-	_                         [2]uint64
-	Flags                     uint32
-	_                         [3]uint32
-}
-
-type fiemapReq struct {
-	Start, Length                 uint64
-	Flags, Mapped, ExtentCount, _ uint32
-	Extents                       [128]fiemapExtent
-}
-
 // extents answers path's extent map.
-func extents(t *testing.T, path string) []fiemapExtent {
+func extents(t *testing.T, path string) []Extent {
 	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	all, err := Extents(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	var all []fiemapExtent
-	for start := uint64(0); ; {
-		req := fiemapReq{Start: start, Length: ^uint64(0) - start, Flags: fiemapFlagSync}
-		req.ExtentCount = uint32(len(req.Extents))
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocFiemap, uintptr(unsafe.Pointer(&req))); e != 0 {
-			t.Fatalf("FIEMAP %s: %v", path, e)
-		}
-		if req.Mapped == 0 {
-			return all
-		}
-		got := req.Extents[:req.Mapped]
-		all = append(all, got...)
-		last := got[len(got)-1]
-		if last.Flags&fiemapExtentLast != 0 {
-			return all
-		}
-		start = last.Logical + last.Length
-	}
+	return all
 }
 
 // sharesAll checks that the copy of name shares every extent with the
@@ -559,7 +519,7 @@ func (f *fixture) sharesAll(t *testing.T, name string, want bool) {
 	}
 	shared, same := 0, 0
 	for _, e := range dst {
-		if e.Flags&fiemapExtentShared != 0 {
+		if e.Shared {
 			shared++
 		}
 		for _, s := range src {

@@ -25,11 +25,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlnfs/ovlnfs/bench/benchenv"
+	"github.com/ovlnfs/ovlnfs/copyup"
 
 	"github.com/ovlnfs/ovlnfs/bench/report"
 	"github.com/ovlnfs/ovlnfs/billyunion"
@@ -384,54 +384,19 @@ func (h *methodLog) get() string {
 	return h.method
 }
 
-// FIEMAP (linux/fiemap.h), which x/sys/unix lacks.
-const (
-	fsIocFiemap        = 0xc020660b // _IOWR('f', 11, struct fiemap)
-	fiemapFlagSync     = 0x1
-	fiemapExtentLast   = 0x1
-	fiemapExtentShared = 0x2000
-)
-
-type fiemapExtent struct {
-	Logical, Physical, Length uint64
-	_                         [2]uint64
-	Flags                     uint32
-	_                         [3]uint32
-}
-
-type fiemapReq struct {
-	Start, Length                 uint64
-	Flags, Mapped, ExtentCount, _ uint32
-	Extents                       [128]fiemapExtent
-}
-
 // sharesExtents reports whether every extent of path is shared (with the
 // file it was cloned from): no data was copied.
 func sharesExtents(path string) (bool, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	all, err := copyup.Extents(path)
 	if err != nil {
 		return false, err
 	}
-	defer unix.Close(fd)
-	n := 0
-	for start := uint64(0); ; {
-		req := fiemapReq{Start: start, Length: ^uint64(0) - start, Flags: fiemapFlagSync}
-		req.ExtentCount = uint32(len(req.Extents))
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocFiemap, uintptr(unsafe.Pointer(&req))); e != 0 {
-			return false, fmt.Errorf("FIEMAP: %w", e)
+	for _, e := range all {
+		if !e.Shared {
+			return false, nil
 		}
-		for _, e := range req.Extents[:req.Mapped] {
-			if e.Flags&fiemapExtentShared == 0 {
-				return false, nil
-			}
-			n++
-		}
-		if req.Mapped == 0 || req.Extents[req.Mapped-1].Flags&fiemapExtentLast != 0 {
-			return n > 0, nil
-		}
-		last := req.Extents[req.Mapped-1]
-		start = last.Logical + last.Length
 	}
+	return len(all) > 0, nil
 }
 
 // hows lists how a contender's rounds moved the data: one entry when every

@@ -225,15 +225,9 @@ func (fs *FS) recordMove(od *dir, e *entry, nd *dir, newName string) error {
 	if err != nil {
 		return err
 	}
-	oldParent, err := fs.dirObjectID(od)
+	oldParent, newParent, err := fs.moveParents(od, nd)
 	if err != nil {
 		return err
-	}
-	newParent := oldParent
-	if nd != od {
-		if newParent, err = fs.dirObjectID(nd); err != nil {
-			return err
-		}
 	}
 	return fs.moves.add(id, Location{newParent, newName}, Location{oldParent, e.name})
 }
@@ -380,6 +374,15 @@ func (fs *FS) dirMoveKeys(d *dir, e *entry) ([]ObjectID, error) {
 	return keys, nil
 }
 
+// moveParents are the ObjectIDs of a move's old and new parent directories.
+func (fs *FS) moveParents(od, nd *dir) (oldParent, newParent ObjectID, err error) {
+	if oldParent, err = fs.dirObjectID(od); err != nil || nd == od {
+		return oldParent, oldParent, err
+	}
+	newParent, err = fs.dirObjectID(nd)
+	return oldParent, newParent, err
+}
+
 // recordDirMove notes, before it happens, that the directory e in od, which
 // has lower parts, is about to get the name newName in nd.
 func (fs *FS) recordDirMove(od *dir, e *entry, nd *dir, newName string) error {
@@ -390,15 +393,9 @@ func (fs *FS) recordDirMove(od *dir, e *entry, nd *dir, newName string) error {
 	if err != nil {
 		return err
 	}
-	oldParent, err := fs.dirObjectID(od)
+	oldParent, newParent, err := fs.moveParents(od, nd)
 	if err != nil {
 		return err
-	}
-	newParent := oldParent
-	if nd != od {
-		if newParent, err = fs.dirObjectID(nd); err != nil {
-			return err
-		}
 	}
 	for _, k := range keys {
 		if err := fs.moves.add(k, Location{newParent, newName}, Location{oldParent, e.name}); err != nil {

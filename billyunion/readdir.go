@@ -17,26 +17,27 @@ import (
 // an opaque directory or a non-directory above, and overlay-private entries
 // all drop out exactly as lookup says). Sorted.
 func (fs *FS) visibleNames(d *dir) ([]string, error) {
-	candidates, err := fs.candidateNames(d)
+	candidates, held, err := fs.candidateNamesIn(d)
 	if err != nil {
 		return nil, err
 	}
 	names := candidates[:0]
-	for _, n := range candidates {
-		e, refused, err := fs.lookupChildRefused(d, n)
-		if err != nil && !refused {
+	for i, n := range candidates {
+		e, _, err := fs.lookupChildIn(d, n, held[i])
+		if err != nil {
 			return nil, err
 		}
-		if e.exists() || refused { // a name a redirect makes unreadable is there
+		if e.exists() {
 			names = append(names, n)
 		}
 	}
 	return names, nil
 }
 
-// candidateNamesIn is candidateNames with, for each name, which of d's parts
-// hold it (bit i for part i; the 64th bit for that part and every one after), so
-// that looking the names up need not stat a name in the parts that lack it.
+// candidateNamesIn is the sorted, deduplicated union of the names in d's
+// parts with, for each name, which parts hold it (bit i for part i; the 64th
+// bit for that part and every one after), so that looking the names up need
+// not stat a name in the parts that lack it.
 func (fs *FS) candidateNamesIn(d *dir) ([]string, []uint64, error) {
 	type held struct {
 		name  string
@@ -65,20 +66,6 @@ func (fs *FS) candidateNamesIn(d *dir) ([]string, []uint64, error) {
 		masks = append(masks, h.parts)
 	}
 	return names, masks, nil
-}
-
-// candidateNames is the sorted, deduplicated union of the names in d's parts.
-func (fs *FS) candidateNames(d *dir) ([]string, error) {
-	var all []string
-	for _, p := range d.parts {
-		names, err := layer.ReadNames(p.fd, "")
-		if err != nil {
-			return nil, layer.Errno(err)
-		}
-		all = append(all, names...)
-	}
-	slices.Sort(all)
-	return slices.Compact(all), nil
 }
 
 // ReadDir lists the merged directory at p, sorted by name, with each

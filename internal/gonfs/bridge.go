@@ -57,9 +57,7 @@ func New(cfg Config) (*Bridge, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	// go-nfs keeps its logger in a package variable: the last bridge made logs go-nfs's
-	// lines (a process runs one).
-	nfs.SetLogger(newLogAdapter(logger))
+	routeGoNFSLog(logger) // go-nfs's logger is one per process (log.go)
 	b := &Bridge{pipes: newPipeListener(), logger: logger}
 	h := &handler{union: cfg.Union, handles: cfg.Handles, logger: logger}
 	server := &nfs.Server{Handler: h, Context: context.Background()}

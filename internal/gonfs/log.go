@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	nfs "github.com/willscott/go-nfs"
 )
@@ -12,21 +14,39 @@ import (
 // logAdapter routes go-nfs's own log lines into the server's slog logger, so the process
 // writes one log format. go-nfs's TRACE lines (one per call) are dropped: package oncrpc
 // traces every call itself with its outcome and duration.
+//
+// go-nfs keeps its logger in a package variable that its connections read while they
+// run, so it is set once per process (goNFSLog): a bridge made later only points the one
+// adapter at its own logger (the last bridge made logs go-nfs's lines), atomically, which
+// a second server in one process (as tests run) needs to be free of data races.
 type logAdapter struct {
+	dest atomic.Pointer[logDest]
+}
+
+// logDest is where go-nfs's lines go, and from which level on.
+type logDest struct {
 	logger *slog.Logger
 	level  nfs.LogLevel
 }
 
-func newLogAdapter(logger *slog.Logger) *logAdapter {
-	l := &logAdapter{logger: logger.With("component", "go-nfs"), level: nfs.InfoLevel}
+var (
+	goNFSLog     logAdapter
+	goNFSLogOnce sync.Once
+)
+
+// routeGoNFSLog sends go-nfs's lines to logger from now on.
+func routeGoNFSLog(logger *slog.Logger) {
+	d := &logDest{logger: logger.With("component", "go-nfs"), level: nfs.InfoLevel}
 	if logger.Enabled(context.Background(), slog.LevelDebug) {
-		l.level = nfs.DebugLevel
+		d.level = nfs.DebugLevel
 	}
-	return l
+	goNFSLog.dest.Store(d)
+	goNFSLogOnce.Do(func() { nfs.SetLogger(&goNFSLog) })
 }
 
 func (l *logAdapter) log(level nfs.LogLevel, msg string) {
-	if level > l.level {
+	d := l.dest.Load()
+	if d == nil || level > d.level {
 		return
 	}
 	var sl slog.Level
@@ -40,11 +60,21 @@ func (l *logAdapter) log(level nfs.LogLevel, msg string) {
 	default:
 		sl = slog.LevelDebug
 	}
-	l.logger.Log(context.Background(), sl, strings.TrimSpace(msg))
+	d.logger.Log(context.Background(), sl, strings.TrimSpace(msg))
 }
 
-func (l *logAdapter) SetLevel(level nfs.LogLevel) { l.level = level }
-func (l *logAdapter) GetLevel() nfs.LogLevel      { return l.level }
+func (l *logAdapter) SetLevel(level nfs.LogLevel) {
+	if d := l.dest.Load(); d != nil {
+		l.dest.Store(&logDest{logger: d.logger, level: level})
+	}
+}
+
+func (l *logAdapter) GetLevel() nfs.LogLevel {
+	if d := l.dest.Load(); d != nil {
+		return d.level
+	}
+	return nfs.InfoLevel
+}
 func (l *logAdapter) ParseLevel(s string) (nfs.LogLevel, error) {
 	switch strings.ToLower(s) {
 	case "panic":

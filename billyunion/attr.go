@@ -16,6 +16,7 @@ import (
 // first as the kernel does for any attribute change. check runs before any
 // copy-up, so a refused change leaves the layers untouched.
 func (fs *FS) setattr(p string, check func(e *entry) error, change func(dirfd int, name string) error) error {
+	p = fs.respell(p)
 	if !fs.hasUpper {
 		return syscall.EROFS
 	}
@@ -119,6 +120,7 @@ func (fs *FS) Truncate(p string, size int64) error {
 // Listxattr lists the object's extended attributes, without the overlay's
 // own (under either prefix).
 func (fs *FS) Listxattr(p string) ([]string, error) {
+	p = fs.respell(p)
 	d, e, err := fs.lookup(p)
 	if err != nil {
 		return nil, err
@@ -137,7 +139,7 @@ func (fs *FS) Getxattr(p, attr string) ([]byte, error) {
 	if copyup.IsPrivate(attr) {
 		return nil, syscall.ENODATA
 	}
-	d, e, err := fs.lookup(p)
+	d, e, err := fs.lookup(fs.respell(p))
 	if err != nil {
 		return nil, err
 	}

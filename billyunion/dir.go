@@ -136,6 +136,7 @@ type newObject struct {
 // then renamed into place in one step. It returns the listing cache key of
 // the parent directory.
 func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err error) {
+	p = fs.respell(p)
 	dirComps, name, err := splitTarget(p)
 	if err == syscall.EBUSY {
 		err = syscall.EEXIST
@@ -258,6 +259,7 @@ func (fs *FS) mkdir(o owner, p string, perm os.FileMode) error {
 func (fs *FS) MkdirAll(p string, perm os.FileMode) error { return fs.mkdirAll(fs.owner, p, perm) }
 
 func (fs *FS) mkdirAll(o owner, p string, perm os.FileMode) error {
+	p = fs.respell(p)
 	comps, err := splitPath(p)
 	if err != nil {
 		return err
@@ -362,6 +364,7 @@ func (fs *FS) Remove(p string) error {
 
 // Unlink removes a non-directory; EISDIR for a directory.
 func (fs *FS) Unlink(p string) error {
+	p = fs.respell(p)
 	dirComps, name, err := splitTarget(p)
 	if err == syscall.EBUSY {
 		err = syscall.EISDIR
@@ -392,6 +395,7 @@ func (fs *FS) Unlink(p string) error {
 // Rmdir removes a directory that is empty in the merged view (lower entries
 // all whited out count as empty).
 func (fs *FS) Rmdir(p string) error {
+	p = fs.respell(p)
 	dirComps, name, err := splitTarget(p)
 	if err != nil {
 		return err

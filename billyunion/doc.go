@@ -31,6 +31,8 @@
 //	moves.go     the moves index (Work/ovlnfs-index): where renamed and linked
 //	             non-directories, and directories renamed with a redirect,
 //	             went; Locations, FindMoved
+//	unicode.go   unicode=insensitive: respelling client paths to the
+//	             canonically equivalent names that exist
 //	locks.go     per-directory locks
 //
 // Package layer (billyunion/layer) holds the descriptor-relative access to

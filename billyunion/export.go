@@ -132,6 +132,7 @@ type Identity struct {
 
 // Identify returns the identity of the object at p (Lstat semantics).
 func (fs *FS) Identify(p string) (Identity, error) {
+	p = fs.respell(p)
 	gen := fs.dirs.generation()
 	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {
@@ -177,6 +178,7 @@ func (fs *FS) knownIdentity(d *dir, parts []part, gen uint64, stemFor func() (st
 // whose name now holds another object (or none) answers ENOENT: the
 // listing is older than that change.
 func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
+	dir = fs.respell(dir)
 	entry, ok := fi.(*fileInfo)
 	if !ok {
 		return Identity{}, syscall.EINVAL
@@ -235,6 +237,7 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 // directory the object was found in (ok false for the root), from the same
 // lookup.
 func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bool, err error) {
+	p = fs.respell(p)
 	gen := fs.dirs.generation()
 	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {

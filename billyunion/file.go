@@ -25,6 +25,7 @@ func (fs *FS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error)
 
 // openFile is OpenFile for a creator o.
 func (fs *FS) openFile(o owner, p string, flag int, perm os.FileMode) (billy.File, error) {
+	p = fs.respell(p)
 	comps, err := splitPath(p)
 	if err != nil {
 		return nil, err

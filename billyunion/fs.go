@@ -51,6 +51,11 @@ type Options struct {
 	// with the user.overlay. prefix, where the kernel (userxattr) allows
 	// nothing else.
 	RedirectDir string
+	// Unicode is how names are compared (unicode.go): UnicodeExact (as
+	// bytes, the kernel's way; the default when empty) or
+	// UnicodeInsensitive (canonically equivalent spellings, NFC and NFD,
+	// find the same entry, as on APFS).
+	Unicode string
 }
 
 // DefaultDirCacheEntries is the listing cache size when none is configured.
@@ -93,6 +98,9 @@ type FS struct {
 	// redirect (redirect_dir=on); redirectFollow: lookups follow redirects
 	// (on, follow, off). Both fixed at New.
 	redirectCreate, redirectFollow bool
+	// unicodeInsensitive: client paths are respelt to the canonically
+	// equivalent existing names (Options.Unicode, unicode.go).
+	unicodeInsensitive bool
 	// redirectWarned is when a malformed redirect was last logged (unix ns).
 	redirectWarned atomic.Int64
 	// beforeOpen, when set (tests only), runs in OpenFile between the
@@ -134,6 +142,9 @@ func New(opts Options) (*FS, error) {
 		return nil, err
 	}
 	fs.redirectCreate, fs.redirectFollow = mode == "on", mode != "nofollow"
+	if fs.unicodeInsensitive, err = unicodeMode(opts.Unicode); err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -283,6 +294,7 @@ func (fs *FS) Chroot(p string) (billy.Filesystem, error) {
 
 // Lstat describes the object at p without following a symlink.
 func (fs *FS) Lstat(p string) (os.FileInfo, error) {
+	p = fs.respell(p)
 	d, e, err := fs.lookup(p)
 	if err != nil {
 		return nil, err
@@ -296,6 +308,7 @@ func (fs *FS) Stat(p string) (os.FileInfo, error) { return fs.Lstat(p) }
 
 // Readlink returns a symlink's target as stored; EINVAL if p is no symlink.
 func (fs *FS) Readlink(p string) (string, error) {
+	p = fs.respell(p)
 	d, e, err := fs.lookup(p)
 	if err != nil {
 		return "", err

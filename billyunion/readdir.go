@@ -73,6 +73,7 @@ func (fs *FS) candidateNamesIn(d *dir) ([]string, []uint64, error) {
 // slice is the caller's to reorder; the listing comes from the directory
 // cache when it is current.
 func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
+	p = fs.respell(p)
 	snap, err := fs.listing(p)
 	if err != nil {
 		return nil, err
@@ -142,6 +143,7 @@ func ListingID(entries []os.FileInfo) uint64 {
 // sends back, and serving another directory's snapshot would show it the
 // wrong names.
 func (fs *FS) ListingByID(p string, id uint64) ([]os.FileInfo, bool) {
+	p = fs.respell(p)
 	s, ok := fs.listings.ByID(id)
 	if !ok {
 		return nil, false

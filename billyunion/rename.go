@@ -142,6 +142,7 @@ func (fs *FS) sameUpperObject(a, b *entry) bool {
 // redirect_dir=on it answers EXDEV instead (clients then copy and delete,
 // as they do with the kernel overlay).
 func (fs *FS) Rename(oldpath, newpath string) error {
+	oldpath, newpath = fs.respellRename(oldpath, newpath)
 	oldDir, oldName, err := splitTarget(oldpath)
 	if err != nil {
 		return err
@@ -332,6 +333,7 @@ func (fs *FS) emptyUpperDir(parent int, name string) error {
 // before a directory oldpath (the root included) answers EPERM, as in the
 // kernel, which looks the new name up first.
 func (fs *FS) Link(oldpath, newpath string) error {
+	oldpath, newpath = fs.respell(oldpath), fs.respell(newpath)
 	oldDir, oldName, err := splitTarget(oldpath)
 	if err == syscall.EBUSY {
 		return fs.linkRootError(newpath)

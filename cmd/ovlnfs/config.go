@@ -54,6 +54,8 @@ type serveConfig struct {
 	requirePrivilegedPort bool
 	// refuseAppleDouble: -o appledouble=refuse.
 	refuseAppleDouble bool
+	// unicode: -o unicode=exact or insensitive; "" = the union's default (exact).
+	unicode string
 }
 
 // defaultGrace is the grace period after a restart, the Linux kernel's.
@@ -198,6 +200,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		cfg.xattrPrefix = opts.xattrPrefix
 		cfg.redirectDir = opts.redirectDir
 		cfg.refuseAppleDouble = opts.appleDouble == "refuse"
+		cfg.unicode = opts.unicode
 		if cfg.xattrPrefix == "user.overlay." && cfg.redirectDir != "" && cfg.redirectDir != "nofollow" {
 			return nil, refuse("-o userxattr,redirect_dir=%s: conflicting options (as for the kernel overlay: redirects need trusted xattrs)", cfg.redirectDir)
 		}
@@ -429,6 +432,8 @@ type mountOptions struct {
 	redirectDir string
 	// appleDouble: -o appledouble=allow or refuse ("" = allow).
 	appleDouble string
+	// unicode: -o unicode=exact or insensitive ("" = exact).
+	unicode string
 	// dirCacheEntries is kept as text so that a bad value gets the same refusal either way.
 	dirCacheEntries *string
 }
@@ -474,10 +479,17 @@ func parseMountOptions(s string) (mountOptions, error) {
 			default:
 				return mo, refuse("-o appledouble=%s: must be allow or refuse", value)
 			}
+		case "unicode":
+			switch value {
+			case billyunion.UnicodeExact, billyunion.UnicodeInsensitive:
+				mo.unicode = value
+			default:
+				return mo, refuse("-o unicode=%s: must be %s or %s", value, billyunion.UnicodeExact, billyunion.UnicodeInsensitive)
+			}
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, appledouble, dircache_entries)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, appledouble, unicode, dircache_entries)", opt)
 		}
 	}
 	return mo, nil

@@ -139,7 +139,10 @@ userxattr, dircache_entries=N, and redirect_dir=on|follow|nofollow|off as the ke
 it: on (the default as root) renames directories with lower parts by recording a redirect,
 follow only follows redirects (such renames answer EXDEV and clients copy), nofollow
 neither (a name holding a redirect answers EPERM), off is follow; with userxattr only
-nofollow.
+nofollow. appledouble=allow|refuse: refuse keeps new "._name" and ".DS_Store" entries out.
+unicode=exact|insensitive: exact (the default, as the kernel) compares names as bytes;
+insensitive lets the NFC and NFD spellings of a name (macOS clients send either) find the
+same entry, keeping the spelling it was created with, as APFS does.
 
 Examples:
   ovlnfs serve --lowerdir=/srv/base:/srv/tools --upperdir=/srv/changes --listen=127.0.0.1:2049

@@ -268,6 +268,24 @@ func TestRequirePrivilegedPort(t *testing.T) {
 }
 
 // -o appledouble=allow|refuse: refuse reaches the configuration, other values are refused.
+// TestUnicodeOption: -o unicode= takes exact or insensitive and refuses anything else
+// with exit status 2, naming the option.
+func TestUnicodeOption(t *testing.T) {
+	l := newLayout(t)
+	for opt, want := range map[string]string{"": "", ",unicode=exact": "exact", ",unicode=insensitive": "insensitive"} {
+		cfg, err := parseServeArgs([]string{"-o", "lowerdir=" + l.l1 + opt}, io.Discard)
+		if err != nil || cfg.unicode != want {
+			t.Errorf("%q: %+v, %v; want unicode %q", opt, cfg, err, want)
+		}
+	}
+	for _, bad := range []string{"nfc", "", "NFD"} {
+		code, _, stderr := runCLI(t, context.Background(), "serve", "-o", "lowerdir="+l.l1+",unicode="+bad)
+		if code != exitBadConfig || !strings.Contains(stderr, "unicode") {
+			t.Errorf("unicode=%q: exit %d, stderr %q; want 2 naming unicode", bad, code, stderr)
+		}
+	}
+}
+
 func TestAppleDoubleOption(t *testing.T) {
 	l := newLayout(t)
 	for opt, want := range map[string]bool{"": false, ",appledouble=allow": false, ",appledouble=refuse": true} {

@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		Work:               cfg.work,
 		XattrPrefix:        cfg.xattrPrefix,
 		RedirectDir:        cfg.redirectDir,
+		Unicode:            cfg.unicode,
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.

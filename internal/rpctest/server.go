@@ -36,6 +36,8 @@ type Options struct {
 	RequirePrivilegedPort bool
 	// RefuseAppleDouble refuses new "._name" and ".DS_Store" entries.
 	RefuseAppleDouble bool
+	// Unicode is the union's unicode option ("" for its default, exact).
+	Unicode string
 }
 
 // Server is a running in-process server.
@@ -80,6 +82,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 	cfg.RedirectDir = opts.RedirectDir
 	cfg.RequirePrivilegedPort = opts.RequirePrivilegedPort
 	cfg.RefuseAppleDouble = opts.RefuseAppleDouble
+	cfg.Unicode = opts.Unicode
 	if opts.ReadOnly {
 		cfg.Upper, cfg.Work = "", ""
 	}

@@ -479,3 +479,56 @@ func TestAppleDoubleRefused(t *testing.T) {
 		t.Errorf("the folder lists %v", got)
 	}
 }
+
+// TestMacOSUnicodeNames: a name written on Linux in NFC ("café.txt" with a precomposed é)
+// that a Mac looks up in NFD (e and a combining accent, as its older APIs and HFS+ spell
+// it), and a Finder save of the NFD spelling over it. With unicode=insensitive both
+// spellings are one entry (LOOKUP gives the same handle, CREATE GUARDED of the other
+// spelling answers EXIST, the folder lists the stored spelling once); with the default,
+// exact, the NFD spelling is another name, as on the kernel overlay.
+func TestMacOSUnicodeNames(t *testing.T) {
+	const nfc, nfd = "caf\u00e9.txt", "cafe\u0301.txt"
+	files := map[string]string{"Docs/" + nfc: "written on linux"}
+
+	t.Run("insensitive", func(t *testing.T) {
+		_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: files, Unicode: "insensitive"})
+		docs := c.Lookup(root, "Docs")
+		byNFC, byNFD := c.Lookup(docs, nfc), c.Lookup(docs, nfd)
+		if a, b := c.Getattr(byNFC), c.Getattr(byNFD); a.Fileid != b.Fileid {
+			t.Fatalf("LOOKUP of the two spellings: fileids %d and %d", a.Fileid, b.Fileid)
+		}
+		if got := readAll(c, byNFD); string(got) != "written on linux" {
+			t.Fatalf("READ through the NFD spelling: %q", got)
+		}
+		if st := nfsStatus(c, nfs3.ProcCreate, rpctest.CreateArgs(docs, nfd, rpctest.CreateGuarded, rpctest.SattrMode(0o644))); st != nfs3.StatusExist {
+			t.Fatalf("CREATE GUARDED of the NFD spelling: status %d, want EXIST", st)
+		}
+		tmp := c.Create(docs, ".sb-"+nfd)
+		c.Write(tmp, 0, []byte("saved on a mac"), rpctest.FileSync)
+		rename(t, c, docs, ".sb-"+nfd, docs, nfd, nfs3.StatusOK)
+		if got := listNames(t, c, docs); !slices.Equal(got, []string{nfc}) {
+			t.Fatalf("after the save the folder lists %+q, want the NFC name alone", got)
+		}
+		if got := readAll(c, c.Lookup(docs, nfc)); string(got) != "saved on a mac" {
+			t.Fatalf("the NFC spelling reads %q after the save", got)
+		}
+		if st := nfsStatus(c, nfs3.ProcRemove, rpctest.DirOp(docs, nfd)); st != nfs3.StatusOK {
+			t.Fatalf("REMOVE of the NFD spelling: status %d", st)
+		}
+		if got := listNames(t, c, docs); len(got) != 0 {
+			t.Fatalf("after REMOVE the folder lists %+q", got)
+		}
+	})
+
+	t.Run("exact", func(t *testing.T) {
+		_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: files})
+		docs := c.Lookup(root, "Docs")
+		if st := nfsStatus(c, nfs3.ProcLookup, rpctest.DirOp(docs, nfd)); st != nfs3.StatusNoEnt {
+			t.Fatalf("LOOKUP of the NFD spelling: status %d, want NOENT", st)
+		}
+		c.Create(docs, nfd)
+		if got := listNames(t, c, docs); !slices.Equal(got, []string{nfd, nfc}) {
+			t.Fatalf("the folder lists %+q, want both spellings", got)
+		}
+	})
+}

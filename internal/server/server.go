@@ -39,6 +39,9 @@ type Config struct {
 	// RedirectDir is the kernel's redirect_dir option: on, follow, nofollow or off; ""
 	// lets the union pick (on, or nofollow with the user.overlay. prefix).
 	RedirectDir string
+	// Unicode is how names compare (billyunion.Options.Unicode): exact or insensitive;
+	// "" is exact.
+	Unicode string
 	// DirCacheEntries bounds the merged listings kept (0: the union's default);
 	// HandleCacheEntries the handle → path cache (0: its default).
 	DirCacheEntries, HandleCacheEntries int
@@ -88,6 +91,7 @@ func New(cfg Config) (*Server, error) {
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,
 		RedirectDir:     cfg.RedirectDir,
+		Unicode:         cfg.Unicode,
 		DirCacheEntries: cfg.DirCacheEntries,
 		Logger:          logger.With("component", "union"),
 	})

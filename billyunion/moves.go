@@ -29,7 +29,8 @@ import (
 // file per object, named by the hex of its ObjectID's wide form, holding
 // the object's recent locations, newest first. A record is written before
 // the rename it describes (write to a temporary name, then rename into
-// place: never torn), and keeps the location the object leaves, so an
+// place: never torn; temporaries a killed process left are removed at
+// start), and keeps the location the object leaves, so an
 // interrupted rename finds the object either way. On a journalling
 // filesystem the record's rename is committed no later than the object's.
 // Records are hints: readers confirm them with Identify, so a stale one
@@ -45,6 +46,9 @@ const (
 	movesVersion    = 1
 	movesMaxRecords = 4
 	movesStripes    = 64
+	// tempRecordPrefix starts the name a record is written under before it is renamed
+	// into place.
+	tempRecordPrefix = "#tmp."
 )
 
 // Location is where an object was seen: a name in a directory, the
@@ -73,7 +77,29 @@ func openMoves(workFD int, fs *FS) (*moves, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the moves index: %w", layer.Errno(err))
 	}
+	if err := removeTempRecords(fd); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cleaning the moves index: %w", err)
+	}
 	return &moves{fd: fd}, nil
+}
+
+// removeTempRecords removes the temporary records a killed process left between
+// writing one and renaming it into place (names starting with '#', never a record's:
+// those are hex). Each is a record that never took effect; left alone they would pile up.
+func removeTempRecords(fd int) error {
+	names, err := layer.ReadNames(fd, "")
+	if err != nil {
+		return layer.Errno(err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, tempRecordPrefix) {
+			if err := unix.Unlinkat(fd, n, 0); err != nil && err != unix.ENOENT {
+				return layer.Errno(err)
+			}
+		}
+	}
+	return nil
 }
 
 func (m *moves) close() {
@@ -173,7 +199,7 @@ func (m *moves) addLocked(dirFD int, id ObjectID, locs []Location) error {
 			merged = append(merged, l)
 		}
 	}
-	tmp := "#tmp." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(m.seq.Add(1), 16)
+	tmp := tempRecordPrefix + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(m.seq.Add(1), 16)
 	f, err := layer.OpenFile(dirFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		return layer.Errno(err)

@@ -142,6 +142,7 @@ type Server struct {
 	started chan struct{}
 	exited  chan struct{}
 	waitErr error
+	killed  bool // by Kill: its exit status is no failure
 }
 
 // StartServer runs `prefix... ovlnfs serve args...` (prefix e.g. "ip netns exec NS"), waits
@@ -177,7 +178,7 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 		close(s.exited)
 	}()
 	t.Cleanup(func() {
-		if code, err := s.Stop(10 * time.Second); err != nil || code != 0 {
+		if code, err := s.Stop(10 * time.Second); !s.killed && (err != nil || code != 0) {
 			t.Errorf("ovlnfs serve did not stop cleanly: exit %d, %v", code, err)
 		}
 		if t.Failed() {
@@ -221,6 +222,16 @@ func (s *Server) Stop(timeout time.Duration) (int, error) {
 	}
 	return s.cmd.ProcessState.ExitCode(), nil
 }
+
+// Kill sends SIGKILL, as a crash would end the server, and waits until it has exited.
+func (s *Server) Kill() {
+	s.killed = true
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+}
+
+// Exited is closed once the server process has exited.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
 
 // Run runs a command with a timeout and returns its combined output.
 func Run(ctx context.Context, name string, args ...string) (string, error) {

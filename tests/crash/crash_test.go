@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -90,17 +91,44 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_KILLS=%d CRASHTEST_WORKERS=%d", seed, kills, workers)
 	bin := testenv.BuildOvlnfs(t)
+	index := indexSupported(t, bin)
+	switch v := os.Getenv("CRASHTEST_INDEX"); v {
+	case "":
+	case "on", "off":
+		if v == "on" && !index {
+			t.Fatal("CRASHTEST_INDEX=on: this ovlnfs has no -o index")
+		}
+		index = v == "on"
+	default:
+		t.Fatalf("CRASHTEST_INDEX=%q: on or off", v)
+	}
+	t.Logf("index=%v (both ovlnfs and the kernel overlay)", onOff(index))
 	st := &stats{ops: map[string]int{}, inflight: map[string]int{}, applied: map[string]int{}, classes: map[string]int{}, classesDone: map[string]int{}, leftKinds: map[string]int{}}
 	r := rand.New(rand.NewPCG(seed, 0xc4a5))
 	began := time.Now()
 	for round := 0; st.kills < kills; round++ {
-		h := &harness{t: t, bin: bin, r: r, st: st, workers: workers, round: round, seed: seed}
+		h := &harness{t: t, bin: bin, r: r, st: st, workers: workers, round: round, seed: seed, index: index,
+			lowerLinks: index || os.Getenv("CRASHTEST_LOWER_LINKS") != ""}
 		h.runRound(min(killsPerRound, kills-st.kills))
 		if t.Failed() {
 			break
 		}
 	}
 	st.report(t, time.Since(began))
+}
+
+// indexSupported reports whether this ovlnfs takes -o index (the kernel's index=on
+// format for hard links across copy-up), from its serve --help.
+func indexSupported(t *testing.T, bin string) bool {
+	out, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
+	return strings.Contains(string(out), "index=on")
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func (s *stats) report(t *testing.T, took time.Duration) {
@@ -156,16 +184,23 @@ type harness struct {
 	workers int
 	round   int
 	seed    uint64
-	// lowerLinks puts a lower file with two names in each subtree.
+	// index runs both ovlnfs and the kernel overlay with index=on.
+	index bool
+	// lowerLinks puts a lower file with two names in each subtree. Without index=on
+	// their names come apart on copy-up, and a handle taken of one name before may
+	// resolve to the other afterwards (the kernel needs index=on to export such files
+	// over NFS at all), so they are there only with index=on unless
+	// CRASHTEST_LOWER_LINKS is set.
 	lowerLinks bool
 
 	dir, l1, l2, upper, work, mnt string
 	port                          int
 	srv                           *testenv.Server
 
-	models []*node
-	gens   []*gen
-	ids    []int // per worker: the last inode id given out
+	models  []*node
+	gens    []*gen
+	history [][]string // per worker: its last calls, for failure messages
+	ids     []int      // per worker: the last inode id given out
 
 	verfMu   sync.Mutex
 	verf     *[8]byte // this run's write verifier
@@ -213,6 +248,15 @@ func (h *harness) runRound(kills int) {
 	h.srv.Stop(10 * time.Second)
 }
 
+// indexOption is the -o option string both sides get besides the layers; an ovlnfs
+// without index support gets only redirect_dir=on (its default anyway).
+func (h *harness) indexOption() string {
+	if h.index {
+		return "redirect_dir=on,index=on"
+	}
+	return "redirect_dir=on"
+}
+
 // start runs the server over the round's layers and checks what a start must have
 // cleaned up.
 func (h *harness) start() {
@@ -220,7 +264,8 @@ func (h *harness) start() {
 	began := time.Now()
 	h.srv = testenv.StartServer(h.t, h.bin, nil,
 		"--lowerdir="+h.l1+":"+h.l2, "--upperdir="+h.upper, "--workdir="+h.work,
-		fmt.Sprintf("--listen=127.0.0.1:%d", h.port), "--portmap=off", "--nlm=off", "--udp=false")
+		fmt.Sprintf("--listen=127.0.0.1:%d", h.port), "--portmap=off", "--nlm=off", "--udp=false",
+		"-o", h.indexOption())
 	h.st.starts = append(h.st.starts, time.Since(began))
 	names, err := readNames(filepath.Join(h.work, "work"))
 	if err != nil {
@@ -236,6 +281,13 @@ func (h *harness) start() {
 	for _, n := range idx {
 		if strings.HasPrefix(n, "#") {
 			h.fatalf("the moves index holds the temporary %s after the server is ready", n)
+		}
+	}
+	if kidx, err := readNames(filepath.Join(h.work, "index")); err == nil {
+		for _, n := range kidx {
+			if strings.HasPrefix(n, "#") {
+				h.fatalf("WORKDIR/index holds the temporary %s after the server is ready", n)
+			}
 		}
 	}
 	if _, err := os.Lstat(filepath.Join(h.work, "ovlnfs-index.new")); !errors.Is(err, os.ErrNotExist) {
@@ -375,11 +427,13 @@ func (h *harness) observe(keepData bool) observed {
 
 // initModels makes each worker's model from what the server shows of fresh layers (the
 // kernel overlay's view of the same layers is compared next). Names of one lower file
-// with several links are separate files: copying up one leaves the others on the lower.
+// with several links are one file with index=on, else separate files: copying up one
+// leaves the others on the lower.
 func (h *harness) initModels(o observed) {
 	h.models = make([]*node, h.workers)
 	h.gens = make([]*gen, h.workers)
 	h.ids = make([]int, h.workers)
+	h.history = make([][]string, h.workers)
 	for w := range h.workers {
 		h.models[w] = newDir(0o755)
 		h.gens[w] = &gen{r: rand.New(rand.NewPCG(h.r.Uint64(), uint64(w))), dirty: map[*inode]bool{}}
@@ -390,6 +444,8 @@ func (h *harness) initModels(o observed) {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths) // parents first
+	// With index=on the names of a lower file with several links stay one file.
+	links := map[uint64]*inode{}
 	for _, p := range paths {
 		comps := strings.Split(p, "/")
 		if len(comps) == 1 {
@@ -406,8 +462,13 @@ func (h *harness) initModels(o observed) {
 		case 'l':
 			parent.kids[name] = &node{typ: 'l', target: e.target, lower: true}
 		case 'f':
+			if ino, ok := links[e.fileid]; ok && h.index && o.nlink[p] > 1 {
+				parent.kids[name] = &node{typ: 'f', ino: ino}
+				break
+			}
 			h.ids[w]++
 			parent.kids[name] = &node{typ: 'f', ino: &inode{data: o.data[p], mode: e.mode, id: h.ids[w], lower: true}}
+			links[e.fileid] = parent.kids[name].ino
 		default:
 			h.fatalf("%s: unexpected type in fresh layers", p)
 		}
@@ -449,7 +510,7 @@ func (h *harness) verify(w int, o observed, inflight *op) {
 		return
 	}
 	if inflight == nil {
-		h.fatalf("worker %d: the tree after the restart is not what the server acknowledged (no call in flight):\n%s", w, before)
+		h.fatalf("worker %d: the tree after the restart is not what the server acknowledged (no call in flight):\n%s\nits calls before:\n  %s", w, before, strings.Join(h.history[w], "\n  "))
 	}
 	h.st.count(h.st.inflight, inflight.kind)
 	if inflight.class != "" {
@@ -478,8 +539,8 @@ func (h *harness) verify(w int, o observed, inflight *op) {
 			return
 		}
 	}
-	h.fatalf("worker %d: after the restart the tree is neither the state before nor after the call in flight (%v)\nagainst the state before:\n%s\nagainst the state after:\n%s",
-		w, inflight, before, after)
+	h.fatalf("worker %d: after the restart the tree is neither the state before nor after the call in flight (%v)\nagainst the state before:\n%s\nagainst the state after:\n%s\nits calls before:\n  %s",
+		w, inflight, before, after, strings.Join(h.history[w], "\n  "))
 }
 
 // checkLinks: names the model has as one file (hard links made through the union) have
@@ -584,9 +645,10 @@ func (h *harness) worker(w int, fail func(string, ...any)) *op {
 				return nil
 			}
 			if err != nil {
-				fail("worker %d: %v: %v", w, o, err)
+				fail("worker %d: %v: %v\nits calls before:\n  %s", w, o, err, strings.Join(h.history[w], "\n  "))
 				return nil
 			}
+			h.remember(w, o.String())
 			h.st.count(h.st.ops, o.kind)
 			apply(model, o, -1, &h.ids[w])
 			switch {
@@ -602,6 +664,13 @@ func (h *harness) worker(w int, fail func(string, ...any)) *op {
 				}
 			}
 		}
+	}
+}
+
+func (h *harness) remember(w int, s string) {
+	h.history[w] = append(h.history[w], s)
+	if len(h.history[w]) > 40 {
+		h.history[w] = h.history[w][1:]
 	}
 }
 
@@ -686,7 +755,7 @@ func (h *harness) checkVerifier(v [8]byte) error {
 func (h *harness) kernelCompare(o observed) {
 	h.t.Helper()
 	h.srv.Kill()
-	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=off", h.l1, h.l2, h.upper, h.work)
+	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=%s", h.l1, h.l2, h.upper, h.work, onOff(h.index))
 	if err := unix.Mount("overlay", h.mnt, "overlay", 0, opts); err != nil {
 		if errors.Is(err, syscall.ENODEV) {
 			testenv.Missing(h.t, "the kernel has no overlay filesystem")

@@ -68,6 +68,8 @@ type stats struct {
 	leftFiles   int            // entries found there, in all
 	leftKinds   map[string]int
 	idxTmpKills int // kills after which the moves index held a temporary record
+	// kills after which WORKDIR/index (index=on) held a temporary
+	indexTmpKills int
 	starts      []time.Duration
 	kernelRuns  int
 }
@@ -171,8 +173,8 @@ func (s *stats) report(t *testing.T, took time.Duration) {
 	for _, k := range cls {
 		t.Logf("  in flight at a kill: %s: %d, change found after the restart: %d", k, s.classes[k], s.classesDone[k])
 	}
-	t.Logf("kills that left entries in WORKDIR/work (removed at the next start): %d, %d entries (%s); kills that left a temporary moves record: %d",
-		s.leftKills, s.leftFiles, keys(s.leftKinds), s.idxTmpKills)
+	t.Logf("kills that left entries in WORKDIR/work (removed at the next start): %d, %d entries (%s); kills that left a temporary moves record: %d; a temporary in WORKDIR/index: %d",
+		s.leftKills, s.leftFiles, keys(s.leftKinds), s.idxTmpKills, s.indexTmpKills)
 	t.Logf("%d server starts, %v on average until ready; kernel overlay compared %d times", len(s.starts), avg.Round(time.Millisecond), s.kernelRuns)
 }
 
@@ -338,6 +340,13 @@ func (h *harness) inspectLeftovers() {
 			h.st.leftKinds[kind]++
 		}
 	}
+	kidx, _ := readNames(filepath.Join(h.work, "index"))
+	for _, n := range kidx {
+		if strings.HasPrefix(n, "#") {
+			h.st.indexTmpKills++
+			break
+		}
+	}
 	idx, _ := readNames(filepath.Join(h.work, "ovlnfs-index"))
 	for _, n := range idx {
 		if strings.HasPrefix(n, "#") {
@@ -463,6 +472,7 @@ func (h *harness) initModels(o observed) {
 			parent.kids[name] = &node{typ: 'l', target: e.target, lower: true}
 		case 'f':
 			if ino, ok := links[e.fileid]; ok && h.index && o.nlink[p] > 1 {
+				ino.links = true
 				parent.kids[name] = &node{typ: 'f', ino: ino}
 				break
 			}

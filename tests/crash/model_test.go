@@ -19,6 +19,7 @@ type inode struct {
 	mode  uint32
 	id    int  // names with the same id are one file (hard links)
 	lower bool // still the lower file: not copied up yet
+	links bool // a lower file with several names (kept together by index=on)
 }
 
 func (i *inode) hash() [32]byte {
@@ -174,6 +175,8 @@ func classify(root *node, o *op) string {
 	}
 	lowerFile := n.typ == 'f' && n.ino.lower || n.typ == 'l' && n.lower
 	switch {
+	case lowerFile && n.typ == 'f' && n.ino.links && o.kind != "commit":
+		return "copy-up of a lower file with several names, index=on (" + o.kind + ")"
 	case lowerFile && o.kind == "link":
 		return "link of a lower file (copy-up, link)"
 	case lowerFile && o.kind == "remove":

@@ -70,8 +70,8 @@ type stats struct {
 	idxTmpKills int // kills after which the moves index held a temporary record
 	// kills after which WORKDIR/index (index=on) held a temporary
 	indexTmpKills int
-	starts      []time.Duration
-	kernelRuns  int
+	starts        []time.Duration
+	kernelRuns    int
 }
 
 func (s *stats) count(m map[string]int, k string) {

@@ -384,7 +384,7 @@ func (h *harness) observe(keepData bool) observed {
 		}
 		for _, e := range ents {
 			ep := path.Join(p, e.name)
-			en := entry{mode: e.attr.Mode & 0o7777, fileid: e.fileid}
+			en := entry{mode: e.attr.Mode & 0o7777, fileid: e.fileid, mtime: e.attr.Mtime, hasMtime: e.attr.Ftype != rpctest.FtypeDir}
 			switch e.attr.Ftype {
 			case rpctest.FtypeReg:
 				en.typ = 'f'
@@ -477,7 +477,8 @@ func (h *harness) initModels(o observed) {
 				break
 			}
 			h.ids[w]++
-			parent.kids[name] = &node{typ: 'f', ino: &inode{data: o.data[p], mode: e.mode, id: h.ids[w], lower: true}}
+			parent.kids[name] = &node{typ: 'f', ino: &inode{data: o.data[p], mode: e.mode, id: h.ids[w], lower: true,
+				mtime: e.mtime, hasMtime: true}}
 			links[e.fileid] = parent.kids[name].ino
 		default:
 			h.fatalf("%s: unexpected type in fresh layers", p)
@@ -787,7 +788,8 @@ func (h *harness) kernelCompare(o observed) {
 		if err := unix.Lstat(p, &s); err != nil {
 			return err
 		}
-		e := entry{mode: s.Mode & 0o7777, fileid: s.Ino}
+		e := entry{mode: s.Mode & 0o7777, fileid: s.Ino, mtime: [2]uint32{uint32(s.Mtim.Sec), uint32(s.Mtim.Nsec)},
+			hasMtime: s.Mode&unix.S_IFMT != unix.S_IFDIR}
 		switch s.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			e.typ = 'f'

@@ -20,6 +20,9 @@ type inode struct {
 	id    int  // names with the same id are one file (hard links)
 	lower bool // still the lower file: not copied up yet
 	links bool // a lower file with several names (kept together by index=on)
+	// mtime is known while no write or truncate has changed it: a copy-up keeps it.
+	mtime    [2]uint32
+	hasMtime bool
 }
 
 func (i *inode) hash() [32]byte {
@@ -89,12 +92,15 @@ type entry struct {
 	target string
 	group  int    // model: the inode id; observed: unused
 	fileid uint64 // observed: NFS fileid or st_ino
+	// mtime of regular files and symlinks, compared where both sides know it
+	mtime    [2]uint32
+	hasMtime bool
 }
 
 func (e entry) String() string {
 	switch e.typ {
 	case 'f':
-		return fmt.Sprintf("file mode %o size %d sha256 %x", e.mode, e.size, e.sum[:6])
+		return fmt.Sprintf("file mode %o size %d sha256 %x mtime %v", e.mode, e.size, e.sum[:6], e.mtime)
 	case 'l':
 		return fmt.Sprintf("symlink -> %q", e.target)
 	case 'd':
@@ -104,7 +110,8 @@ func (e entry) String() string {
 }
 
 func (e entry) same(o entry) bool {
-	return e.typ == o.typ && e.mode == o.mode && e.size == o.size && e.sum == o.sum && e.target == o.target
+	return e.typ == o.typ && e.mode == o.mode && e.size == o.size && e.sum == o.sum && e.target == o.target &&
+		(!e.hasMtime || !o.hasMtime || e.mtime == o.mtime)
 }
 
 // flatten lists the tree below n as path -> entry, paths under prefix.
@@ -116,7 +123,8 @@ func (n *node) flatten(prefix string) map[string]entry {
 			kp := path.Join(p, name)
 			switch k.typ {
 			case 'f':
-				out[kp] = entry{typ: 'f', mode: k.ino.mode, size: int64(len(k.ino.data)), sum: k.ino.hash(), group: k.ino.id}
+				out[kp] = entry{typ: 'f', mode: k.ino.mode, size: int64(len(k.ino.data)), sum: k.ino.hash(), group: k.ino.id,
+					mtime: k.ino.mtime, hasMtime: k.ino.hasMtime}
 			case 'l':
 				out[kp] = entry{typ: 'l', size: int64(len(k.target)), target: k.target}
 			case 'd':
@@ -256,6 +264,7 @@ func apply(root *node, o *op, k int, nextID *int) {
 	case "write":
 		n := parent.kids[name]
 		n.ino.lower = false
+		n.ino.hasMtime = false
 		data := o.data
 		if k >= 0 {
 			data = data[:k]
@@ -281,7 +290,7 @@ func apply(root *node, o *op, k int, nextID *int) {
 		b := make([]byte, o.size)
 		copy(b, n.ino.data)
 		n.ino.setData(b)
-		n.ino.lower = false
+		n.ino.lower, n.ino.hasMtime = false, false
 	case "rename":
 		n := parent.kids[name]
 		if n.ino != nil {

@@ -54,9 +54,15 @@ type serveConfig struct {
 	requirePrivilegedPort bool
 	// refuseAppleDouble: -o appledouble=refuse.
 	refuseAppleDouble bool
+	// gomaxprocs fixes GOMAXPROCS; 0 lets internal/procs adapt it to the load.
+	gomaxprocs int
 	// unicode: -o unicode=exact or insensitive; "" = the union's default (exact).
 	unicode string
 }
+
+// maxGomaxprocs bounds --gomaxprocs (the runtime's own limit is far higher; no machine
+// this serves from has more CPUs).
+const maxGomaxprocs = 4096
 
 // defaultGrace is the grace period after a restart, the Linux kernel's.
 const defaultGrace = 90 * time.Second
@@ -110,6 +116,7 @@ type rawServeFlags struct {
 	nlm, nlmListen              string
 	grace                       time.Duration
 	requirePrivilegedPort       bool
+	gomaxprocs                  string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -129,6 +136,7 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.DurationVar(&raw.grace, "grace", defaultGrace, "grace period after a restart: for this long only clients reclaiming their locks are granted any (only after a run whose clients may hold locks)")
 	fs.BoolVar(&raw.requirePrivilegedPort, "require-privileged-port", false, "refuse NFS calls from a client source port of 1024 or more (AUTH_TOOWEAK), as knfsd's secure export option; macOS clients then need mount -o resvport")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&raw.gomaxprocs, "gomaxprocs", "auto", "Go scheduler threads running Go code: auto (start with one and add up to the CPUs, or the cgroup's quota, while they are busy; an NFS server answering one call at a time wastes CPU on idle ones) or a fixed number; the GOMAXPROCS environment variable, when set, is kept")
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
@@ -153,6 +161,16 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
 		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen,
 		requirePrivilegedPort: raw.requirePrivilegedPort}
+	switch {
+	case raw.gomaxprocs == "auto":
+		cfg.gomaxprocs = 0
+	default:
+		n, err := strconv.Atoi(raw.gomaxprocs)
+		if err != nil || n < 1 || n > maxGomaxprocs {
+			return nil, refuse("--gomaxprocs %q: must be auto or a number from 1 to %d", raw.gomaxprocs, maxGomaxprocs)
+		}
+		cfg.gomaxprocs = n
+	}
 	if raw.handleCacheEntries < 0 {
 		return nil, refuse("--handle-cache-entries must be 0 (the default) or more, not %d", raw.handleCacheEntries)
 	}

@@ -286,6 +286,28 @@ func TestUnicodeOption(t *testing.T) {
 	}
 }
 
+// TestGomaxprocsFlag: --gomaxprocs takes auto (the default, 0 in the config) or a count,
+// and refuses anything else with exit status 2.
+func TestGomaxprocsFlag(t *testing.T) {
+	l := newLayout(t)
+	for flagValue, want := range map[string]int{"": 0, "auto": 0, "1": 1, "16": 16} {
+		args := []string{"--lowerdir=" + l.l1}
+		if flagValue != "" {
+			args = append(args, "--gomaxprocs="+flagValue)
+		}
+		cfg, err := parseServeArgs(args, io.Discard)
+		if err != nil || cfg.gomaxprocs != want {
+			t.Errorf("--gomaxprocs=%q: %+v, %v; want %d", flagValue, cfg, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "two", "", "99999"} {
+		code, _, stderr := runCLI(t, context.Background(), "serve", "--lowerdir="+l.l1, "--gomaxprocs="+bad)
+		if code != exitBadConfig || !strings.Contains(stderr, "gomaxprocs") {
+			t.Errorf("--gomaxprocs=%q: exit %d, stderr %q; want 2 naming the flag", bad, code, stderr)
+		}
+	}
+}
+
 func TestAppleDoubleOption(t *testing.T) {
 	l := newLayout(t)
 	for opt, want := range map[string]bool{"": false, ",appledouble=allow": false, ",appledouble=refuse": true} {

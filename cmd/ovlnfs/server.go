@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
+	"github.com/ovlnfs/ovlnfs/internal/procs"
 	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
@@ -56,6 +58,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		defer nlmTCP.Close()
 		defer nlmUDP.Close()
 	}
+	defer sizeScheduler(ctx, cfg.gomaxprocs, logger)()
 	if cfg.pprofListen != "" {
 		pl, err := net.Listen("tcp", cfg.pprofListen)
 		if err != nil {
@@ -228,4 +231,28 @@ func unwrapOpError(err error) error {
 		return pathErr.Err
 	}
 	return err
+}
+
+// sizeScheduler sets GOMAXPROCS for the server's run: fixed (--gomaxprocs=N), left alone
+// when the GOMAXPROCS environment variable chose it, or adapted to the load (internal/procs).
+// The function it returns stops the adapting and restores the value.
+func sizeScheduler(ctx context.Context, fixed int, logger *slog.Logger) (stop func()) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return func() {}
+	}
+	if fixed > 0 {
+		prev := runtime.GOMAXPROCS(fixed)
+		return func() { runtime.GOMAXPROCS(prev) }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	c := procs.New(procs.Config{Logger: logger.With("component", "procs")})
+	go func() {
+		defer close(done)
+		c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -238,6 +238,9 @@ func (h *harness) runRound(kills int) {
 			return
 		}
 		h.st.kills++
+		if h.st.kills%100 == 0 {
+			h.t.Logf("%d kills", h.st.kills)
+		}
 		h.inspectLeftovers()
 		h.start()
 		obs := h.observe(false)

@@ -1,11 +1,14 @@
 package billyunion
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
 )
 
 // The directory cache. Every path the union resolves is walked one component at a time
@@ -19,28 +22,53 @@ import (
 // attrib), whoever makes it, ovlnfs or a tool working on a layer behind its back. The
 // kernel queues those events inside the system call that makes the change, before it
 // returns, so a lookup that first reads the queue (one non-blocking read) sees every
-// change completed before it; any event empties the whole cache. A walk stores what it
-// resolved only if no event arrived between its start and its store, so a walk that
-// raced a change never leaves a state that no longer exists.
+// change completed before it.
+//
+// Each event names the directory (by file handle) and the entry that changed
+// (fanotify.go), and invalidates only what depends on that entry, so a busy
+// filesystem's unrelated events cost a map lookup each and invalidate nothing. What a
+// cached directory at path P depends on is its dependency set: for P and each of its
+// ancestors, every part's location (the parent's part in the same layer and the name
+// the part has there) and every part's own attributes (the part's handle and "."). An
+// event naming any of them drops P: so a rename, removal, whiteout, shadowing mkdir,
+// opaque or redirect change of an ancestor drops every cached directory below it, and
+// nothing else. An event naming an entry inside one of P's parts drops nothing but
+// marks P's attributes stale (its mtime changed): P still resolves its children, but a
+// GETATTR of P looks it up again (getFresh).
 //
 // The same exactness lets the cache remember what the identity rule (stem.go) made of a
 // layer object, keyed by the object's device and inode: its stem and its ObjectID. A
 // lookup of a hot name then reads no origin xattr and asks the kernel for no file
-// handle. An inode number is only reused after its object was removed, which is an event
-// and empties this memory too; the origin xattr and the parts a name merges change only
-// with events as well.
+// handle. Such an identity is kept with the cached directory it was found in, and is
+// dropped with it, and by any event naming the entry (in any of that directory's parts,
+// under the object's name or a redirect's) or, for a directory, the object itself.
+// An inode number is only reused after its object was removed, which is such an event.
+// One change is not seen: an attribute change (the origin xattr) made behind the
+// union's back through another hard link of an upper file, which names that link.
 //
-// Without CAP_SYS_ADMIN, or on a filesystem fanotify cannot mark, there is no cache and
-// every path is walked.
+// A walk stores what it resolved only if no event touching its dependency set arrived
+// between its start and its store, so a walk that raced a change never leaves a state
+// that no longer exists. For that the cache keeps the most recent events (eventLog);
+// a walk older than them stores nothing.
 //
-// Lock order: dirCache.mu is a leaf, held for the queue read and the map operation; no
-// descriptor is opened under it (closing evicted ones is).
+// Where per-event reports are unavailable (FAN_REPORT_DFID_NAME needs Linux 5.9 and a
+// filesystem whose handles fanotify can report), the group reports object handles only
+// (FAN_REPORT_FID) and any event empties the whole cache, as does a queue overflow in
+// either mode. Without CAP_SYS_ADMIN, or on a filesystem fanotify cannot mark, there is
+// no cache and every path is walked.
+//
+// Lock order: dirCache.mu is a leaf, held for the queue read, applying its events and
+// the map operations; no descriptor is opened under it (closing evicted ones is, and
+// nothing else blocks).
 
 // defaultDirEntries bounds the cached directories; each holds a descriptor per part.
 const defaultDirEntries = 1024
 
-// defaultIdentities bounds the remembered identities (about 150 bytes each).
+// defaultIdentities bounds the remembered identities (about 250 bytes each).
 const defaultIdentities = 1 << 16
+
+// eventLog is how many recent events the cache keeps to check a walk's store against.
+const eventLog = 4096
 
 // knownIdentity is what the identity rule made of a layer object.
 type knownIdentity struct {
@@ -52,63 +80,280 @@ type knownIdentity struct {
 const changeEvents = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_ATTRIB | unix.FAN_DELETE_SELF | unix.FAN_MOVE_SELF | unix.FAN_ONDIR
 
-type dirCache struct {
-	notify int // fanotify descriptor; -1 when the cache is off
+// cacheMode is how events invalidate the cache.
+type cacheMode uint8
 
-	mu         sync.Mutex
-	gen        uint64                            // guarded by mu: counts the times changes emptied the cache
-	entries    *lru.Cache[string, *dir]          // guarded by mu
-	identities *lru.Cache[devIno, knownIdentity] // guarded by mu: by the object's own device and inode
-	buf        []byte                            // guarded by mu: the event read buffer
+const (
+	cacheOff      cacheMode = iota
+	cacheWhole              // FAN_REPORT_FID: any event empties the cache
+	cachePerEvent           // FAN_REPORT_DFID_NAME: an event drops what depends on the entry it names
+)
+
+func (m cacheMode) String() string {
+	switch m {
+	case cacheWhole:
+		return "whole"
+	case cachePerEvent:
+		return "per-event"
+	}
+	return "off"
 }
 
-// newDirCache marks the filesystems of roots; any failure leaves the cache off.
-func newDirCache(roots []string) *dirCache {
-	c := &dirCache{notify: -1}
-	// The kernel's bounded queue: an idle server over a busy filesystem must not grow
-	// kernel memory; past the bound the kernel queues an overflow event instead, which
-	// empties the cache like any other.
-	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_FID|unix.FAN_NONBLOCK|unix.FAN_CLOEXEC, unix.O_RDONLY)
-	if err != nil {
-		return c
-	}
-	for _, r := range roots {
-		if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, changeEvents, unix.AT_FDCWD, r); err != nil {
-			unix.Close(fd)
+// cachedDir is a cached directory with what invalidates it.
+type cachedDir struct {
+	d    *dir // nil for the root, which is never cached but is a parent
+	path string
+	// lis and handles: each part's layer and fileKey.
+	lis     []int
+	handles []string
+	deps    []evKey // the dependency set
+	// attrsStale: an entry of one of the parts changed since the parts were looked up.
+	attrsStale bool
+}
+
+// identityRec is a remembered identity and what invalidates it.
+type identityRec struct {
+	k      knownIdentity
+	parent string   // the cached directory it goes with (a path key)
+	paths  []string // entry paths (parent/name) an event names it by
+	self   string   // a directory object's fileKey: an event on it names it ("" for none)
+}
+
+// DirCacheStats counts what the directory cache did since the union was made.
+type DirCacheStats struct {
+	Mode   string // "per-event", "whole" or "off"
+	Events uint64 // fanotify events read
+	// Purges counts the times the whole cache was emptied: every event in the whole
+	// mode; a queue overflow or an event it could not read in the per-event mode.
+	Purges uint64
+	// DirsInvalidated and IdentitiesInvalidated count what events dropped one by one.
+	DirsInvalidated, IdentitiesInvalidated uint64
+	Hits, Misses                           uint64 // lookups of a directory by path
+	IdentityHits                           uint64
+	Dirs, Identities                       int // held now
+}
+
+type dirCache struct {
+	notify int // fanotify descriptor; -1 when the cache is off
+	mode   cacheMode
+	fsids  map[uint64][8]byte // by device: the layers' filesystems' fsids
+	root   *cachedDir
+
+	mu         sync.Mutex
+	seq        uint64                               // guarded by mu: events applied (and purges)
+	purgedAt   uint64                               // guarded by mu: seq at the last purge
+	log        [eventLog]evKey                      // guarded by mu: log[s%eventLog] is event s, for the last eventLog
+	entries    *simplelru.LRU[string, *cachedDir]   // guarded by mu
+	identities *simplelru.LRU[devIno, *identityRec] // guarded by mu: by the object's own device and inode
+	byEvent    map[evKey][]string                   // guarded by mu: cached directories by dependency
+	byHandle   map[string][]string                  // guarded by mu: cached directories (and the root) by part
+	idByParent map[string][]devIno                  // guarded by mu
+	idByPath   map[string][]devIno                  // guarded by mu
+	idBySelf   map[string][]devIno                  // guarded by mu
+	buf        []byte                               // guarded by mu: the event read buffer
+	stats      DirCacheStats                        // guarded by mu
+}
+
+// newDirCache marks the filesystems of roots (the layers' paths, layers their open
+// roots, in layer order), asking per-event reports where mode allows and the kernel and
+// filesystems give them; any failure leaves the cache off.
+func newDirCache(roots []string, layers []*layer.Layer, mode cacheMode) *dirCache {
+	if mode == cachePerEvent {
+		if c := openDirCache(roots, layers, cachePerEvent); c.on() {
 			return c
 		}
 	}
-	entries, err := lru.NewWithEvict[string, *dir](defaultDirEntries, func(_ string, d *dir) { d.release() })
-	if err != nil {
-		unix.Close(fd)
-		return c
+	return openDirCache(roots, layers, cacheWhole)
+}
+
+func openDirCache(roots []string, layers []*layer.Layer, mode cacheMode) *dirCache {
+	off := &dirCache{notify: -1}
+	report := uint(unix.FAN_REPORT_FID)
+	if mode == cachePerEvent {
+		report = unix.FAN_REPORT_DFID_NAME
 	}
-	identities, err := lru.New[devIno, knownIdentity](defaultIdentities)
+	// The kernel's bounded queue: an idle server over a busy filesystem must not grow
+	// kernel memory; past the bound the kernel queues an overflow event instead, which
+	// empties the cache.
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|report|unix.FAN_NONBLOCK|unix.FAN_CLOEXEC, unix.O_RDONLY)
 	if err != nil {
-		unix.Close(fd)
-		return c
+		return off
 	}
-	c.notify, c.entries, c.identities, c.buf = fd, entries, identities, make([]byte, 64<<10)
+	c := &dirCache{
+		notify: fd, mode: mode, fsids: map[uint64][8]byte{}, buf: make([]byte, 64<<10),
+		byEvent: map[evKey][]string{}, byHandle: map[string][]string{},
+		idByParent: map[string][]devIno{}, idByPath: map[string][]devIno{}, idBySelf: map[string][]devIno{},
+	}
+	fail := func() *dirCache { unix.Close(fd); return off }
+	for _, r := range roots {
+		if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, changeEvents, unix.AT_FDCWD, r); err != nil {
+			return fail()
+		}
+	}
+	c.root = &cachedDir{}
+	for li, l := range layers {
+		fsid, err := fsidOf(l.Root)
+		if err != nil {
+			return fail()
+		}
+		c.fsids[l.Dev] = fsid
+		h, err := handleKey(fsid, l.Root, "")
+		if err != nil {
+			if mode == cachePerEvent {
+				return fail()
+			}
+			continue
+		}
+		c.root.lis, c.root.handles = append(c.root.lis, li), append(c.root.handles, h)
+		c.byHandle[h] = append(c.byHandle[h], "")
+	}
+	if c.entries, err = simplelru.NewLRU(defaultDirEntries, c.dirEvicted); err != nil {
+		return fail()
+	}
+	if c.identities, err = simplelru.NewLRU(defaultIdentities, c.identityEvicted); err != nil {
+		return fail()
+	}
+	c.stats.Mode = mode.String()
 	return c
 }
 
 func (c *dirCache) on() bool { return c != nil && c.notify >= 0 }
 
-// syncLocked reads the event queue and empties the cache if anything changed.
+// syncLocked reads the event queue and applies what it holds.
 func (c *dirCache) syncLocked() {
-	changed := false
 	for {
 		n, err := unix.Read(c.notify, c.buf)
 		if n <= 0 || err != nil {
-			break
+			return
 		}
-		changed = true
+		if c.mode != cachePerEvent {
+			c.stats.Events++ // a read's worth: the events are not parsed
+			c.purgeLocked()
+			continue
+		}
+		parseEvents(c.buf[:n], c.applyLocked)
 	}
-	if changed {
-		c.gen++
-		c.entries.Purge()
-		c.identities.Purge()
+}
+
+// purgeLocked empties the cache: what a walk begun before finds is not stored.
+func (c *dirCache) purgeLocked() {
+	c.seq++
+	c.purgedAt = c.seq
+	c.stats.Purges++
+	c.entries.Purge()
+	c.identities.Purge()
+}
+
+// applyLocked drops what depends on the entry ev names.
+func (c *dirCache) applyLocked(ev fanEvent) {
+	c.stats.Events++
+	if ev.all {
+		c.purgeLocked()
+		return
 	}
+	c.seq++
+	c.log[c.seq%eventLog] = ev.key
+	for _, p := range slices.Clone(c.byEvent[ev.key]) {
+		if c.entries.Remove(p) {
+			c.stats.DirsInvalidated++
+		}
+	}
+	if ev.key.name == selfName {
+		c.dropIdentitiesLocked(c.idBySelf[ev.key.dir])
+		return
+	}
+	for _, p := range c.byHandle[ev.key.dir] {
+		if cd, ok := c.entries.Peek(p); ok {
+			cd.attrsStale = true
+		}
+		c.dropIdentitiesLocked(c.idByPath[childKey(p, ev.key.name)])
+	}
+}
+
+func (c *dirCache) dropIdentitiesLocked(objs []devIno) {
+	for _, obj := range slices.Clone(objs) {
+		if c.identities.Remove(obj) {
+			c.stats.IdentitiesInvalidated++
+		}
+	}
+}
+
+// changedSinceLocked reports whether an event since seq gen may matter: one match
+// accepts, or one the log no longer holds (or a purge).
+func (c *dirCache) changedSinceLocked(gen uint64, match func(evKey) bool) bool {
+	if gen == c.seq {
+		return false
+	}
+	if gen < c.purgedAt || gen > c.seq || c.seq-gen > eventLog {
+		return true
+	}
+	for s := gen + 1; s <= c.seq; s++ {
+		if match(c.log[s%eventLog]) {
+			return true
+		}
+	}
+	return false
+}
+
+// dirEvicted runs under mu when a cached directory leaves the cache, however.
+func (c *dirCache) dirEvicted(key string, cd *cachedDir) {
+	for _, dep := range cd.deps {
+		removeFrom(c.byEvent, dep, key)
+	}
+	for _, h := range cd.handles {
+		removeFrom(c.byHandle, h, key)
+	}
+	c.dropIdentitiesLocked(c.idByParent[key])
+	cd.d.release()
+}
+
+// identityEvicted runs under mu when an identity leaves the cache.
+func (c *dirCache) identityEvicted(obj devIno, rec *identityRec) {
+	removeFrom(c.idByParent, rec.parent, obj)
+	for _, p := range rec.paths {
+		removeFrom(c.idByPath, p, obj)
+	}
+	if rec.self != "" {
+		removeFrom(c.idBySelf, rec.self, obj)
+	}
+}
+
+// removeFrom removes one v from the list at m[k].
+func removeFrom[K, V comparable](m map[K][]V, k K, v V) {
+	l := m[k]
+	i := slices.Index(l, v)
+	if i < 0 {
+		return
+	}
+	l[i] = l[len(l)-1]
+	if l = l[:len(l)-1]; len(l) == 0 {
+		delete(m, k)
+	} else {
+		m[k] = l
+	}
+}
+
+// childKey is the path key of name in the directory at path key p.
+func childKey(p, name string) string {
+	if p == "" {
+		return name
+	}
+	return p + "/" + name
+}
+
+// cachedLocked is the cache's record of d, or nil when d is not what the cache holds.
+func (c *dirCache) cachedLocked(d *dir) *cachedDir {
+	if d == nil {
+		return nil
+	}
+	if len(d.path) == 0 {
+		return c.root
+	}
+	cd, ok := c.entries.Peek(strings.Join(d.path, "/"))
+	if !ok || cd.d != d {
+		return nil
+	}
+	return cd
 }
 
 // noGeneration is a generation no cache reaches: what is found under it is not stored.
@@ -123,7 +368,7 @@ func (c *dirCache) generation() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncLocked()
-	return c.gen
+	return c.seq
 }
 
 // get returns the cached directory at comps with a reference for the caller, or nil.
@@ -131,18 +376,30 @@ func (c *dirCache) generation() uint64 {
 // (generation) and the queue is not read again: one read per operation, not per
 // directory, and still every change completed before the operation began is seen.
 func (c *dirCache) get(comps []string, synced bool) *dir {
+	return c.lookup(comps, synced, false)
+}
+
+// getFresh is get for a caller that reads the directory's attributes from its parts:
+// nil where they may be older than the disk's.
+func (c *dirCache) getFresh(comps []string, synced bool) *dir {
+	return c.lookup(comps, synced, true)
+}
+
+func (c *dirCache) lookup(comps []string, synced, fresh bool) *dir {
 	key := strings.Join(comps, "/")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !synced {
 		c.syncLocked()
 	}
-	d, ok := c.entries.Get(key)
-	if !ok {
+	cd, ok := c.entries.Get(key)
+	if !ok || (fresh && cd.attrsStale) {
+		c.stats.Misses++
 		return nil
 	}
-	d.refs.Add(1)
-	return d
+	c.stats.Hits++
+	cd.d.refs.Add(1)
+	return cd.d
 }
 
 // longestPrefix returns the deepest cached ancestor of comps (not comps itself) and its
@@ -151,33 +408,91 @@ func (c *dirCache) longestPrefix(comps []string) (*dir, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := len(comps) - 1; k > 0; k-- {
-		if d, ok := c.entries.Get(strings.Join(comps[:k], "/")); ok {
-			d.refs.Add(1)
-			return d, k
+		if cd, ok := c.entries.Get(strings.Join(comps[:k], "/")); ok {
+			cd.d.refs.Add(1)
+			return cd.d, k
 		}
 	}
 	return nil, 0
 }
 
-// put caches d, a directory a walk begun at generation gen resolved at comps, unless a
-// change arrived since. d must be the walk's own (owned, not yet shared).
-func (c *dirCache) put(comps []string, d *dir, gen uint64) {
-	if !d.owned || d.cached.Load() {
+// put caches d, a directory a walk begun at generation gen resolved at comps as a child
+// of parent, unless parent is not what the cache holds (nor the root) or a change to
+// what d depends on arrived since. d must be the walk's own (owned, not yet shared).
+// Directories below an absolute redirect are not cached: their parts' locations are
+// not their parents' parts.
+func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
+	if !c.on() || gen == noGeneration || !d.owned || d.cached.Load() || len(comps) == 0 {
 		return
 	}
+	handles := make([]string, len(d.parts))
+	lis := make([]int, len(d.parts))
+	for i := range d.parts {
+		p := &d.parts[i]
+		fsid, ok := c.fsids[p.st.Dev]
+		if p.abs != nil || !ok {
+			return
+		}
+		if c.mode == cachePerEvent {
+			h, err := handleKey(fsid, p.fd, "")
+			if err != nil {
+				return
+			}
+			handles[i] = h
+		}
+		lis[i] = p.li
+	}
 	key := strings.Join(comps, "/")
+	name := comps[len(comps)-1]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncLocked()
-	if c.gen != gen {
+	if _, ok := c.entries.Peek(key); ok {
 		return
 	}
-	if _, ok := c.entries.Peek(key); ok {
+	pcd := c.cachedLocked(parent)
+	if pcd == nil {
+		return
+	}
+	cd := &cachedDir{d: d, path: key, lis: lis}
+	if c.mode == cachePerEvent {
+		// The name in every part of the parent (a layer without the directory can gain
+		// it, or a whiteout over it), a redirected part's name in its layer's, and each
+		// part itself.
+		cd.handles = handles
+		cd.deps = slices.Grow(slices.Clone(pcd.deps), len(pcd.handles)+2*len(d.parts))
+		for _, ph := range pcd.handles {
+			cd.deps = append(cd.deps, evKey{dir: ph, name: name})
+		}
+		for i := range d.parts {
+			p := &d.parts[i]
+			if p.name != "" && p.name != name {
+				j := slices.Index(pcd.lis, p.li)
+				if j < 0 {
+					return
+				}
+				cd.deps = append(cd.deps, evKey{dir: pcd.handles[j], name: p.name})
+			}
+			cd.deps = append(cd.deps, evKey{dir: handles[i], name: selfName})
+		}
+	}
+	if c.changedSinceLocked(gen, func(ev evKey) bool {
+		if slices.Contains(handles, ev.dir) {
+			cd.attrsStale = true
+		}
+		return slices.Contains(cd.deps, ev)
+	}) {
 		return
 	}
 	d.refs.Store(2) // the walk's and the cache's
 	d.cached.Store(true)
-	c.entries.Add(key, d)
+	c.entries.Add(key, cd)
+	for _, dep := range cd.deps {
+		c.byEvent[dep] = append(c.byEvent[dep], key)
+	}
+	for _, h := range cd.handles {
+		c.byHandle[h] = append(c.byHandle[h], key)
+	}
 }
 
 // identity returns what is remembered of the layer object obj. It reads no events: call
@@ -188,12 +503,16 @@ func (c *dirCache) identity(obj devIno) (knownIdentity, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.identities.Get(obj)
+	rec, ok := c.identities.Get(obj)
+	if !ok {
+		return knownIdentity{}, false
+	}
+	c.stats.IdentityHits++
+	return rec.k, true
 }
 
 // knownGeneration is the generation as last read, without reading events
-// (noGeneration when the cache is off): a later generation equal to it means no change
-// at all since.
+// (noGeneration when the cache is off): pass it to unchangedSince later.
 func (c *dirCache) knownGeneration() uint64 {
 	if !c.on() {
 		return noGeneration
@@ -206,22 +525,154 @@ func (c *dirCache) knownGeneration() uint64 {
 func (c *dirCache) currentGeneration() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gen
+	return c.seq
 }
 
-// putIdentity remembers k for obj, found by a lookup begun at generation gen, unless a
-// change arrived since.
-func (c *dirCache) putIdentity(obj devIno, k knownIdentity, gen uint64) {
+// identityPlace is where an object was found: the entry name (with parts) in the
+// resolved directory parent, or, with parent nil, the resolved directory self itself
+// (the root with self nil too).
+type identityPlace struct {
+	parent *dir
+	name   string
+	parts  []part
+	self   *dir
+}
+
+// placeWatch is what an event names an object at a place by.
+type placeWatch struct {
+	names []string // its names in the parent's parts
+	self  string   // a directory's own fileKey
+}
+
+// watchOf reads what events name the object at pl by; false where the cache cannot
+// tell (a part below an absolute redirect, a handle the kernel will not give).
+func (c *dirCache) watchOf(pl identityPlace) (placeWatch, bool) {
+	if pl.parent == nil {
+		return placeWatch{}, true
+	}
+	w := placeWatch{names: []string{pl.name}}
+	for i := range pl.parts {
+		p := &pl.parts[i]
+		if p.abs != nil {
+			return placeWatch{}, false
+		}
+		if p.name != "" && !slices.Contains(w.names, p.name) {
+			w.names = append(w.names, p.name)
+		}
+	}
+	top := &pl.parts[0]
+	if c.mode != cachePerEvent || !layer.IsDir(&top.st) {
+		return w, true
+	}
+	pp := pl.parent.partFor(top.li)
+	fsid, ok := c.fsids[top.st.Dev]
+	if pp == nil || !ok {
+		return placeWatch{}, false
+	}
+	at := pl.name
+	if top.name != "" {
+		at = top.name
+	}
+	h, err := handleKey(fsid, pp.fd, at)
+	if err != nil {
+		return placeWatch{}, false
+	}
+	w.self = h
+	return w, true
+}
+
+// placeChangedLocked reports whether what the object at pl is may have changed since
+// gen: its directory is not what the cache holds, or an event since named it, or, with
+// chain set, named what its directory depends on.
+func (c *dirCache) placeChangedLocked(gen uint64, pl identityPlace, w placeWatch, chain bool) (*cachedDir, bool) {
+	if pl.parent == nil {
+		cd := c.root
+		if pl.self != nil {
+			cd = c.cachedLocked(pl.self)
+		}
+		return cd, cd == nil || c.changedSinceLocked(gen, func(ev evKey) bool { return slices.Contains(cd.deps, ev) })
+	}
+	pcd := c.cachedLocked(pl.parent)
+	if pcd == nil {
+		return nil, true
+	}
+	return pcd, c.changedSinceLocked(gen, func(ev evKey) bool {
+		if chain && slices.Contains(pcd.deps, ev) {
+			return true
+		}
+		if ev.name == selfName {
+			return w.self != "" && ev.dir == w.self
+		}
+		return slices.Contains(pcd.handles, ev.dir) && slices.Contains(w.names, ev.name)
+	})
+}
+
+// unchangedSince reports whether the object a lookup begun at gen found at pl is still
+// what is there, and what it is made of, with no lookup: no event since gen named it or
+// what its directory depends on. False whenever the cache cannot tell.
+func (c *dirCache) unchangedSince(gen uint64, pl identityPlace) bool {
 	if !c.on() || gen == noGeneration {
+		return false
+	}
+	w, ok := c.watchOf(pl)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncLocked()
+	_, changed := c.placeChangedLocked(gen, pl, w, true)
+	return !changed
+}
+
+// putIdentity remembers k for obj, the object at pl found by a lookup begun at
+// generation gen, unless a change to it arrived since.
+func (c *dirCache) putIdentity(obj devIno, k knownIdentity, pl identityPlace, gen uint64) {
+	if !c.on() || gen == noGeneration {
+		return
+	}
+	w, ok := c.watchOf(pl)
+	if !ok {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncLocked()
-	if c.gen == gen {
-		c.identities.Add(obj, k)
+	cd, changed := c.placeChangedLocked(gen, pl, w, false)
+	if changed {
+		return
+	}
+	rec := &identityRec{k: k, parent: cd.path, self: w.self}
+	if pl.parent != nil {
+		for _, n := range w.names {
+			rec.paths = append(rec.paths, childKey(cd.path, n))
+		}
+	}
+	c.identities.Remove(obj)
+	c.identities.Add(obj, rec)
+	c.idByParent[rec.parent] = append(c.idByParent[rec.parent], obj)
+	for _, p := range rec.paths {
+		c.idByPath[p] = append(c.idByPath[p], obj)
+	}
+	if rec.self != "" {
+		c.idBySelf[rec.self] = append(c.idBySelf[rec.self], obj)
 	}
 }
+
+// stats returns the counters.
+func (c *dirCache) statsNow() DirCacheStats {
+	if !c.on() {
+		return DirCacheStats{Mode: cacheOff.String()}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Dirs, s.Identities = c.entries.Len(), c.identities.Len()
+	return s
+}
+
+// DirCacheStats reports what the directory cache did since the union was made.
+func (fs *FS) DirCacheStats() DirCacheStats { return fs.dirs.statsNow() }
 
 func (c *dirCache) close() {
 	if !c.on() {

@@ -145,18 +145,18 @@ func (fs *FS) Identify(p string) (Identity, error) {
 // identify is Identify for entry e, a child of d (d is nil for the root), looked up at
 // the directory cache's generation gen.
 func (fs *FS) identify(d *dir, e *entry, gen uint64) (Identity, error) {
-	k, err := fs.knownIdentity(d, e.parts, gen, func() (stem, error) { return fs.entryStem(d, e) })
+	k, err := fs.knownIdentity(fs.entryPlace(d, e), gen, func() (stem, error) { return fs.entryStem(d, e) })
 	if err != nil {
 		return Identity{}, err
 	}
 	return Identity{ID: k.id, Dir: e.isDir(), Ino: fs.ino.number(k.stem), Info: fs.fileInfoOf(d, e, stem{devIno: k.stem})}, nil
 }
 
-// knownIdentity applies the identity rule (stemOf, through stemFor) to the object made of
-// parts and names its stem, remembered per layer object while nothing changes in the
-// layers (dircache.go); gen is the cache's generation read before parts were looked up.
-func (fs *FS) knownIdentity(d *dir, parts []part, gen uint64, stemFor func() (stem, error)) (knownIdentity, error) {
-	obj := devIno{parts[0].st.Dev, parts[0].st.Ino}
+// knownIdentity applies the identity rule (stemOf, through stemFor) to the object found
+// at pl and names its stem, remembered per layer object while no change in the layers
+// touches it (dircache.go); gen is the cache's generation read before it was looked up.
+func (fs *FS) knownIdentity(pl identityPlace, gen uint64, stemFor func() (stem, error)) (knownIdentity, error) {
+	obj := devIno{pl.parts[0].st.Dev, pl.parts[0].st.Ino}
 	if k, ok := fs.dirs.identity(obj); ok {
 		return k, nil
 	}
@@ -169,7 +169,7 @@ func (fs *FS) knownIdentity(d *dir, parts []part, gen uint64, stemFor func() (st
 		return knownIdentity{}, err
 	}
 	k := knownIdentity{stem: s.devIno, id: id}
-	fs.dirs.putIdentity(obj, k, gen)
+	fs.dirs.putIdentity(obj, k, pl, gen)
 	return k, nil
 }
 
@@ -206,16 +206,13 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	return id, nil
 }
 
-// identifyListed identifies a listing entry from the parts its lookup found, when nothing
-// changed in the layers since (ok false otherwise: look it up again).
+// identifyListed identifies a listing entry from the parts its lookup found, when no
+// change in the layers touched it since (ok false otherwise: look it up again).
 func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 	if fi.gen == noGeneration || len(fi.parts) == 0 {
 		return Identity{}, false, nil
 	}
 	gen := fs.dirs.generation()
-	if gen != fi.gen {
-		return Identity{}, false, nil
-	}
 	comps, err := splitPath(dir)
 	if err != nil {
 		return Identity{}, false, err
@@ -226,7 +223,11 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 	}
 	defer d.close()
 	e := entryOf(fi.name, fi.parts)
-	k, err := fs.knownIdentity(d, e.parts, gen, func() (stem, error) { return fs.entryStem(d, &e) })
+	pl := fs.entryPlace(d, &e)
+	if !fs.dirs.unchangedSince(fi.gen, pl) {
+		return Identity{}, false, nil
+	}
+	k, err := fs.knownIdentity(pl, gen, func() (stem, error) { return fs.entryStem(d, &e) })
 	if err != nil {
 		return Identity{}, false, err
 	}
@@ -250,11 +251,20 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 	if d == nil {
 		return obj, ObjectID{}, false, nil
 	}
-	k, err := fs.knownIdentity(nil, d.parts, gen, func() (stem, error) { return fs.dirStem(d) })
+	k, err := fs.knownIdentity(identityPlace{parts: d.parts, self: d}, gen, func() (stem, error) { return fs.dirStem(d) })
 	if err != nil {
 		return Identity{}, ObjectID{}, false, err
 	}
 	return obj, k.id, true, nil
+}
+
+// entryPlace is where entry e, a child of d (d nil for the root, whose parts are in
+// e), was found.
+func (fs *FS) entryPlace(d *dir, e *entry) identityPlace {
+	if d == nil {
+		return identityPlace{parts: e.parts}
+	}
+	return identityPlace{parent: d, name: e.name, parts: e.parts}
 }
 
 // objectIDOf is the ObjectID of entry e, a child of d.

@@ -205,7 +205,7 @@ func New(opts Options) (*FS, error) {
 	if err := fs.checkHandles(); err != nil {
 		return nil, err
 	}
-	fs.dirs = newDirCache(fs.rootPaths)
+	fs.dirs = newDirCache(fs.rootPaths, fs.layers, cachePerEvent)
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
 		if err != nil {

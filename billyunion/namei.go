@@ -337,14 +337,14 @@ func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 	}
 	for i := start; i < len(comps); i++ {
 		next, err := fs.step(cur, comps[i], copyUp)
+		if err == nil && useCache {
+			cache.put(comps[:i+1], next, cur, gen)
+		}
 		cur.close()
 		if err != nil {
 			return nil, err
 		}
 		cur = next
-		if useCache {
-			cache.put(comps[:i+1], cur, gen)
-		}
 	}
 	return cur, nil
 }
@@ -428,14 +428,14 @@ func (fs *FS) lookupIn(comps []string, synced bool) (*dir, entry, error) {
 // lookupToIdentify is lookup for reading an object's identity and attributes, within an
 // operation that has just read the directory cache's events (generation). A
 // directory the directory cache holds is taken from it, its parts' attributes included:
-// they are exact, because every change to a directory's entries or attributes is an event
-// that empties the cache (only its atime can be older than the disk's).
+// they are exact while no event named an entry of its parts or the directory itself
+// (getFresh; only its atime can be older than the disk's).
 func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	comps, err := splitPath(p)
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	child := fs.dirs.get(comps, true)
+	child := fs.dirs.getFresh(comps, true)
 	if child == nil {
 		return fs.lookupIn(comps, true)
 	}

@@ -100,7 +100,11 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 	// What the last Names call read: which parts hold each name. The calls of one
 	// List come one at a time.
 	var held []uint64
-	snap, err := fs.listings.List(dirKey(d), signature(d), readdircache.Source[os.FileInfo]{
+	sig, err := freshSignature(d)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := fs.listings.List(dirKey(d), sig, readdircache.Source[os.FileInfo]{
 		Names: func() ([]string, error) {
 			names, masks, err := fs.candidateNamesIn(d)
 			held = masks
@@ -184,10 +188,28 @@ func entryKey(e *entry) readdircache.Key {
 	return readdircache.Key{Dev: e.top().st.Dev, Ino: e.top().st.Ino}
 }
 
-// signature summarises d's parts from the stats its lookup already made.
-func signature(d *dir) readdircache.Signature {
-	b := make([]byte, 0, 48*len(d.parts))
-	for _, p := range d.parts {
+// freshSignature is signature of d's parts as they are now: a directory from the
+// directory cache holds the stats of when it was resolved, which changes to its
+// entries since have made older (dircache.go), so its parts are stat'ed again.
+func freshSignature(d *dir) (readdircache.Signature, error) {
+	if !d.cached.Load() {
+		return signature(d.parts), nil
+	}
+	parts := slices.Clone(d.parts)
+	for i := range parts {
+		st, err := layer.Fstat(parts[i].fd)
+		if err != nil {
+			return "", layer.Errno(err)
+		}
+		parts[i].st = st
+	}
+	return signature(parts), nil
+}
+
+// signature summarises the parts of a directory from the stats their lookup made.
+func signature(parts []part) readdircache.Signature {
+	b := make([]byte, 0, 48*len(parts))
+	for _, p := range parts {
 		for _, v := range []int64{int64(p.li), int64(p.st.Ino), p.st.Size,
 			p.st.Mtim.Sec, p.st.Mtim.Nsec, p.st.Ctim.Sec, p.st.Ctim.Nsec} {
 			b = binary.LittleEndian.AppendUint64(b, uint64(v))

@@ -240,8 +240,10 @@ func (c *dirCache) purgeLocked() {
 	c.seq++
 	c.purgedAt = c.seq
 	c.stats.Purges++
+	counted := c.stats
 	c.entries.Purge()
 	c.identities.Purge()
+	c.stats = counted // the purge is counted, not what it dropped
 }
 
 // applyLocked drops what depends on the entry ev names.

@@ -12,12 +12,14 @@ import (
 // directory cache, and a change made directly in a layer (a directory moved away, a
 // directory added in the upper that shadows the lower one, opaque set, a whiteout) is
 // seen by the very next lookup, never by a later one only.
-func TestDirCacheSeesChangesBehindTheUnion(t *testing.T) {
+func TestDirCacheSeesChangesBehindTheUnion(t *testing.T) { forCacheModes(t, testDirCacheSeesChanges) }
+
+func testDirCacheSeesChanges(t *testing.T, mode cacheMode) {
 	requireRoot(t)
 	ls := newLayerSet(t, 1)
 	ls.file("l1", "a/b/f", "lower f")
 	ls.file("l1", "a/b/g", "lower g")
-	fs := ls.open()
+	fs := ls.openMode(mode, true)
 	defer fs.Close()
 	requireDirCache(t, fs)
 	if got := readAll(t, fs, "a/b/f"); got != "lower f" {
@@ -105,12 +107,16 @@ func TestDirCacheReleasesDescriptors(t *testing.T) {
 // the new file's handle at the next Identify, and an origin record written behind its back
 // changes the identity of an upper file at once.
 func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
+	forCacheModes(t, testRememberedIdentities)
+}
+
+func testRememberedIdentities(t *testing.T, mode cacheMode) {
 	requireRoot(t)
 	ls := newLayerSet(t, 1)
 	ls.file("l1", "d/f", "lower f")
 	ls.file("l1", "d/g", "lower g")
 	ls.file("u", "d/h", "upper h")
-	fs := ls.open()
+	fs := ls.openMode(mode, true)
 	defer fs.Close()
 	requireDirCache(t, fs)
 	identify := func(p string) Identity {
@@ -127,8 +133,9 @@ func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
 		return fs.dirs.identities.Len()
 	}
 	first := identify("d/f")
-	// Other processes writing to the layers' filesystem empty the memory too (any event
-	// does): try a bounded number of times to see it hold an identity.
+	// In the whole-cache mode, other processes writing to the layers' filesystem empty
+	// the memory too (any event does): try a bounded number of times to see it hold an
+	// identity.
 	for try := 0; remembered() == 0; try++ {
 		if try == 1000 {
 			t.Fatal("nothing remembered after identifying d/f 1000 times")
@@ -183,7 +190,9 @@ func TestRememberedIdentitiesFollowChangesBehindTheUnion(t *testing.T) {
 // equals Identify of its path, whether it comes from the parts the listing's lookup found
 // (nothing changed since) or from a lookup again (a change since); and an entry not yet
 // identified whose name was given to another file behind the union's back answers ENOENT.
-func TestListedIdentitiesAreIdentify(t *testing.T) {
+func TestListedIdentitiesAreIdentify(t *testing.T) { forCacheModes(t, testListedIdentities) }
+
+func testListedIdentities(t *testing.T, mode cacheMode) {
 	requireRoot(t)
 	ls := newLayerSet(t, 1)
 	ls.file("l1", "d/lower", "l")
@@ -192,7 +201,7 @@ func TestListedIdentitiesAreIdentify(t *testing.T) {
 	ls.file("u", "d/merged/y", "y")
 	ls.file("u", "d/upper", "u")
 	ls.file("l1", "d/sub/z", "z")
-	fs := ls.open()
+	fs := ls.openMode(mode, true)
 	defer fs.Close()
 	noErr(t, "copy d/copied up", fs.Chmod("d/copied", 0o600))
 	check := func(when string, want int) {
@@ -219,7 +228,7 @@ func TestListedIdentitiesAreIdentify(t *testing.T) {
 		}
 	}
 	check("quiet", 5)
-	ls.file("l1", "d/unrelated", "a change in the layers") // every remembered state is now stale
+	ls.file("l1", "d/unrelated", "a change in the layers") // d's listing is now stale
 	check("after a change", 6)
 	// A listing none of whose entries was identified yet (an identified entry keeps its
 	// identity: the snapshot is of a moment before later changes)...

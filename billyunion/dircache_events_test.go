@@ -47,7 +47,7 @@ func (ls *layerSet) openMode(mode cacheMode, churn bool) *FS {
 // startUnrelatedChurn keeps changing a directory of its own under parent (creates,
 // chmods, renames, removes of files and directories: every kind of event the cache
 // reads) until the test ends, about one round a millisecond. It returns the rounds done.
-func startUnrelatedChurn(t *testing.T, parent string) *atomic.Int64 {
+func startUnrelatedChurn(t testing.TB, parent string) *atomic.Int64 {
 	t.Helper()
 	dir, err := os.MkdirTemp(parent, "churn-")
 	if err != nil {

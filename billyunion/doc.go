@@ -14,7 +14,11 @@
 //	redirect.go  the redirect_dir feature: the redirect xattr's format and
 //	             modes, following redirects in a lookup, the redirect a
 //	             renamed directory gets
-//	dircache.go  resolved directories kept by path, exact through fanotify
+//	dircache.go  resolved directories and identities kept by path, exact
+//	             through fanotify: each event drops what depends on the entry
+//	             it names
+//	fanotify.go  reading fanotify's records: the directory handle and name an
+//	             event names
 //	readdir.go   merged directory listings, through package readdircache:
 //	             candidate names and one lookup per name, with no lock; a
 //	             build spoiled by changes is mended by looking up again the
@@ -111,9 +115,11 @@
 //     index (Locations) takes none: records are replaced by rename.
 //   - The origin cache's own mutex (inodes.origins, golang-lru), for one
 //     map operation, with or without directory locks.
-//   - dirCache.mu (dircache.go), around one non-blocking read of the
-//     fanotify queue and one map operation, with or without directory
-//     locks; no descriptor is opened under it (evicted ones are closed).
+//   - dirCache.mu (dircache.go), around non-blocking reads of the fanotify
+//     queue, applying their events (map operations) and one lookup or store,
+//     with or without directory locks; no descriptor is opened under it
+//     (evicted ones are closed), and the file handles a store records are
+//     read before it is taken.
 //   - copyup's Copier.mu registers in-flight copy-ups; it is never held
 //     with a directory lock, nor across I/O. A copy-up of an object that is
 //     being copied up already waits for that one, holding no lock.

@@ -126,7 +126,8 @@ type DirCacheStats struct {
 	// Purges counts the times the whole cache was emptied: every event in the whole
 	// mode; a queue overflow or an event it could not read in the per-event mode.
 	Purges uint64
-	// DirsInvalidated and IdentitiesInvalidated count what events dropped one by one.
+	// DirsInvalidated and IdentitiesInvalidated count what events named and dropped
+	// (not the identities that went with a dropped directory).
 	DirsInvalidated, IdentitiesInvalidated uint64
 	Hits, Misses                           uint64 // lookups of a directory by path
 	IdentityHits                           uint64
@@ -255,26 +256,37 @@ func (c *dirCache) applyLocked(ev fanEvent) {
 	}
 	c.seq++
 	c.log[c.seq%eventLog] = ev.key
-	for _, p := range slices.Clone(c.byEvent[ev.key]) {
-		if c.entries.Remove(p) {
-			c.stats.DirsInvalidated++
+	// Each list is taken out of its index before its members go, so that their
+	// removal does not search it (a directory's list can be long).
+	if paths, ok := c.byEvent[ev.key]; ok {
+		delete(c.byEvent, ev.key)
+		for _, p := range paths {
+			if c.entries.Remove(p) {
+				c.stats.DirsInvalidated++
+			}
 		}
 	}
 	if ev.key.name == selfName {
-		c.dropIdentitiesLocked(c.idBySelf[ev.key.dir])
+		c.dropIdentitiesLocked(c.idBySelf, ev.key.dir, true)
 		return
 	}
 	for _, p := range c.byHandle[ev.key.dir] {
 		if cd, ok := c.entries.Peek(p); ok {
 			cd.attrsStale = true
 		}
-		c.dropIdentitiesLocked(c.idByPath[childKey(p, ev.key.name)])
+		c.dropIdentitiesLocked(c.idByPath, childKey(p, ev.key.name), true)
 	}
 }
 
-func (c *dirCache) dropIdentitiesLocked(objs []devIno) {
-	for _, obj := range slices.Clone(objs) {
-		if c.identities.Remove(obj) {
+// dropIdentitiesLocked drops the identities listed at index[k], and the list.
+func (c *dirCache) dropIdentitiesLocked(index map[string][]devIno, k string, counted bool) {
+	objs, ok := index[k]
+	if !ok {
+		return
+	}
+	delete(index, k)
+	for _, obj := range objs {
+		if c.identities.Remove(obj) && counted {
 			c.stats.IdentitiesInvalidated++
 		}
 	}
@@ -305,7 +317,7 @@ func (c *dirCache) dirEvicted(key string, cd *cachedDir) {
 	for _, h := range cd.handles {
 		removeFrom(c.byHandle, h, key)
 	}
-	c.dropIdentitiesLocked(c.idByParent[key])
+	c.dropIdentitiesLocked(c.idByParent, key, false)
 	cd.d.release()
 }
 

@@ -71,6 +71,9 @@ type stats struct {
 	// kills after which WORKDIR/index (index=on) held a temporary
 	indexTmpKills int
 	starts        []time.Duration
+	startKills    int // kills during a start (killDuringStart)
+	startRebuilds int // of those, starts that were rebuilding the moves index
+	rebuildsCut   int // of those, kills that left the rebuilt index half-written
 	kernelRuns    int
 }
 
@@ -175,7 +178,8 @@ func (s *stats) report(t *testing.T, took time.Duration) {
 	}
 	t.Logf("kills that left entries in WORKDIR/work (removed at the next start): %d, %d entries (%s); kills that left a temporary moves record: %d; a temporary in WORKDIR/index: %d",
 		s.leftKills, s.leftFiles, keys(s.leftKinds), s.idxTmpKills, s.indexTmpKills)
-	t.Logf("%d server starts, %v on average until ready; kernel overlay compared %d times", len(s.starts), avg.Round(time.Millisecond), s.kernelRuns)
+	t.Logf("%d server starts, %v on average until ready; kernel overlay compared %d times; %d more kills during a start (%d of them to rebuild the moves index, %d with the rebuild half done)",
+		len(s.starts), avg.Round(time.Millisecond), s.kernelRuns, s.startKills, s.startRebuilds, s.rebuildsCut)
 }
 
 type harness struct {
@@ -242,6 +246,9 @@ func (h *harness) runRound(kills int) {
 			h.t.Logf("%d kills", h.st.kills)
 		}
 		h.inspectLeftovers()
+		if h.r.IntN(8) == 0 {
+			h.killDuringStart()
+		}
 		h.start()
 		obs := h.observe(false)
 		for w := range h.workers {
@@ -262,15 +269,18 @@ func (h *harness) indexOption() string {
 	return "redirect_dir=on"
 }
 
+func (h *harness) serveArgs() []string {
+	return []string{"--lowerdir=" + h.l1 + ":" + h.l2, "--upperdir=" + h.upper, "--workdir=" + h.work,
+		fmt.Sprintf("--listen=127.0.0.1:%d", h.port), "--portmap=off", "--nlm=off", "--udp=false",
+		"-o", h.indexOption()}
+}
+
 // start runs the server over the round's layers and checks what a start must have
 // cleaned up.
 func (h *harness) start() {
 	h.t.Helper()
 	began := time.Now()
-	h.srv = testenv.StartServer(h.t, h.bin, nil,
-		"--lowerdir="+h.l1+":"+h.l2, "--upperdir="+h.upper, "--workdir="+h.work,
-		fmt.Sprintf("--listen=127.0.0.1:%d", h.port), "--portmap=off", "--nlm=off", "--udp=false",
-		"-o", h.indexOption())
+	h.srv = testenv.StartServer(h.t, h.bin, nil, h.serveArgs()...)
 	h.st.starts = append(h.st.starts, time.Since(began))
 	names, err := readNames(filepath.Join(h.work, "work"))
 	if err != nil {
@@ -313,6 +323,30 @@ func readNames(dir string) ([]string, error) {
 	}
 	defer f.Close()
 	return f.Readdirnames(-1)
+}
+
+// killDuringStart starts the server and kills it 0 to 30 ms later, ready or not: the
+// clean-up of WORKDIR/work and, every other time (the moves index removed first, as if
+// the workdir had lost it), the rebuild of the moves index are interrupted too.
+func (h *harness) killDuringStart() {
+	h.t.Helper()
+	if h.r.IntN(2) == 0 {
+		if err := os.RemoveAll(filepath.Join(h.work, "ovlnfs-index")); err != nil {
+			h.fatalf("removing the moves index: %v", err)
+		}
+		h.st.startRebuilds++
+	}
+	cmd := exec.Command(h.bin, append([]string{"serve"}, h.serveArgs()...)...)
+	if err := cmd.Start(); err != nil {
+		h.fatalf("starting ovlnfs: %v", err)
+	}
+	time.Sleep(time.Duration(h.r.IntN(30_000)) * time.Microsecond)
+	cmd.Process.Kill()
+	cmd.Wait()
+	h.st.startKills++
+	if _, err := os.Lstat(filepath.Join(h.work, "ovlnfs-index.new")); err == nil {
+		h.st.rebuildsCut++
+	}
 }
 
 // inspectLeftovers counts what the kill left in WORKDIR/work (the next start must remove

@@ -96,11 +96,12 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_KILLS=%d CRASHTEST_WORKERS=%d", seed, kills, workers)
 	bin := testenv.BuildOvlnfs(t)
-	index := indexSupported(t, bin)
+	hasIndex := indexSupported(t, bin)
+	index := hasIndex
 	switch v := os.Getenv("CRASHTEST_INDEX"); v {
 	case "":
 	case "on", "off":
-		if v == "on" && !index {
+		if v == "on" && !hasIndex {
 			t.Fatal("CRASHTEST_INDEX=on: this ovlnfs has no -o index")
 		}
 		index = v == "on"
@@ -112,7 +113,7 @@ func TestCrashConsistency(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed, 0xc4a5))
 	began := time.Now()
 	for round := 0; st.kills < kills; round++ {
-		h := &harness{t: t, bin: bin, r: r, st: st, workers: workers, round: round, seed: seed, index: index,
+		h := &harness{t: t, bin: bin, r: r, st: st, workers: workers, round: round, seed: seed, index: index, hasIndex: hasIndex,
 			lowerLinks: index || os.Getenv("CRASHTEST_LOWER_LINKS") != ""}
 		h.runRound(min(killsPerRound, kills-st.kills))
 		if t.Failed() {
@@ -190,8 +191,9 @@ type harness struct {
 	workers int
 	round   int
 	seed    uint64
-	// index runs both ovlnfs and the kernel overlay with index=on.
-	index bool
+	// index runs both ovlnfs and the kernel overlay with index=on; hasIndex says
+	// this ovlnfs takes -o index at all.
+	index, hasIndex bool
 	// lowerLinks puts a lower file with two names in each subtree. Without index=on
 	// their names come apart on copy-up, and a handle taken of one name before may
 	// resolve to the other afterwards (the kernel needs index=on to export such files
@@ -261,10 +263,14 @@ func (h *harness) runRound(kills int) {
 }
 
 // indexOption is the -o option string both sides get besides the layers; an ovlnfs
-// without index support gets only redirect_dir=on (its default anyway).
+// without index support gets only redirect_dir=on (its default anyway), one with it
+// index=on or off explicitly, whatever its default.
 func (h *harness) indexOption() string {
-	if h.index {
+	switch {
+	case h.index:
 		return "redirect_dir=on,index=on"
+	case h.hasIndex:
+		return "redirect_dir=on,index=off"
 	}
 	return "redirect_dir=on"
 }

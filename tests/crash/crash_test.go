@@ -203,7 +203,7 @@ type harness struct {
 
 	dir, l1, l2, upper, work, mnt string
 	port                          int
-	srv                           *testenv.Server
+	srv, older                    *testenv.Server
 
 	models  []*node
 	gens    []*gen
@@ -260,6 +260,10 @@ func (h *harness) runRound(kills int) {
 		h.start()
 	}
 	h.srv.Stop(10 * time.Second)
+	h.srv.SetLogOnFailure(false) // this round passed
+	if h.older != nil {
+		h.older.SetLogOnFailure(false)
+	}
 }
 
 // indexOption is the -o option string both sides get besides the layers; an ovlnfs
@@ -286,6 +290,10 @@ func (h *harness) serveArgs() []string {
 func (h *harness) start() {
 	h.t.Helper()
 	began := time.Now()
+	if h.older != nil {
+		h.older.SetLogOnFailure(false) // a failure shows the last two servers' logs
+	}
+	h.older = h.srv
 	h.srv = testenv.StartServer(h.t, h.bin, nil, h.serveArgs()...)
 	h.st.starts = append(h.st.starts, time.Since(began))
 	names, err := readNames(filepath.Join(h.work, "work"))

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -143,6 +144,8 @@ type Server struct {
 	exited  chan struct{}
 	waitErr error
 	killed  bool // by Kill: its exit status is no failure
+	// quiet leaves the log out of a failed test's output (SetLogOnFailure).
+	quiet atomic.Bool
 }
 
 // StartServer runs `prefix... ovlnfs serve args...` (prefix e.g. "ip netns exec NS"), waits
@@ -181,7 +184,7 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 		if code, err := s.Stop(10 * time.Second); !s.killed && (err != nil || code != 0) {
 			t.Errorf("ovlnfs serve did not stop cleanly: exit %d, %v", code, err)
 		}
-		if t.Failed() {
+		if t.Failed() && !s.quiet.Load() {
 			t.Logf("ovlnfs server log (debug lines left out):\n%s", withoutDebug(s.Log()))
 		}
 	})
@@ -222,6 +225,10 @@ func (s *Server) Stop(timeout time.Duration) (int, error) {
 	}
 	return s.cmd.ProcessState.ExitCode(), nil
 }
+
+// SetLogOnFailure says whether the server's log is attached to the output of a failed
+// test (the default); a test that starts hundreds of servers keeps only the last few.
+func (s *Server) SetLogOnFailure(on bool) { s.quiet.Store(!on) }
 
 // Kill sends SIGKILL, as a crash would end the server, and waits until it has exited.
 func (s *Server) Kill() {

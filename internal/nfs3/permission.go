@@ -12,8 +12,11 @@ import (
 // before creating or removing names), so the server makes them, as the kernel would for a
 // local process with the caller's ids: EACCES without write and search permission on the
 // directory, EPERM for a sticky directory's entry that is neither the caller's nor in the
-// caller's directory, and the owner rules of chmod, chown and utimes. As with knfsd and
-// no_root_squash, uid 0 on a client is root here. A call without AUTH_UNIX (AUTH_NONE)
+// caller's directory, and the owner rules of chmod, chown and utimes. READ and WRITE are
+// checked too, with knfsd's exceptions (mayRead, mayWrite), since a client need not ask
+// ACCESS first; and as the server writes with its own privileges, a WRITE drops the
+// setuid and setgid bits the kernel drops for an unprivileged writer (privilegesDropped).
+// As with knfsd and no_root_squash, uid 0 on a client is root here. A call without AUTH_UNIX (AUTH_NONE)
 // acts as the server process and is checked as "other" by ACCESS.
 
 // ACCESS3 bits (RFC 1813 section 3.3.4).
@@ -81,9 +84,12 @@ func (p principal) maySetattr(st *syscall.Stat_t, s *sattr3) error {
 	owner := p.UID == st.Uid
 	_, w, _ := p.rights(st)
 	switch {
-	case s.uid != nil && *s.uid != st.Uid:
-		return syscall.EPERM // only root gives files away
-	case s.gid != nil && *s.gid != st.Gid && (!owner || !p.inGroup(*s.gid)):
+	// As the kernel's chown_ok and chgrp_ok: only root gives files away, and only the
+	// owner may name the owner or group at all, even unchanged (chown(f, -1, its gid) by
+	// another user is EPERM, not a no-op).
+	case s.uid != nil && (!owner || *s.uid != st.Uid):
+		return syscall.EPERM
+	case s.gid != nil && (!owner || *s.gid != st.Gid && !p.inGroup(*s.gid)):
 		return syscall.EPERM
 	case s.mode != nil && !owner:
 		return syscall.EPERM
@@ -97,6 +103,48 @@ func (p principal) maySetattr(st *syscall.Stat_t, s *sattr3) error {
 		return syscall.EACCES
 	}
 	return nil
+}
+
+// mayRead: p may READ the regular file with stat st. As knfsd checks READ: the owner
+// always may (over NFS a read through a descriptor opened before a chmod looks the same
+// as any read), and so may whoever may execute it (a client reads a binary to run it).
+func (p principal) mayRead(st *syscall.Stat_t) error {
+	if !p.checked() || p.UID == st.Uid {
+		return nil
+	}
+	if r, _, x := p.rights(st); !r && !x {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// mayWrite: p may WRITE the regular file with stat st: the owner always (as for READ),
+// others with write permission.
+func (p principal) mayWrite(st *syscall.Stat_t) error {
+	if !p.checked() || p.UID == st.Uid {
+		return nil
+	}
+	if _, w, _ := p.rights(st); !w {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// privilegesDropped is the mode a WRITE by p leaves on a regular file of stat st, and
+// whether it differs: the server writes with its own privileges, so it does for the caller
+// what the kernel does for a writer without CAP_FSETID (file_remove_privs): the setuid bit
+// goes, and the setgid bit where group execute is set or the writer is not in the file's
+// group (without group execute it is a locking mark, kept for its group).
+func (p principal) privilegesDropped(st *syscall.Stat_t) (uint32, bool) {
+	if !p.Unix || p.UID == 0 || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return 0, false
+	}
+	mode := st.Mode & 0o7777
+	kept := mode &^ syscall.S_ISUID
+	if mode&syscall.S_ISGID != 0 && (mode&0o010 != 0 || !p.inGroup(st.Gid)) {
+		kept &^= syscall.S_ISGID
+	}
+	return kept, kept != mode
 }
 
 // accessFor answers ACCESS: which of the asked rights p has on an object with stat st,

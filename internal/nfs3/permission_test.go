@@ -151,3 +151,111 @@ func TestCallersOwnWhatTheyCreate(t *testing.T) {
 		t.Errorf("CREATE with a malformed credential created the file (%v)", err)
 	}
 }
+
+// TestReadWriteCheckedForTheCaller: a client that skips ACCESS still gets EACCES from
+// READ and WRITE without the permission (the owner may always, as with knfsd; an
+// execute-only file may be read, so binaries run), a WRITE by a caller who is not root
+// clears setuid, and setgid where group execute is set (chmod/12.t of pjdfstest), and
+// a chown that names the owner or group is EPERM for anyone but the owner even when it
+// changes nothing (chown/07.t). Refused calls change nothing.
+func TestReadWriteCheckedForTheCaller(t *testing.T) {
+	requireRoot(t, "files of other users need root")
+	srv, c, root := rpctest.StartMounted(t, rpctest.Options{})
+	upper := srv.Layout.Upper
+	mk := func(name string, mode uint32, uid, gid int) []byte {
+		t.Helper()
+		p := filepath.Join(upper, name)
+		if err := os.WriteFile(p, []byte("secret"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return c.Lookup(root, name)
+	}
+	private := mk("private", 0o600, 2000, 2000)
+	execOnly := mk("exec-only", 0o711, 2000, 2000)
+	own := mk("own", 0o000, 1000, 1000)
+	suid := mk("suid", 0o4777, 2000, 2000)
+	sgidX := mk("sgid-x", 0o2777, 2000, 2000)
+	sgidLock := mk("sgid-lock", 0o2666, 2000, 1000) // no group execute: a locking mark
+	both := mk("both", 0o6777, 2000, 2000)
+	theirs := mk("theirs", 0o644, 2000, 2000)
+
+	c.As(1000, 1000)
+	read := func(fh []byte) nfs3.Status {
+		st, _ := c.NFS(nfs3.ProcRead, rpctest.ReadArgs(fh, 0, 100))
+		return st
+	}
+	write := func(fh []byte) nfs3.Status {
+		st, _ := c.NFS(nfs3.ProcWrite, rpctest.WriteArgs(fh, 0, []byte("X"), rpctest.FileSync))
+		return st
+	}
+	for _, tc := range []struct {
+		what string
+		got  nfs3.Status
+		want nfs3.Status
+	}{
+		{"READ of another user's 0600 file", read(private), nfs3.StatusAcces},
+		{"WRITE of another user's 0600 file", write(private), nfs3.StatusAcces},
+		{"WRITE of another user's 0644 file", write(theirs), nfs3.StatusAcces},
+		{"READ of an execute-only file", read(execOnly), nfs3.StatusOK},
+		{"READ of the caller's own 0000 file", read(own), nfs3.StatusOK},
+		{"WRITE of the caller's own 0000 file", write(own), nfs3.StatusOK},
+		{"chown of another user's file to its own owner", nfsStatus(c, nfs3.ProcSetattr, rpctest.SetattrArgs(theirs, rpctest.Sattr{UID: new(uint32(2000)), GID: new(uint32(2000))}, nil)), nfs3.StatusPerm},
+		{"chgrp of another user's file to its own group", nfsStatus(c, nfs3.ProcSetattr, rpctest.SetattrArgs(theirs, rpctest.Sattr{GID: new(uint32(2000))}, nil)), nfs3.StatusPerm},
+		{"chown of the caller's file to itself", nfsStatus(c, nfs3.ProcSetattr, rpctest.SetattrArgs(own, rpctest.Sattr{UID: new(uint32(1000)), GID: new(uint32(1000))}, nil)), nfs3.StatusOK},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s as uid 1000: status %d, want %d", tc.what, tc.got, tc.want)
+		}
+	}
+	for name, want := range map[string]string{"private": "secret", "theirs": "secret"} {
+		if b, _ := os.ReadFile(filepath.Join(upper, name)); string(b) != want {
+			t.Errorf("%s holds %q after a refused WRITE", name, b)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		fh   []byte
+		want uint32
+	}{
+		{"suid", suid, 0o777},
+		{"sgid-x", sgidX, 0o777},
+		{"both", both, 0o777},
+		{"sgid-lock", sgidLock, 0o2666}, // the writer is in the file's group: kept
+	} {
+		if st := write(tc.fh); st != nfs3.StatusOK {
+			t.Errorf("WRITE of %s: status %d", tc.name, st)
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(upper, tc.name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != tc.want {
+			t.Errorf("%s after a WRITE by uid 1000: mode %o on disk, want %o", tc.name, st.Mode&0o7777, tc.want)
+		}
+		if a := c.Getattr(tc.fh); a.Mode != tc.want {
+			t.Errorf("%s after a WRITE by uid 1000: GETATTR mode %o, want %o", tc.name, a.Mode, tc.want)
+		}
+	}
+	// Root (no root squash yet) keeps the bits, as a writer with CAP_FSETID does.
+	rootSuid := mk("root-suid", 0o4755, 2000, 2000)
+	c.As(0, 0)
+	if st := write(rootSuid); st != nfs3.StatusOK {
+		t.Fatalf("WRITE by root: status %d", st)
+	}
+	if a := c.Getattr(rootSuid); a.Mode != 0o4755 {
+		t.Errorf("a WRITE by root changed the mode to %o", a.Mode)
+	}
+}
+
+func nfsStatus(c *rpctest.Client, proc nfs3.Proc, args []byte) nfs3.Status {
+	st, _ := c.NFS(proc, args)
+	return st
+}

@@ -24,6 +24,9 @@ func read(rq *request) error {
 		st = statOf(info)
 		err = readable(st)
 	}
+	if err == nil {
+		err = rq.who.mayRead(st)
+	}
 	var data []byte
 	eof := false
 	if err == nil {

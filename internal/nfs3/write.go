@@ -3,6 +3,8 @@ package nfs3
 import (
 	"os"
 	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
 // write answers WRITE: positional I/O on the cached read-write file (the first write to a
@@ -29,6 +31,9 @@ func write(rq *request) error {
 		st = statOf(info)
 		err = writable(st)
 	}
+	if err == nil {
+		err = rq.who.mayWrite(st)
+	}
 	if err == nil && offset+uint64(len(data)) > 1<<63-1 {
 		err = syscall.EFBIG
 	}
@@ -36,6 +41,9 @@ func write(rq *request) error {
 	post := st
 	if err == nil {
 		n, post, err = rq.writeAt(unionPath(elems), info, data, offset, stable != stableUnstable)
+	}
+	if err == nil && post != nil {
+		err = rq.dropPrivileges(unionPath(elems), post)
 	}
 	rq.status(err)
 	// No pre-operation attributes: without a lock that orders them with the write they
@@ -52,6 +60,24 @@ func write(rq *request) error {
 		rq.res.Uint32(stableFileSync)
 	}
 	rq.res.Fixed(rq.s.writeVerifier[:])
+	return nil
+}
+
+// dropPrivileges clears the setuid and setgid bits a WRITE by this caller removes
+// (principal.privilegesDropped), and updates st to match.
+func (rq *request) dropPrivileges(p string, st *syscall.Stat_t) error {
+	mode, ok := rq.who.privilegesDropped(st)
+	if !ok {
+		return nil
+	}
+	if err := rq.ns.Chmod(p, billyunion.FileMode(mode)); err != nil {
+		return err
+	}
+	if fresh := rq.statOrNil(p); fresh != nil {
+		*st = *fresh // the new ctime too
+	} else {
+		st.Mode = st.Mode&syscall.S_IFMT | mode
+	}
 	return nil
 }
 

@@ -623,7 +623,8 @@ func (c *dirCache) placeChangedLocked(gen uint64, pl identityPlace, w placeWatch
 
 // unchangedSince reports whether the object a lookup begun at gen found at pl is still
 // what is there, and what it is made of, with no lookup: no event since gen named it or
-// what its directory depends on. False whenever the cache cannot tell.
+// what its directory depends on. False whenever the cache cannot tell. It reads no
+// events: call generation first.
 func (c *dirCache) unchangedSince(gen uint64, pl identityPlace) bool {
 	if !c.on() || gen == noGeneration {
 		return false
@@ -634,7 +635,6 @@ func (c *dirCache) unchangedSince(gen uint64, pl identityPlace) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncLocked()
 	_, changed := c.placeChangedLocked(gen, pl, w, true)
 	return !changed
 }

@@ -84,6 +84,23 @@ func startUnrelatedChurn(t testing.TB, parent string) *atomic.Int64 {
 	return &rounds
 }
 
+// newQuietLayerSet is newLayerSet on tmpfs (/dev/shm), whose events are the test's own:
+// the root filesystem of a shared machine can queue events faster than a test reads
+// them, and an overflow empties the cache (skipped where there is no /dev/shm).
+func newQuietLayerSet(t *testing.T, lowers int) *layerSet {
+	t.Helper()
+	root, err := os.MkdirTemp("/dev/shm", "ovlnfs-test-")
+	if err != nil {
+		t.Skip("no /dev/shm:", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	ls := &layerSet{t: t, root: filepath.Join(root, "layers"), n: lowers}
+	for _, d := range append(ls.lowerNames(), "u", "w") {
+		ls.dir(d, "")
+	}
+	return ls
+}
+
 // waitEvents waits until the cache has read at least n more events than it had.
 func waitEvents(t *testing.T, fs *FS, n uint64) {
 	t.Helper()
@@ -104,7 +121,7 @@ func waitEvents(t *testing.T, fs *FS, n uint64) {
 func TestDirCacheUnrelatedChurnInvalidatesNothing(t *testing.T) {
 	requireRoot(t)
 	forCacheModes(t, func(t *testing.T, mode cacheMode) {
-		ls := newLayerSet(t, 1)
+		ls := newQuietLayerSet(t, 1)
 		ls.file("l1", "a/b/c/f", "f")
 		ls.file("u", "a/b/c/g", "g")
 		fs := ls.openMode(mode, false)
@@ -303,15 +320,8 @@ func TestDirCacheFollowsChangesBehindTheUnionUnderChurn(t *testing.T) {
 func TestDirCacheOverflowPurges(t *testing.T) {
 	requireRoot(t)
 	// On tmpfs, where 17,000 changes take a fraction of a second.
-	root, err := os.MkdirTemp("/dev/shm", "ovlnfs-overflow-")
-	if err != nil {
-		t.Skip("no /dev/shm:", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	ls := &layerSet{t: t, root: filepath.Join(root, "layers"), n: 1}
-	for _, d := range append(ls.lowerNames(), "u", "w") {
-		ls.dir(d, "")
-	}
+	ls := newQuietLayerSet(t, 1)
+	root := filepath.Dir(ls.root)
 	ls.file("l1", "a/b/f", "f")
 	fs := ls.openMode(cachePerEvent, false)
 	if _, err := fs.Lstat("a/b/f"); err != nil {
@@ -334,7 +344,7 @@ func TestDirCacheOverflowPurges(t *testing.T) {
 	if err := os.Rename(ls.path("l1", "a/b"), ls.path("l1", "a/c")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = fs.Lstat("a/b/f")
+	_, err := fs.Lstat("a/b/f")
 	wantErrno(t, "a/b/f after a/b moved", err, syscall.ENOENT)
 	if after := fs.DirCacheStats(); after.Purges == before.Purges {
 		t.Fatalf("no purge after 17,000 unread events: %+v", after)

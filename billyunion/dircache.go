@@ -121,10 +121,12 @@ type identityRec struct {
 
 // DirCacheStats counts what the directory cache did since the union was made.
 type DirCacheStats struct {
-	Mode   string // "per-event", "whole" or "off"
-	Events uint64 // fanotify events read
-	// Purges counts the times the whole cache was emptied: every event in the whole
-	// mode; a queue overflow or an event it could not read in the per-event mode.
+	Mode string // "per-event", "whole" or "off"
+	// Events counts the fanotify events read; in the whole mode, which does not parse
+	// them, the reads of a non-empty queue.
+	Events uint64
+	// Purges counts the times the whole cache was emptied: each non-empty read in the
+	// whole mode; a queue overflow or an event it could not read in the per-event mode.
 	Purges uint64
 	// DirsInvalidated and IdentitiesInvalidated count what events named and dropped
 	// (not the identities that went with a dropped directory).
@@ -148,9 +150,9 @@ type dirCache struct {
 	identities *simplelru.LRU[devIno, *identityRec] // guarded by mu: by the object's own device and inode
 	byEvent    map[evKey][]string                   // guarded by mu: cached directories by dependency
 	byHandle   map[string][]string                  // guarded by mu: cached directories (and the root) by part
-	idByParent map[string][]devIno                  // guarded by mu
-	idByPath   map[string][]devIno                  // guarded by mu
-	idBySelf   map[string][]devIno                  // guarded by mu
+	idByParent map[string][]devIno                  // guarded by mu: identities by the directory they go with
+	idByPath   map[string][]devIno                  // guarded by mu: by entry path (identityRec.paths)
+	idBySelf   map[string][]devIno                  // guarded by mu: by a directory object's fileKey
 	buf        []byte                               // guarded by mu: the event read buffer
 	stats      DirCacheStats                        // guarded by mu
 }

@@ -175,5 +175,8 @@ func (fs *FS) realName(d *dir, e *entry) (int, string) {
 	if d == nil {
 		return e.top().fd, ""
 	}
+	if e.index != nil {
+		return fs.indexFD, e.index.name
+	}
 	return d.partFor(e.top().li).fd, e.name
 }

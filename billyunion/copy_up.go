@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ovlnfs/ovlnfs/billyunion/layer"
 	"github.com/ovlnfs/ovlnfs/copyup"
 )
@@ -24,6 +26,14 @@ func (fs *FS) copyUpChild(d *dir, e *entry) error {
 	if !fs.dirHasUpper(d) {
 		return errRetry
 	}
+	if fs.indexed(e) {
+		return fs.copyUpIndexed(d, e)
+	}
+	return fs.copyUpPlain(d, e)
+}
+
+// copyUpPlain is copyUpChild without the index.
+func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 	top := *e.top()
 	src := d.partFor(top.li)
 	upper := d.parts[0]
@@ -57,6 +67,106 @@ func (fs *FS) copyUpChild(d *dir, e *entry) error {
 		}
 		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
 			return layer.Errno(err)
+		}
+		fs.copyUps.Add(1)
+		return nil
+	})
+	if err != nil && !isRetry(err) {
+		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
+		return layer.Errno(err)
+	}
+	return err
+}
+
+// copyUpIndexed is copyUpChild for a lower non-directory with several
+// links, with the index on (index.go): when another name of the object was
+// copied up already, the index entry is linked to this name; otherwise the
+// copy is built, linked into the index and then placed at the name. Either
+// way the union's link count does not change, and the nlink xattr says so.
+func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
+	top := *e.top()
+	src := d.partFor(top.li)
+	upper := d.parts[0]
+	idx, err := fs.indexName(top.li, src.fd, e.name)
+	if err != nil {
+		return err
+	}
+	// unchanged is copyUpChild's check, and the index entry is still the
+	// one (or still none) this copy-up was planned with.
+	unchanged := func(linkUp bool) error {
+		if err := fs.checkAlive(d); err != nil {
+			return err
+		}
+		now, err := fs.lookupChild(d, e.name)
+		if err != nil {
+			return err
+		}
+		if !now.exists() || fs.inUpper(&now) || now.top().li != top.li || now.top().st.Ino != top.st.Ino || (now.index != nil) != linkUp {
+			return copyup.ErrChanged
+		}
+		return nil
+	}
+	defer fs.listings.ForgetAll() // the other names' listings show the copy's ctime and count
+	if idx == "" {
+		// No handle, so no index: the copy-up of an unindexed overlay.
+		return fs.copyUpPlain(d, e)
+	}
+	if e.index != nil {
+		unlock := fs.locks.lock(upper.st.Ino)
+		defer unlock()
+		if err := unchanged(true); err != nil {
+			return err
+		}
+		ist, err := layer.Lstat(fs.indexFD, idx)
+		if err != nil {
+			return errRetry
+		}
+		shown := fs.unionNlink(fs.indexFD, idx, &ist, func() (uint64, bool) { return top.st.Nlink, true })
+		// Relative to the lower count first, which the link does not
+		// change, so that the count is right at every step (the kernel's
+		// order); relative to the upper inode's once linked.
+		if err := fs.setNlinkLower(fs.indexFD, idx, top.st.Nlink, shown); err != nil {
+			return layer.Errno(err)
+		}
+		if err := fs.copier.PlaceLink(fs.indexFD, idx, upper.fd, e.name); err != nil {
+			return layer.Errno(err)
+		}
+		ist.Nlink++
+		if err := fs.setNlink(upper.fd, e.name, &ist, shown); err != nil {
+			fs.log.Warn("index: recording the link count", "path", joinPath(append(d.path, e.name)), "err", err)
+		}
+		fs.copyUps.Add(1)
+		return nil
+	}
+	key := strconv.FormatUint(upper.st.Ino, 10) + "/" + e.name
+	source := copyup.Source{Dir: src.fd, Name: e.name, Stat: top.st, Indexed: true}
+	if fs.originUUIDs {
+		source.UUID = fs.layerUUID[top.li]
+	}
+	wd := fs.work.FD()
+	err = fs.copier.Do(key, source, func() error { return unchanged(false) }, func(tmp string) error {
+		// No name is covered yet: the union's count is the lower one's.
+		if err := fs.setNlinkLower(wd, tmp, top.st.Nlink, top.st.Nlink); err != nil {
+			return layer.Errno(err)
+		}
+		unlock := fs.locks.lock(upper.st.Ino)
+		defer unlock()
+		if err := unchanged(false); err != nil {
+			return err
+		}
+		if err := unix.Linkat(wd, tmp, fs.indexFD, idx, 0); err != nil {
+			if err == unix.EEXIST {
+				return copyup.ErrChanged // another name's copy-up made it: link that
+			}
+			return layer.Errno(err)
+		}
+		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
+			return layer.Errno(err)
+		}
+		if st, err := layer.Lstat(upper.fd, e.name); err == nil {
+			if err := fs.setNlink(upper.fd, e.name, &st, top.st.Nlink); err != nil {
+				fs.log.Warn("index: recording the link count", "path", joinPath(append(d.path, e.name)), "err", err)
+			}
 		}
 		fs.copyUps.Add(1)
 		return nil

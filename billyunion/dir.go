@@ -2,6 +2,7 @@ package billyunion
 
 import (
 	"os"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -372,6 +373,9 @@ func (fs *FS) Unlink(p string) error {
 	if err != nil {
 		return err
 	}
+	if err := fs.copyUpCovered(append(slices.Clone(dirComps), name)); err != nil {
+		return err
+	}
 	t, err := fs.lockTarget(dirComps, name, func(_ *dir, e *entry) error {
 		switch {
 		case !e.exists():
@@ -463,6 +467,15 @@ func (fs *FS) removeLocked(t *target) (err error) {
 		}()
 	}
 	isDir := t.e.isDir()
+	if !isDir {
+		if after := fs.indexCleanup(up, name, t.e.top().st); after != nil {
+			defer func() {
+				if err == nil {
+					after()
+				}
+			}()
+		}
+	}
 	if needWhiteout {
 		wo, err := fs.newWhiteout()
 		if err != nil {
@@ -492,6 +505,31 @@ func (fs *FS) removeLocked(t *target) (err error) {
 	}
 	fs.discard(tmp)
 	return nil
+}
+
+// copyUpCovered copies up the object at comps before a change that removes
+// or covers its name when it is a lower non-directory with several links
+// and the index is on, as the kernel does (ovl_nlink_start): its index
+// entry then holds the union's link count of its other names. A name that
+// is not there is left for the change to report.
+func (fs *FS) copyUpCovered(comps []string) error {
+	if fs.indexFD < 0 {
+		return nil
+	}
+	d, e, err := fs.lookupIn(comps, false)
+	if err != nil {
+		return nil
+	}
+	need := fs.indexed(&e)
+	d.close()
+	if !need {
+		return nil
+	}
+	_, _, err = fs.upperEntryClosed(comps)
+	if err == syscall.ENOENT {
+		return nil
+	}
+	return err
 }
 
 // hasOrigin reports the kernel's "origin" type: an upper object copied up

@@ -60,7 +60,7 @@ func (fs *FS) openOnce(o owner, p string, comps []string, flag int, perm os.File
 		return nil, err
 	}
 	defer d.close()
-	st := &e.top().st
+	st := e.topStat()
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 	case unix.S_IFDIR:
@@ -187,10 +187,13 @@ func (f *file) current() *os.File {
 		return f.f
 	}
 	defer d.close()
-	if !f.fs.inUpper(&e) || e.top().st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if (!f.fs.inUpper(&e) && e.index == nil) || e.topStat().Mode&unix.S_IFMT != unix.S_IFREG {
 		return f.f
 	}
-	nf, err := layer.OpenFile(f.fs.upperFD(d), e.name, unix.O_RDONLY, 0)
+	// An index entry is the upper copy of a lower name not copied up
+	// itself: another name of the object was.
+	dirfd, name := f.fs.realName(d, &e)
+	nf, err := layer.OpenFile(dirfd, name, unix.O_RDONLY, 0)
 	if err != nil {
 		return f.f
 	}

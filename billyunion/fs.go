@@ -56,6 +56,13 @@ type Options struct {
 	// UnicodeInsensitive (canonically equivalent spellings, NFC and NFD,
 	// find the same entry, as on APFS).
 	Unicode string
+	// Index is the kernel's index option (index.go): "on" (the default
+	// when empty) keeps the names of a lower file with several links
+	// together across copy-up, in WORK/index; "off" copies each name up
+	// on its own, as the kernel without index does. With an upper layer,
+	// "on" refuses to start when the upper root's origin or the index
+	// directory's upper record does not match the layers.
+	Index string
 }
 
 // DefaultDirCacheEntries is the listing cache size when none is configured.
@@ -101,6 +108,8 @@ type FS struct {
 	// unicodeInsensitive: client paths are respelt to the canonically
 	// equivalent existing names (Options.Unicode, unicode.go).
 	unicodeInsensitive bool
+	// indexFD is WORK/index (index.go), -1 with index=off or read-only.
+	indexFD int
 	// redirectWarned is when a malformed redirect was last logged (unix ns).
 	redirectWarned atomic.Int64
 	// beforeOpen, when set (tests only), runs in OpenFile between the
@@ -123,7 +132,7 @@ func New(opts Options) (*FS, error) {
 	if opts.Upper != "" && opts.Work == "" {
 		return nil, fmt.Errorf("billyunion: an upper layer needs a work directory: %w", syscall.EINVAL)
 	}
-	fs := &FS{log: opts.Logger, locks: newLockTable(), owner: owner{uid: os.Geteuid(), gid: os.Getegid()}}
+	fs := &FS{log: opts.Logger, locks: newLockTable(), owner: owner{uid: os.Geteuid(), gid: os.Getegid()}, indexFD: -1}
 	if fs.log == nil {
 		fs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -143,6 +152,10 @@ func New(opts Options) (*FS, error) {
 	}
 	fs.redirectCreate, fs.redirectFollow = mode == "on", mode != "nofollow"
 	if fs.unicodeInsensitive, err = unicodeMode(opts.Unicode); err != nil {
+		return nil, err
+	}
+	indexOn, err := indexMode(opts.Index)
+	if err != nil {
 		return nil, err
 	}
 	ok := false
@@ -188,6 +201,11 @@ func New(opts Options) (*FS, error) {
 		}
 	}
 	fs.ino = newInodes(fs.layers, fs.hasUpper)
+	if fs.hasUpper && indexOn {
+		if err := fs.openIndex(opts.Work); err != nil {
+			return nil, fmt.Errorf("billyunion: index=on: %w", err)
+		}
+	}
 	size := opts.DirCacheEntries
 	if size == 0 {
 		size = DefaultDirCacheEntries
@@ -253,6 +271,10 @@ func (fs *FS) Close() error {
 		l.Close()
 	}
 	fs.layers = nil
+	if fs.indexFD >= 0 {
+		unix.Close(fs.indexFD)
+		fs.indexFD = -1
+	}
 	fs.moves.close()
 	fs.moves = nil
 	if fs.work != nil {

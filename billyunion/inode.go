@@ -141,11 +141,13 @@ func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
 
 // fileInfoOf is newFileInfo for an entry whose stem is known.
 func (fs *FS) fileInfoOf(d *dir, e *entry, s stem) *fileInfo {
-	st := e.top().st
+	st := *e.topStat()
 	layerIno := st.Ino
 	st.Ino = fs.ino.number(s.devIno)
 	if e.merged() {
 		st.Nlink = 1
+	} else {
+		st.Nlink = fs.nlinkShown(d, e)
 	}
 	name := e.name
 	if d == nil {

@@ -73,6 +73,9 @@ type entry struct {
 	upperWhiteout bool
 	// opaque: the topmost directory part carries opaque=y.
 	opaque bool
+	// index: the lower non-directory's index entry (index.go), whose data
+	// and attributes the name shows; nil when it has none.
+	index *indexRef
 }
 
 func (e *entry) exists() bool { return len(e.parts) > 0 }
@@ -200,6 +203,11 @@ func (w *lookupWalk) single(li, base int, name string, last bool, at []string) e
 	if !layer.IsDir(&st) {
 		if !w.isDir && len(w.e.parts) == 0 {
 			w.e.parts = append(w.e.parts, part{li: li, fd: -1, st: st})
+			if fs.indexFD >= 0 && !fs.isUpper(li) && st.Nlink > 1 {
+				if w.e.index, err = fs.findIndex(li, base, name, &st); err != nil {
+					return err
+				}
+			}
 		}
 		w.stop = true
 		return nil

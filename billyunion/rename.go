@@ -60,6 +60,14 @@ func (fs *FS) lockPair(oldDir []string, oldName string, newDir []string, newName
 				return nil, err
 			}
 			continue
+		case fs.indexed(&p.ne):
+			// Covered by the rename: copied up first (copyUpCovered).
+			p.od.close()
+			p.nd.close()
+			if _, _, err := fs.upperEntryClosed(append(slices.Clone(newDir), newName)); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		keys := []uint64{p.od.parts[0].st.Ino, p.nd.parts[0].st.Ino}
 		var replaced uint64
@@ -198,7 +206,7 @@ func isPrefix(prefix, full []string) bool {
 	return len(full) > len(prefix) && slices.Equal(full[:len(prefix)], prefix)
 }
 
-func (fs *FS) renameLocked(p *pair) error {
+func (fs *FS) renameLocked(p *pair) (err error) {
 	for _, e := range []*entry{&p.oe, &p.ne} {
 		if fs.inUpper(e) && !e.isDir() && e.top().st.Nlink > 1 {
 			// A moved object's ctime and a replaced one's link count
@@ -232,6 +240,15 @@ func (fs *FS) renameLocked(p *pair) error {
 	whiteoutOld, err := fs.lowerPositive(p.od, oldName)
 	if err != nil {
 		return err
+	}
+	if fs.inUpper(&p.ne) && !p.ne.isDir() {
+		if after := fs.indexCleanup(np, newName, p.ne.top().st); after != nil {
+			defer func() {
+				if err == nil {
+					after()
+				}
+			}()
+		}
 	}
 	if redirected {
 		// Its lower parts stay where they are: the redirect says where.

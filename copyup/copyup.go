@@ -126,6 +126,8 @@ func (x Xattrs) Impure() string   { return x.Prefix + "impure" }
 func (x Xattrs) Whiteout() string { return x.Prefix + "whiteout" }
 func (x Xattrs) UUID() string     { return x.Prefix + "uuid" }
 func (x Xattrs) Redirect() string { return x.Prefix + "redirect" }
+func (x Xattrs) Nlink() string    { return x.Prefix + "nlink" }
+func (x Xattrs) Upper() string    { return x.Prefix + "upper" }
 
 // IsPrivate reports whether attr belongs to an overlay under any prefix;
 // those are never copied up nor shown through the union.
@@ -142,6 +144,10 @@ type Source struct {
 	// UUID goes into the origin record: the lower filesystem's uuid, or
 	// zeros for an overlay running without uuids (the kernel's uuid=null).
 	UUID [16]byte
+	// Indexed: the copy becomes the index entry of a lower object with
+	// several links (the kernel's index=on), so it records its origin
+	// whatever the link count.
+	Indexed bool
 }
 
 // Copier runs copy-ups, at most one at a time per key.
@@ -232,10 +238,11 @@ func (c *Copier) copyOnce(src Source, place func(tmp string) error) (err error) 
 func (c *Copier) build(src Source, tmp string) error {
 	st := &src.Stat
 	// Like the kernel without index=on, a lower non-directory with more
-	// than one link gets no origin: its links break on copy-up, and an
-	// origin would give the separate copies one inode number.
+	// than one link gets no origin unless it is indexed: its links break
+	// on copy-up, and an origin would give the separate copies one inode
+	// number.
 	var origin []byte
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 || src.Indexed {
 		var err error
 		if origin, err = layer.EncodeOrigin(src.Dir, src.Name, src.UUID); err != nil {
 			return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
@@ -352,6 +359,20 @@ func CopyXattrs(srcDir int, srcName string, dstDir int, dstName string) error {
 // kernel records) and keeps the parent's times, because a copy-up is not a
 // change a client made to the parent. The caller holds the parent's lock.
 func (c *Copier) Place(tmp string, parent int, name string) error {
+	return c.place(parent, name, func() error {
+		return unix.Renameat2(c.work.fd, tmp, parent, name, unix.RENAME_NOREPLACE)
+	})
+}
+
+// PlaceLink is Place for an object that exists already (an index entry):
+// srcName in srcDir gets the new name in parent as another link.
+func (c *Copier) PlaceLink(srcDir int, srcName string, parent int, name string) error {
+	return c.place(parent, name, func() error {
+		return unix.Linkat(srcDir, srcName, parent, name, 0)
+	})
+}
+
+func (c *Copier) place(parent int, name string, move func() error) error {
 	pst, err := layer.Fstat(parent)
 	if err != nil {
 		return err
@@ -359,7 +380,7 @@ func (c *Copier) Place(tmp string, parent int, name string) error {
 	if err := MarkImpure(parent, c.xattrs); err != nil {
 		return err
 	}
-	if err := unix.Renameat2(c.work.fd, tmp, parent, name, unix.RENAME_NOREPLACE); err != nil {
+	if err := move(); err != nil {
 		return err
 	}
 	if err := layer.SetTimes(parent, "", pst.Atim, pst.Mtim); err != nil {

@@ -22,6 +22,10 @@ const (
 	originMagic      = 0xfb
 	originHeaderSize = 21
 	originFlagBigEnd = 1 << 0
+	// originFlagUpper is the kernel's OVL_FH_FLAG_PATH_UPPER: the handle
+	// names an object of the upper layer (the index directory's record
+	// of the upper root).
+	originFlagUpper = 1 << 2
 )
 
 // EncodeOrigin returns the origin record for name inside dir, carrying
@@ -29,7 +33,22 @@ const (
 // uuids), or an empty record when the filesystem cannot produce file
 // handles.
 func EncodeOrigin(dir int, name string, uuid [16]byte) ([]byte, error) {
-	h, _, err := unix.NameToHandleAt(dir, name, 0)
+	return encodeRecord(dir, name, uuid, 0)
+}
+
+// EncodeUpper is EncodeOrigin for an upper-layer object, with the kernel's
+// upper flag: the record the index directory keeps of the upper root. An
+// empty name encodes dir itself.
+func EncodeUpper(dir int, name string, uuid [16]byte) ([]byte, error) {
+	return encodeRecord(dir, name, uuid, originFlagUpper)
+}
+
+func encodeRecord(dir int, name string, uuid [16]byte, flags byte) ([]byte, error) {
+	atFlags := 0
+	if name == "" {
+		atFlags = unix.AT_EMPTY_PATH
+	}
+	h, _, err := unix.NameToHandleAt(dir, name, atFlags)
 	if err != nil {
 		if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
 			return []byte{}, nil
@@ -45,8 +64,9 @@ func EncodeOrigin(dir int, name string, uuid [16]byte) ([]byte, error) {
 	rec[0] = originVersion
 	rec[1] = originMagic
 	rec[2] = byte(total)
+	rec[3] = flags
 	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
-		rec[3] = originFlagBigEnd
+		rec[3] |= originFlagBigEnd
 	}
 	rec[4] = byte(h.Type())
 	copy(rec[5:originHeaderSize], uuid[:])

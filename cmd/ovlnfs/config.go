@@ -29,6 +29,7 @@ type serveConfig struct {
 	workIsAuto  bool     // work was derived from upper and may have to be created
 	xattrPrefix string   // "" = let the union pick
 	redirectDir string   // -o redirect_dir: on, follow, nofollow, off; "" = the union's default
+	index       string   // -o index: on, off; "" = the union's default (on)
 	listen      string
 	logFormat   string
 	logLevel    slog.Level
@@ -217,6 +218,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		raw.readOnly = raw.readOnly || opts.readOnly
 		cfg.xattrPrefix = opts.xattrPrefix
 		cfg.redirectDir = opts.redirectDir
+		cfg.index = opts.index
 		cfg.refuseAppleDouble = opts.appleDouble == "refuse"
 		cfg.unicode = opts.unicode
 		if cfg.xattrPrefix == "user.overlay." && cfg.redirectDir != "" && cfg.redirectDir != "nofollow" {
@@ -448,6 +450,7 @@ type mountOptions struct {
 	readOnly    bool
 	xattrPrefix string
 	redirectDir string
+	index       string
 	// appleDouble: -o appledouble=allow or refuse ("" = allow).
 	appleDouble string
 	// unicode: -o unicode=exact or insensitive ("" = exact).
@@ -490,6 +493,13 @@ func parseMountOptions(s string) (mountOptions, error) {
 			default:
 				return mo, refuse("-o redirect_dir=%s: must be on, follow, nofollow or off", value)
 			}
+		case "index":
+			switch value {
+			case "on", "off":
+				mo.index = value
+			default:
+				return mo, refuse("-o index=%s: must be on or off", value)
+			}
 		case "appledouble":
 			switch value {
 			case "allow", "refuse":
@@ -507,7 +517,7 @@ func parseMountOptions(s string) (mountOptions, error) {
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, appledouble, unicode, dircache_entries)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, index, appledouble, unicode, dircache_entries)", opt)
 		}
 	}
 	return mo, nil

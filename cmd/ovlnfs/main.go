@@ -139,7 +139,10 @@ userxattr, dircache_entries=N, and redirect_dir=on|follow|nofollow|off as the ke
 it: on (the default as root) renames directories with lower parts by recording a redirect,
 follow only follows redirects (such renames answer EXDEV and clients copy), nofollow
 neither (a name holding a redirect answers EPERM), off is follow; with userxattr only
-nofollow. appledouble=allow|refuse: refuse keeps new "._name" and ".DS_Store" entries out.
+nofollow. index=on|off (default on): on keeps the names of a lower file with several
+links together when one is copied up, in WORKDIR/index as the kernel's index=on does, and
+refuses an upper or workdir used with other layers; off copies each name up on its own.
+appledouble=allow|refuse: refuse keeps new "._name" and ".DS_Store" entries out.
 unicode=exact|insensitive: exact (the default, as the kernel) compares names as bytes;
 insensitive lets the NFC and NFD spellings of a name (macOS clients send either) find the
 same entry, keeping the spelling it was created with, as APFS does.

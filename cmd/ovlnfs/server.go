@@ -91,6 +91,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		XattrPrefix:        cfg.xattrPrefix,
 		RedirectDir:        cfg.redirectDir,
 		Unicode:            cfg.unicode,
+		Index:              cfg.index,
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.

@@ -29,6 +29,8 @@ type Options struct {
 	Debug bool
 	// RedirectDir is the union's redirect_dir option ("" for its default, on).
 	RedirectDir string
+	// Index is the union's index option ("" for its default, on).
+	Index string
 	// DirCacheEntries bounds the listings (and the snapshots kept for paging clients) the
 	// union keeps; 0 is its default.
 	DirCacheEntries int
@@ -80,6 +82,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 		ActAsCaller: os.Geteuid() == 0, DirCacheEntries: opts.DirCacheEntries,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
 	cfg.RedirectDir = opts.RedirectDir
+	cfg.Index = opts.Index
 	cfg.RequirePrivilegedPort = opts.RequirePrivilegedPort
 	cfg.RefuseAppleDouble = opts.RefuseAppleDouble
 	cfg.Unicode = opts.Unicode

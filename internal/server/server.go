@@ -42,6 +42,9 @@ type Config struct {
 	// Unicode is how names compare (billyunion.Options.Unicode): exact or insensitive;
 	// "" is exact.
 	Unicode string
+	// Index is the kernel's index option: on or off; "" for the union's
+	// default, on (billyunion.Options.Index).
+	Index string
 	// DirCacheEntries bounds the merged listings kept (0: the union's default);
 	// HandleCacheEntries the handle → path cache (0: its default).
 	DirCacheEntries, HandleCacheEntries int
@@ -92,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 		XattrPrefix:     cfg.XattrPrefix,
 		RedirectDir:     cfg.RedirectDir,
 		Unicode:         cfg.Unicode,
+		Index:           cfg.Index,
 		DirCacheEntries: cfg.DirCacheEntries,
 		Logger:          logger.With("component", "union"),
 	})

@@ -1,0 +1,321 @@
+package billyunion
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+)
+
+// The index (the kernel's index=on) keeps the names of a lower file with
+// several links together once one of them is copied up. On disk, as the
+// kernel writes it:
+//
+//   - WORK/index/<hex of the lower object's origin record> is a hard link
+//     of the upper copy. A copy-up of any name of a lower object whose link
+//     count is above one builds the copy, links it there first and then
+//     places it at the name; every later copy-up of another name of that
+//     object only links the index entry to the name (nothing is copied).
+//     A lower name not copied up yet shows the index entry's data and
+//     attributes, so all names read and stat as one file.
+//   - The copy carries the origin xattr (whatever the link count) and the
+//     nlink xattr: the union's link count relative to the upper inode's
+//     ("U+N" or "U-N"; the kernel also reads "L±N", relative to the lower
+//     inode's). Links, unlinks and renames change the union's count and the
+//     upper inode's together and leave it as it is; a copy-up, which adds
+//     an upper link and no union one, rewrites it.
+//   - Removing or covering a lower name of such an object copies it up
+//     first (the kernel's ovl_nlink_start), so that the index holds the
+//     count. When the union's count reaches zero, the index entry is
+//     removed (without nfs_export the kernel removes it rather than
+//     leaving an index whiteout).
+//   - The upper root's origin xattr records the first lower layer's root,
+//     and the index directory's upper xattr the upper root: a start with
+//     layers that do not match them is refused, as the kernel refuses the
+//     mount.
+//
+// Directories are not indexed (the kernel does so only with nfs_export).
+
+// indexRef is the index entry an entry's lower object has: its name in the
+// index directory and its stat, which is what the union shows for the name.
+type indexRef struct {
+	name string
+	st   unix.Stat_t
+}
+
+// indexMode reads Options.Index: "on" (and "") or "off".
+func indexMode(v string) (bool, error) {
+	switch v {
+	case "", "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("billyunion: index=%s: must be on or off: %w", v, syscall.EINVAL)
+}
+
+// openIndex checks the upper root's origin and the index directory's upper
+// record against the layers (setting them on first use, as the kernel
+// does), opens WORK/index and removes temporary leftovers from it. A layer
+// filesystem that cannot encode file handles turns the index off, with a
+// warning, as the kernel falls back to index=off.
+func (fs *FS) openIndex(work string) error {
+	upperRoot, lowerRoot := fs.layers[0].Root, fs.layers[1].Root
+	var zero [16]byte
+	lowerUUID, upperUUID := zero, zero
+	if fs.originUUIDs {
+		lowerUUID, upperUUID = fs.layerUUID[1], fs.layerUUID[0]
+	}
+	origin, err := layer.EncodeOrigin(lowerRoot, "", lowerUUID)
+	if err != nil {
+		return fmt.Errorf("encoding the lower root's handle: %w", err)
+	}
+	upperRec, err := layer.EncodeUpper(upperRoot, "", upperUUID)
+	if err != nil {
+		return fmt.Errorf("encoding the upper root's handle: %w", err)
+	}
+	if len(origin) == 0 || len(upperRec) == 0 {
+		fs.log.Warn("a layer's filesystem cannot encode file handles: running with index=off")
+		return nil
+	}
+	if err := verifySetRecord(upperRoot, fs.x.Origin(), origin); err != nil {
+		return fmt.Errorf("upper root's origin does not match the first lower layer (%w): it was used with other lower layers; start with -o index=off or the layers it was used with", err)
+	}
+	wl, err := layer.Open(work)
+	if err != nil {
+		return err
+	}
+	defer wl.Close()
+	if err := unix.Mkdirat(wl.Root, "index", 0o700); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("creating %s/index: %w", work, err)
+	}
+	fd, err := layer.OpenDir(wl.Root, "index")
+	if err != nil {
+		return fmt.Errorf("opening %s/index: %w", work, err)
+	}
+	if err := verifySetRecord(fd, fs.x.Upper(), upperRec); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("%s/index belongs to another upper layer (its upper record does not match, %w); start with -o index=off or a fresh work directory", work, err)
+	}
+	names, err := layer.ReadNames(fd, "")
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	for _, n := range names {
+		// Leftovers of an index entry being made or removed, as the kernel
+		// cleans them at mount (its shared whiteout among them).
+		if strings.HasPrefix(n, "#") {
+			if err := layer.RemoveAll(fd, n); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("removing %s/index/%s: %w", work, n, err)
+			}
+		}
+	}
+	fs.indexFD = fd
+	return nil
+}
+
+// verifySetRecord compares the record attr of the directory dir with want,
+// setting it when there is none; ESTALE on a mismatch.
+func verifySetRecord(dir int, attr string, want []byte) error {
+	v, err := layer.Getxattr(dir, "", attr)
+	switch {
+	case err == unix.ENODATA:
+		return layer.Setxattr(dir, "", attr, want)
+	case err != nil:
+		return err
+	case string(v) != string(want):
+		return syscall.ESTALE
+	}
+	return nil
+}
+
+// indexed reports whether a copy-up of e goes through the index: a lower
+// non-directory with more than one link, with the index on.
+func (fs *FS) indexed(e *entry) bool {
+	return fs.indexFD >= 0 && e.exists() && !fs.inUpper(e) && !e.isDir() && e.top().st.Nlink > 1
+}
+
+// indexName is the name of the index entry of name in dir (a lower layer
+// li): the hex of its origin record; "" when it has no handle.
+func (fs *FS) indexName(li, dir int, name string) (string, error) {
+	var uuid [16]byte
+	if fs.originUUIDs {
+		uuid = fs.layerUUID[li]
+	}
+	rec, err := layer.EncodeOrigin(dir, name, uuid)
+	if err != nil || len(rec) == 0 {
+		return "", layer.Errno(err)
+	}
+	return hex.EncodeToString(rec), nil
+}
+
+// findIndex looks up the index entry of the lower non-directory name in
+// base (layer li, stat st). An entry of another type, or an index
+// whiteout, answers EIO, as the kernel's lookup does ("bad index").
+func (fs *FS) findIndex(li, base int, name string, st *unix.Stat_t) (*indexRef, error) {
+	n, err := fs.indexName(li, base, name)
+	if err != nil || n == "" {
+		return nil, err
+	}
+	ist, err := layer.Lstat(fs.indexFD, n)
+	if err == unix.ENOENT {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, layer.Errno(err)
+	}
+	if ist.Mode&unix.S_IFMT != st.Mode&unix.S_IFMT {
+		fs.log.Warn("bad index entry", "index", n, "mode", ist.Mode, "lower mode", st.Mode)
+		return nil, syscall.EIO
+	}
+	return &indexRef{name: n, st: ist}, nil
+}
+
+// topStat is the stat the union shows for e: its index entry's when its
+// lower object has one, else its top part's.
+func (e *entry) topStat() *unix.Stat_t {
+	if e.index != nil {
+		return &e.index.st
+	}
+	return &e.top().st
+}
+
+// unionNlink is the link count the union shows for the upper non-directory
+// name in dir (stat st): the nlink xattr applied to the upper inode's count
+// ("U±N") or to the lower one's ("L±N", lower giving it), else st's own.
+// As in the kernel, a malformed value or a result below one counts as none.
+func (fs *FS) unionNlink(dir int, name string, st *unix.Stat_t, lower func() (uint64, bool)) uint64 {
+	if st.Nlink < 2 || layer.IsDir(st) {
+		return st.Nlink
+	}
+	v, err := layer.Getxattr(dir, name, fs.x.Nlink())
+	if err != nil || len(v) < 3 || (v[0] != 'U' && v[0] != 'L') || (v[1] != '+' && v[1] != '-') {
+		return st.Nlink
+	}
+	diff, err := strconv.ParseInt(string(v[1:]), 10, 32)
+	if err != nil {
+		return st.Nlink
+	}
+	base := int64(st.Nlink)
+	if v[0] == 'L' {
+		n, ok := lower()
+		if !ok {
+			return st.Nlink
+		}
+		base = int64(n)
+	}
+	if n := base + diff; n > 0 {
+		return uint64(n)
+	}
+	return st.Nlink
+}
+
+// originNlink is the link count of the object the origin record of name in
+// dir names, decoded as stemOf decodes it.
+func (fs *FS) originNlink(dir int, name string) (uint64, bool) {
+	rec, err := layer.Getxattr(dir, name, fs.x.Origin())
+	if err != nil {
+		return 0, false
+	}
+	o, err := layer.DecodeOrigin(rec)
+	if err != nil {
+		return 0, false
+	}
+	for _, fd := range fs.ino.decodeFDs {
+		if st, err := layer.StatOrigin(fd, o); err == nil {
+			return st.Nlink, true
+		}
+	}
+	return 0, false
+}
+
+// nlinkShown is the link count e, a child of d, shows.
+func (fs *FS) nlinkShown(d *dir, e *entry) uint64 {
+	st := e.topStat()
+	if d == nil || layer.IsDir(st) || st.Nlink < 2 {
+		return st.Nlink
+	}
+	switch {
+	case e.index != nil:
+		lowerN := e.top().st.Nlink
+		return fs.unionNlink(fs.indexFD, e.index.name, st, func() (uint64, bool) { return lowerN, true })
+	case fs.inUpper(e):
+		dir := fs.upperFD(d)
+		return fs.unionNlink(dir, e.name, st, func() (uint64, bool) { return fs.originNlink(dir, e.name) })
+	}
+	return st.Nlink
+}
+
+// setNlink records the union's link count n of the upper inode name in dir
+// (stat st) relative to that inode's own count.
+func (fs *FS) setNlink(dir int, name string, st *unix.Stat_t, n uint64) error {
+	v := "U" + fmt.Sprintf("%+d", int64(n)-int64(st.Nlink))
+	return layer.Setxattr(dir, name, fs.x.Nlink(), []byte(v))
+}
+
+// setNlinkLower records the union's link count n of the indexed inode name
+// in dir relative to its lower object's count lower ("L±N"), which copy-up
+// does not change.
+func (fs *FS) setNlinkLower(dir int, name string, lower, n uint64) error {
+	v := "L" + fmt.Sprintf("%+d", int64(n)-int64(lower))
+	return layer.Setxattr(dir, name, fs.x.Nlink(), []byte(v))
+}
+
+// indexOfUpper returns the index entry name of the upper non-directory
+// name in dir (stat st) when it is indexed: the hex of its origin record,
+// naming a link of this very inode; "" otherwise.
+func (fs *FS) indexOfUpper(dir int, name string, st *unix.Stat_t) string {
+	if fs.indexFD < 0 || layer.IsDir(st) || st.Nlink < 2 {
+		return ""
+	}
+	rec, err := layer.Getxattr(dir, name, fs.x.Origin())
+	if err != nil || len(rec) == 0 {
+		return ""
+	}
+	n := hex.EncodeToString(rec)
+	ist, err := layer.Lstat(fs.indexFD, n)
+	if err != nil || ist.Ino != st.Ino || ist.Dev != st.Dev {
+		return ""
+	}
+	return n
+}
+
+// indexCleanup prepares the removal of one upper name (name in dir, stat
+// st) of an object: it returns what to run once the name is gone, when the
+// index must follow (nil when it need not). The union's count drops by one;
+// at zero the index entry goes (the kernel's ovl_cleanup_index), unless the
+// inode still has other upper links, where, as the kernel does, the count
+// is set to those links.
+func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) func() {
+	n := fs.indexOfUpper(dir, name, &st)
+	if n == "" {
+		return nil
+	}
+	shown := fs.unionNlink(dir, name, &st, func() (uint64, bool) { return fs.originNlink(dir, name) })
+	if shown > 1 {
+		return nil
+	}
+	return func() {
+		ist, err := layer.Lstat(fs.indexFD, n)
+		if err != nil || ist.Ino != st.Ino {
+			return
+		}
+		if ist.Nlink > 1 {
+			fs.log.Warn("cleanup linked index", "index", n, "nlink", ist.Nlink)
+			if err := fs.setNlink(fs.indexFD, n, &ist, ist.Nlink-1); err != nil {
+				fs.log.Warn("setting index nlink", "index", n, "err", err)
+			}
+			return
+		}
+		if err := unix.Unlinkat(fs.indexFD, n, 0); err != nil && err != unix.ENOENT {
+			fs.log.Warn("removing orphan index entry", "index", n, "err", err)
+		}
+	}
+}

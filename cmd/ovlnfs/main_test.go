@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
 )
 
 func TestSplitEscaped(t *testing.T) {
@@ -33,8 +35,18 @@ func TestParseMountOptions(t *testing.T) {
 	if mo.upper != "/u,x" || mo.work != "/w:y" || mo.xattrPrefix != "user.overlay." {
 		t.Errorf("got %+v", mo)
 	}
-	if _, err := parseMountOptions("lowerdir=/a,index=on"); err == nil {
+	if _, err := parseMountOptions("lowerdir=/a,metacopy=on"); err == nil {
 		t.Errorf("unsupported option accepted")
+	}
+	for _, v := range []string{"on", "off"} {
+		if mo, err := parseMountOptions("lowerdir=/a,index=" + v); err != nil || mo.index != v {
+			t.Errorf("index=%s: %+v, %v", v, mo, err)
+		}
+	}
+	for _, bad := range []string{"index", "index=", "index=yes", "index=ON"} {
+		if _, err := parseMountOptions("lowerdir=/a," + bad); err == nil {
+			t.Errorf("-o %s accepted", bad)
+		}
 	}
 	for _, v := range []string{"on", "follow", "nofollow", "off"} {
 		if mo, err := parseMountOptions("lowerdir=/a,redirect_dir=" + v); err != nil || mo.redirectDir != v {
@@ -321,5 +333,33 @@ func TestAppleDoubleOption(t *testing.T) {
 		if code != exitBadConfig || !strings.Contains(stderr, "appledouble") {
 			t.Errorf("appledouble=%q: exit %d, stderr %q; want 2 naming appledouble", bad, code, stderr)
 		}
+	}
+}
+
+// TestIndexMismatchRefused: an upper and workdir used with index=on (the
+// default) and other lower layers are refused at start in one line, as the
+// kernel refuses the mount; -o index=off starts.
+func TestIndexMismatchRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (trusted.overlay xattrs)")
+		}
+		t.Skip("needs root (trusted.overlay xattrs)")
+	}
+	l := newLayout(t)
+	u, err := billyunion.New(billyunion.Options{Lowers: []string{l.l1}, Upper: l.upper, Work: l.work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Close()
+	code, _, stderr := runCLI(t, context.Background(), "serve", "--listen=127.0.0.1:0", "--portmap=off", "--nlm=off", "-o", "lowerdir="+l.l2+",upperdir="+l.upper+",workdir="+l.work)
+	if code != exitBadConfig || !strings.Contains(stderr, "origin does not match") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("exit %d, stderr %q: want %d and one line about the origin", code, stderr, exitBadConfig)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	code, _, stderr = runCLI(t, ctx, "serve", "--listen=127.0.0.1:0", "--portmap=off", "--nlm=off", "-o", "lowerdir="+l.l2+",upperdir="+l.upper+",workdir="+l.work+",index=off")
+	if code == exitBadConfig {
+		t.Fatalf("index=off refused: %s", stderr)
 	}
 }

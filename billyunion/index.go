@@ -192,7 +192,7 @@ func (e *entry) topStat() *unix.Stat_t {
 // ("U±N") or to the lower one's ("L±N", lower giving it), else st's own.
 // As in the kernel, a malformed value or a result below one counts as none.
 func (fs *FS) unionNlink(dir int, name string, st *unix.Stat_t, lower func() (uint64, bool)) uint64 {
-	if st.Nlink < 2 || layer.IsDir(st) {
+	if layer.IsDir(st) {
 		return st.Nlink
 	}
 	v, err := layer.Getxattr(dir, name, fs.x.Nlink())
@@ -239,14 +239,16 @@ func (fs *FS) originNlink(dir int, name string) (uint64, bool) {
 // nlinkShown is the link count e, a child of d, shows.
 func (fs *FS) nlinkShown(d *dir, e *entry) uint64 {
 	st := e.topStat()
-	if d == nil || layer.IsDir(st) || st.Nlink < 2 {
+	if d == nil || layer.IsDir(st) {
 		return st.Nlink
 	}
 	switch {
 	case e.index != nil:
+		// The index entry alone may be left (nlink 1) while lower names
+		// remain: its nlink xattr counts them.
 		lowerN := e.top().st.Nlink
 		return fs.unionNlink(fs.indexFD, e.index.name, st, func() (uint64, bool) { return lowerN, true })
-	case fs.inUpper(e):
+	case fs.inUpper(e) && st.Nlink > 1: // an indexed upper inode has its index link too
 		dir := fs.upperFD(d)
 		return fs.unionNlink(dir, e.name, st, func() (uint64, bool) { return fs.originNlink(dir, e.name) })
 	}
@@ -318,4 +320,31 @@ func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) func() {
 			fs.log.Warn("removing orphan index entry", "index", n, "err", err)
 		}
 	}
+}
+
+// sameIndexedObject reports two names of one object by the index: a lower
+// name whose index entry is the other's upper inode, or two lower names of
+// one lower inode (the kernel gives them one overlay inode, hashed by the
+// lower one, so a rename between them does nothing).
+func (fs *FS) sameIndexedObject(a, b *entry) bool {
+	if fs.indexFD < 0 {
+		return false
+	}
+	ka, oka := fs.indexKey(a)
+	kb, okb := fs.indexKey(b)
+	return oka && okb && ka == kb
+}
+
+// indexKey is the inode the names of e's object share with the index on:
+// the upper inode (its own, or its lower object's index entry), or for a
+// lower file with several links not copied up yet, the lower inode.
+func (fs *FS) indexKey(e *entry) (devIno, bool) {
+	if !e.exists() || e.isDir() {
+		return devIno{}, false
+	}
+	st := e.topStat()
+	if fs.inUpper(e) || e.index != nil || st.Nlink > 1 {
+		return devIno{st.Dev, st.Ino}, true
+	}
+	return devIno{}, false
 }

@@ -174,7 +174,7 @@ func (fs *FS) Rename(oldpath, newpath string) error {
 			return syscall.EINVAL
 		case isPrefix(newFull, oldFull):
 			return syscall.ENOTEMPTY
-		case fs.sameUpperObject(oe, ne):
+		case fs.sameUpperObject(oe, ne) || fs.sameIndexedObject(oe, ne):
 			return errSameObject
 		case ne.exists() && oe.isDir() && !ne.isDir():
 			return syscall.ENOTDIR

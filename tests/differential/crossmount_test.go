@@ -50,7 +50,7 @@ func crossMount(seed uint64, nops int, unionWrites bool, v variant) error {
 	}
 	defer os.RemoveAll(root)
 	dir := filepath.Join(root, "set")
-	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), dir, v.dirRenames); err != nil {
+	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), dir, v.dirRenames, v.hardLinks); err != nil {
 		return err
 	}
 	mnt := filepath.Join(root, "m")
@@ -61,7 +61,7 @@ func crossMount(seed uint64, nops int, unionWrites bool, v variant) error {
 		return billyunion.New(billyunion.Options{
 			Lowers: []string{dir + "/l1", dir + "/l2", dir + "/l3"},
 			Upper:  dir + "/u", Work: dir + "/w", XattrPrefix: "trusted.overlay.",
-			RedirectDir: v.redirectDir,
+			RedirectDir: v.redirectDir, Index: v.index,
 		})
 	}
 	r := rand.New(rand.NewPCG(seed, 0xc405))

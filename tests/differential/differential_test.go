@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -47,7 +48,8 @@ func requireOverlay(t *testing.T) {
 
 // TestDifferential runs DIFFTEST_SEQS (default 2000) random sequences of
 // DIFFTEST_OPS (default 30) operations in each variant (variants.go;
-// DIFFTEST_VARIANT picks one); DIFFTEST_SEED runs one sequence.
+// DIFFTEST_VARIANT picks one); DIFFTEST_SEED runs one sequence, and
+// DIFFTEST_KEEP keeps the layers of a divergent one (and its kernel mount).
 func TestDifferential(t *testing.T) {
 	requireOverlay(t)
 	for _, v := range selectedVariants() {
@@ -126,14 +128,15 @@ type sides struct {
 	kdir, udir string // the kernel's and the union's copies
 	mnt        string
 	fs         *billyunion.FS
+	index      bool // both run with index=on: their index directories are compared
 }
 
 func setup(seed uint64, root string, v variant) (*sides, error) {
 	tpl := filepath.Join(root, "tpl")
-	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), tpl, v.dirRenames); err != nil {
+	if err := generate(rand.New(rand.NewPCG(seed, 0x0ad)), tpl, v.dirRenames, v.hardLinks); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	s := &sides{kdir: filepath.Join(root, "k"), udir: filepath.Join(root, "b")}
+	s := &sides{kdir: filepath.Join(root, "k"), udir: filepath.Join(root, "b"), index: v.index == "on"}
 	for _, d := range []string{s.kdir, s.udir} {
 		if err := copyTree(tpl, d); err != nil {
 			return nil, err
@@ -148,7 +151,7 @@ func setup(seed uint64, root string, v variant) (*sides, error) {
 	fs, err := billyunion.New(billyunion.Options{
 		Lowers: []string{s.udir + "/l1", s.udir + "/l2", s.udir + "/l3"},
 		Upper:  s.udir + "/u", Work: s.udir + "/w", XattrPrefix: "trusted.overlay.",
-		RedirectDir: v.redirectDir,
+		RedirectDir: v.redirectDir, Index: v.index,
 	})
 	if err != nil {
 		s.close()
@@ -179,7 +182,13 @@ func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 	if err != nil {
 		return st, err
 	}
-	defer os.RemoveAll(root)
+	defer func() {
+		if err != nil && os.Getenv("DIFFTEST_KEEP") != "" {
+			err = fmt.Errorf("%w\n  layers kept in %s", err, root)
+			return
+		}
+		os.RemoveAll(root)
+	}()
 	s, err := setup(seed, root, v)
 	if err != nil {
 		return st, fmt.Errorf("seed %d: setup: %w", seed, err)
@@ -379,6 +388,19 @@ func (s *sides) compare() error {
 	if d := diffTrees(kup, uup); len(d) > 0 {
 		return fmt.Errorf("upper layers differ:\n    %s", strings.Join(d, "\n    "))
 	}
+	if s.index {
+		kidx, err := indexEntries(filepath.Join(s.kdir, "w", "index"))
+		if err != nil {
+			return err
+		}
+		uidx, err := indexEntries(filepath.Join(s.udir, "w", "index"))
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(kidx, uidx) {
+			return fmt.Errorf("index directories differ:\n    kernel: %v\n    ovlnfs: %v", kidx, uidx)
+		}
+	}
 	left, err := os.ReadDir(filepath.Join(s.udir, "w", "work"))
 	if err != nil {
 		return err
@@ -391,4 +413,42 @@ func (s *sides) compare() error {
 		return fmt.Errorf("ovlnfs left temporaries in its work dir: %v", slices.Sorted(slices.Values(names)))
 	}
 	return nil
+}
+
+// indexEntries describes the entries of an index directory, sorted: their
+// names are handles of lower inodes, which differ between the two copies of
+// the layers, so each is described by what it is (kind, link count,
+// content, overlay xattrs) and by whether its name is the hex of its own
+// origin record. The kernel's temporary names ("#...", its shared whiteout
+// among them) are left out.
+func indexEntries(dir string) ([]string, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), "#") {
+			continue
+		}
+		p := filepath.Join(dir, de.Name())
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return nil, err
+		}
+		e := infoFromStat((*syscall.Stat_t)(unsafe.Pointer(&st)))
+		if e.kind == "file" {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil, err
+			}
+			e.content = digest(strings.NewReader(string(b)))
+		}
+		e.xattrs = overlayXattrs(p, false)
+		origin, _ := lgetxattr(p, "trusted.overlay.origin")
+		e.mtime = 0
+		out = append(out, fmt.Sprintf("%v named-by-origin=%v", e, fmt.Sprintf("%x", origin) == de.Name()))
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -27,13 +27,13 @@ var fileModes = []uint32{0o644, 0o600, 0o755, 0o640, 0o4755, 0o2750, 0o1777}
 // it for a few directory renames, so that they hold redirects, and the
 // whiteouts and copied-up directories that come with them, exactly as the
 // kernel leaves them.
-func generate(r *rand.Rand, root string, redirects bool) error {
+func generate(r *rand.Rand, root string, redirects, links bool) error {
 	for _, d := range []string{"l1", "l2", "l3", "u", "w"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}
 	}
-	g := &generator{r: r, redirects: redirects}
+	g := &generator{r: r, redirects: redirects, links: links}
 	for i, l := range []string{"l1", "l2", "l3"} {
 		g.layerDir(filepath.Join(root, l), 0, i < 2)
 	}
@@ -55,6 +55,7 @@ func generate(r *rand.Rand, root string, redirects bool) error {
 type generator struct {
 	r         *rand.Rand
 	redirects bool
+	links     bool // many more hard links (variant.hardLinks)
 	err       error
 	files     []string // regular files of the current layer, for hard links
 }
@@ -80,6 +81,10 @@ func (g *generator) layerDir(dir string, depth int, canHide bool) {
 		}
 		used[name] = true
 		p := filepath.Join(dir, name)
+		if g.links && len(g.files) > 0 && g.r.IntN(3) == 0 {
+			g.fail(os.Link(g.files[g.r.IntN(len(g.files))], p))
+			continue
+		}
 		switch k := g.r.IntN(20); {
 		case k < 7:
 			g.file(p)

@@ -128,7 +128,7 @@ func walkHost(root string, withXattrs bool) (map[string]entryInfo, error) {
 // is compared. The root's uuid is random per overlay.
 func overlayXattrs(p string, isRoot bool) string {
 	var parts []string
-	for _, name := range []string{"opaque", "impure", "origin", "redirect", "whiteout", "uuid"} {
+	for _, name := range []string{"opaque", "impure", "origin", "redirect", "whiteout", "uuid", "nlink"} {
 		if name == "uuid" && isRoot {
 			continue
 		}

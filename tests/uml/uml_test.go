@@ -35,6 +35,7 @@ func layers(t *testing.T, root string) {
 		mode    os.FileMode
 		link    string // symlink target
 		dir     bool
+		hard    string // another name (relative to root) of the file, made after the tree
 	}
 	f := func(c string) node { return node{content: c, mode: 0o644} }
 	tree := map[string]node{
@@ -60,6 +61,8 @@ func layers(t *testing.T, root string) {
 		"lower1/emptytarget":          {dir: true, mode: 0o755},
 		"lower2/renamesrc/r.txt":      f("r\n"),
 		"lower2/hard.txt":             f("hard\n"),
+		"lower2/multi.txt":            f("multi\n"),
+		"lower2/multi-dir/alias.txt":  {hard: "lower2/multi.txt"},
 		"lower2/emptylow":             {dir: true, mode: 0o755},
 		"lower2/lowfile.txt":          f("lowfile content\n"),
 		"lower1/base.txt":             f("base from lower1\n"),
@@ -86,6 +89,7 @@ func layers(t *testing.T, root string) {
 			t.Fatal(err)
 		}
 		switch {
+		case n.hard != "":
 		case n.dir:
 			if err := os.MkdirAll(p, n.mode); err != nil {
 				t.Fatal(err)
@@ -99,6 +103,13 @@ func layers(t *testing.T, root string) {
 				t.Fatal(err)
 			}
 			if err := os.Chmod(p, n.mode); err != nil { // not subject to umask
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, n := range tree {
+		if n.hard != "" {
+			if err := os.Link(filepath.Join(root, n.hard), filepath.Join(root, name)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -254,14 +265,14 @@ func runGuest(t *testing.T, ns, testsDir, out string, extraArgs ...string) {
 }
 
 // runOracle runs the workload and manifest on the host over a kernel overlay mount of
-// root's layers. Options pin the behaviour ovlnfs follows by default (redirect_dir=on, no
-// index).
+// root's layers. Options pin the behaviour ovlnfs follows by default (redirect_dir=on,
+// index=on, no metacopy).
 func runOracle(t *testing.T, testsDir, root, out string) {
 	mnt := filepath.Join(root, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=off,metacopy=off",
+	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off",
 		filepath.Join(root, "lower1"), filepath.Join(root, "lower2"), filepath.Join(root, "upper"), filepath.Join(root, "work"))
 	sh(t, 10*time.Second, "mount", "-t", "overlay", "overlay", "-o", opts, mnt)
 	mounted := true
@@ -284,16 +295,15 @@ func runOracle(t *testing.T, testsDir, root, out string) {
 }
 
 // manifestOfLayers mounts a finished set of layers read-only with the kernel overlay and
-// describes the merged tree: what the kernel makes of the upper ovlnfs wrote.
+// describes the merged tree: what the kernel makes of the upper ovlnfs wrote, with the
+// index ovlnfs wrote in its work directory (a read-only mount uses it and writes nothing).
 func manifestOfLayers(t *testing.T, testsDir, root, out string) manifest {
 	mnt := filepath.Join(root, "mnt-check")
-	work := filepath.Join(root, "work-check")
-	for _, d := range []string{mnt, work} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	work := filepath.Join(root, "work")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	opts := fmt.Sprintf("ro,lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=off,metacopy=off",
+	opts := fmt.Sprintf("ro,lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off",
 		filepath.Join(root, "lower1"), filepath.Join(root, "lower2"), filepath.Join(root, "upper"), work)
 	sh(t, 10*time.Second, "mount", "-t", "overlay", "overlay", "-o", opts, mnt)
 	defer func() { _ = exec.Command("umount", mnt).Run() }()

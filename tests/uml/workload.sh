@@ -91,6 +91,12 @@ step "hard link new file"  run ln renamed.txt renamed-link.txt
 step "hard link count"     run stat -c '%h %n' hard.txt hard2.txt renamed.txt renamed-link.txt
 step "write through link"  run sh -c 'echo via-link >> hard2.txt'
 step "read other link"     show hard.txt
+step "same inode, link count" run sh -c '[ "$(stat -c %i hard.txt)" = "$(stat -c %i hard2.txt)" ] && echo same inode; stat -c "%h %n" hard.txt hard2.txt'
+# A lower file with two names (index=on): a link to one, a write through the new name;
+# every name shows the write, one inode and the count of names.
+step "hard link lower multi-link file" run sh -c 'ln multi.txt multi3.txt && echo via-multi3 >> multi3.txt && cat multi.txt multi-dir/alias.txt multi3.txt && stat -c "%h %s %n" multi.txt multi-dir/alias.txt multi3.txt'
+step "multi-link names one inode" run sh -c 'i=$(stat -c %i multi.txt); for n in multi-dir/alias.txt multi3.txt; do [ "$(stat -c %i $n)" = "$i" ] || echo "$n differs"; done; echo checked'
+step "write through lower alias" run sh -c 'echo via-alias >> multi-dir/alias.txt && cat multi.txt && rm multi.txt && stat -c "%h %n" multi-dir/alias.txt multi3.txt'
 step "cp -a tree"          run cp -a cpsrc cpdst
 # "total" (blocks used) is left out: NFSv3 servers report usage their own way.
 step "cp -a result"        run sh -c 'ls -lR --time-style=+%Y cpdst | grep -v "^total"'

@@ -26,6 +26,9 @@
 //	dir.go       locking a change's target; create, mkdir, symlink, mknod, unlink, rmdir
 //	rename.go    locking two names; rename, link
 //	copy_up.go   driving the copyup package (parents first, one at a time)
+//	index.go     the index feature (index=on): WORK/index entries of lower
+//	             files with several links, the nlink xattr, the origin and
+//	             upper records checked at start, index cleanup
 //	attr.go      chmod, chown, utimes, truncate, xattrs
 //	file.go      open files, switching to the upper copy after a copy-up
 //	stem.go      the identity rule: the layer object a union object stems from
@@ -88,6 +91,11 @@
 // mode and opaque mark), the renames, links and whiteouts of the change,
 // impure and opaque marks, a renamed directory's redirect (its own and its
 // ancestors' read from the upper, one xattr each, then its new one set),
+// the index's I/O (index.go: a copy-up through the index links the finished
+// copy into WORK/index and then places it, or links the index entry to the
+// name, and sets the nlink xattr, under the destination parent's lock; a
+// removal reads the removed inode's origin and nlink xattrs and removes its
+// index entry when the union's count reaches zero),
 // the ObjectIDs the moves index records
 // (name_to_handle_at, open_by_handle_at for an origin not yet decoded), the
 // moves record itself, and removing, from the work directory, an upper

@@ -117,6 +117,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 		if err := unchanged(true); err != nil {
 			return err
 		}
+		defer fs.lockIndex(idx)()
 		ist, err := layer.Lstat(fs.indexFD, idx)
 		if err != nil {
 			return errRetry
@@ -154,6 +155,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 		if err := unchanged(false); err != nil {
 			return err
 		}
+		defer fs.lockIndex(idx)()
 		if err := unix.Linkat(wd, tmp, fs.indexFD, idx, 0); err != nil {
 			if err == unix.EEXIST {
 				return copyup.ErrChanged // another name's copy-up made it: link that

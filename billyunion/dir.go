@@ -468,7 +468,9 @@ func (fs *FS) removeLocked(t *target) (err error) {
 	}
 	isDir := t.e.isDir()
 	if !isDir {
-		if after := fs.indexCleanup(up, name, t.e.top().st); after != nil {
+		after, release := fs.indexCleanup(up, name, t.e.top().st)
+		defer release()
+		if after != nil {
 			defer func() {
 				if err == nil {
 					after()

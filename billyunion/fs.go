@@ -110,6 +110,7 @@ type FS struct {
 	unicodeInsensitive bool
 	// indexFD is WORK/index (index.go), -1 with index=off or read-only.
 	indexFD int
+	indexMu indexLocks
 	// redirectWarned is when a malformed redirect was last logged (unix ns).
 	redirectWarned atomic.Int64
 	// beforeOpen, when set (tests only), runs in OpenFile between the

@@ -3,8 +3,10 @@ package billyunion
 import (
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -289,20 +291,47 @@ func (fs *FS) indexOfUpper(dir int, name string, st *unix.Stat_t) string {
 	return n
 }
 
+// indexLocks serialise the changes of one indexed object's link counts
+// (the kernel's overlay inode lock in ovl_nlink_start): a copy-up reads
+// the union's count and rewrites the nlink xattr around its link, so no
+// link or removal of another name may come in between. Striped by index
+// entry name; leaves, taken under directory locks, one at a time.
+type indexLocks [64]sync.Mutex
+
+// lockIndex locks the index entry n's stripe and returns the unlock.
+func (fs *FS) lockIndex(n string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(n))
+	m := &fs.indexMu[h.Sum32()%uint32(len(fs.indexMu))]
+	m.Lock()
+	return m.Unlock
+}
+
+// lockIndexOfUpper locks the index entry of the upper name in dir (stat st)
+// when it is indexed; the unlock is a no-op otherwise.
+func (fs *FS) lockIndexOfUpper(dir int, name string, st *unix.Stat_t) func() {
+	if n := fs.indexOfUpper(dir, name, st); n != "" {
+		return fs.lockIndex(n)
+	}
+	return func() {}
+}
+
 // indexCleanup prepares the removal of one upper name (name in dir, stat
-// st) of an object: it returns what to run once the name is gone, when the
-// index must follow (nil when it need not). The union's count drops by one;
-// at zero the index entry goes (the kernel's ovl_cleanup_index), unless the
-// inode still has other upper links, where, as the kernel does, the count
-// is set to those links.
-func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) func() {
+// st) of an object. It locks the object's index entry (release unlocks;
+// never nil) and returns in after what to run once the name is gone, when
+// the index must follow (nil when it need not). The union's count drops by
+// one; at zero the index entry goes (the kernel's ovl_cleanup_index),
+// unless the inode still has other upper links, where, as the kernel does,
+// the count is set to those links.
+func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) (after, release func()) {
 	n := fs.indexOfUpper(dir, name, &st)
 	if n == "" {
-		return nil
+		return nil, func() {}
 	}
+	release = fs.lockIndex(n)
 	shown := fs.unionNlink(dir, name, &st, func() (uint64, bool) { return fs.originNlink(dir, name) })
 	if shown > 1 {
-		return nil
+		return nil, release
 	}
 	return func() {
 		ist, err := layer.Lstat(fs.indexFD, n)
@@ -319,7 +348,7 @@ func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) func() {
 		if err := unix.Unlinkat(fs.indexFD, n, 0); err != nil && err != unix.ENOENT {
 			fs.log.Warn("removing orphan index entry", "index", n, "err", err)
 		}
-	}
+	}, release
 }
 
 // sameIndexedObject reports two names of one object by the index: a lower

@@ -80,6 +80,11 @@ func TestIndexHardLinks(t *testing.T) {
 	if ino(t, fs, "b") != lowerIno || nlinkOf(t, fs, "a") != 2 {
 		t.Fatalf("before copy-up: a %d b %d nlink %d", lowerIno, ino(t, fs, "b"), nlinkOf(t, fs, "a"))
 	}
+	idA, err := fs.Identify("a")
+	noErr(t, "identify a", err)
+	if idB, err := fs.Identify("b"); err != nil || idB.ID.Key() != idA.ID.Key() {
+		t.Fatalf("a and b: ObjectIDs %x and %x (%v)", idA.ID.Key(), idB.ID.Key(), err)
+	}
 	rb, err := fs.Open("b")
 	noErr(t, "open b", err)
 	defer rb.Close()
@@ -96,6 +101,12 @@ func TestIndexHardLinks(t *testing.T) {
 	for _, p := range []string{"a", "b"} {
 		if ino(t, fs, p) != lowerIno || nlinkOf(t, fs, p) != 2 {
 			t.Fatalf("%s after copy-up: ino %d (want %d) nlink %d (want 2)", p, ino(t, fs, p), lowerIno, nlinkOf(t, fs, p))
+		}
+	}
+	for _, p := range []string{"a", "b"} {
+		// The handle stays the lower inode's, for the copied name and the other.
+		if id, err := fs.Identify(p); err != nil || id.ID.Key() != idA.ID.Key() || id.Ino != lowerIno {
+			t.Fatalf("%s after copy-up: ObjectID %x ino %d (%v), want %x %d", p, id.ID.Key(), id.Ino, err, idA.ID.Key(), lowerIno)
 		}
 	}
 	fis, err := fs.ReadDir("/")
@@ -247,5 +258,50 @@ func TestIndexRefusesOtherLayers(t *testing.T) {
 	_, err = New(Options{Lowers: []string{ls.path("l1", "")}, Upper: upper2, Work: ls.path("w", ""), XattrPrefix: "trusted.overlay."})
 	if err == nil || !strings.Contains(err.Error(), "belongs to another upper") {
 		t.Fatalf("other upper: %v", err)
+	}
+}
+
+// TestIndexConcurrentCopyUps: names of one lower file copied up at once
+// (writes through each) end as links of one upper inode, each write kept.
+func TestIndexConcurrentCopyUps(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	ls.file("l1", "f0", "")
+	names := []string{"f0"}
+	for i := 1; i < 6; i++ {
+		n := "d" + itoa(i%2) + "/f" + itoa(i)
+		ls.dir("l1", filepath.Dir(n))
+		noErr(t, "link", os.Link(ls.path("l1", "f0"), ls.path("l1", n)))
+		names = append(names, n)
+	}
+	fs := ls.open()
+	done := make(chan error)
+	for _, n := range names {
+		go func() {
+			f, err := fs.OpenFile(n, os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.Write([]byte(n + "\n"))
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			done <- err
+		}()
+	}
+	for range names {
+		noErr(t, "append", <-done)
+	}
+	want := readAll(t, fs, "f0")
+	for _, n := range names {
+		if got := readAll(t, fs, n); got != want || nlinkOf(t, fs, n) != uint64(len(names)) || ino(t, fs, n) != ino(t, fs, "f0") {
+			t.Fatalf("%s: %q (f0 %q), nlink %d", n, got, want, nlinkOf(t, fs, n))
+		}
+	}
+	if c := strings.Count(want, "\n"); c != len(names) {
+		t.Fatalf("%d writes kept of %d: %q", c, len(names), want)
+	}
+	_, st, ok := indexEntry(t, ls, "f0")
+	if !ok || st.Nlink != uint64(len(names)+1) {
+		t.Fatalf("index entry: %v nlink %d", ok, st.Nlink)
 	}
 }

@@ -242,7 +242,9 @@ func (fs *FS) renameLocked(p *pair) (err error) {
 		return err
 	}
 	if fs.inUpper(&p.ne) && !p.ne.isDir() {
-		if after := fs.indexCleanup(np, newName, p.ne.top().st); after != nil {
+		after, release := fs.indexCleanup(np, newName, p.ne.top().st)
+		defer release()
+		if after != nil {
 			defer func() {
 				if err == nil {
 					after()
@@ -394,6 +396,9 @@ func (fs *FS) Link(oldpath, newpath string) error {
 	if p.oe.top().st.Nlink > 1 {
 		defer fs.listings.ForgetAll()
 	}
+	// The union's count and the upper inode's change together; no copy-up
+	// of another name may read and rewrite the count meanwhile.
+	defer fs.lockIndexOfUpper(op, oldName, &p.oe.top().st)()
 	if !p.ne.upperWhiteout {
 		return layer.Errno(unix.Linkat(op, oldName, np, newName, 0))
 	}

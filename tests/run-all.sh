@@ -25,7 +25,7 @@ echo "== go vet ./..."
 go vet ./... || status=1
 
 echo "== go test -count=1 -v ./...   (CI=${CI:-})"
-go test -count=1 -v -timeout 15m ./... 2>&1 | tee "$log"
+go test -count=1 -v -timeout 25m ./... 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== go test -race (packages that take locks)"

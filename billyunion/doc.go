@@ -121,6 +121,11 @@
 //     locks of a rename, link or unlink, around the read-merge-write
 //     (or removal) of one record file in Work/ovlnfs-index. Reading the
 //     index (Locations) takes none: records are replaced by rename.
+//   - The index's stripes (index.go indexLocks) are taken under the
+//     directory locks of a copy-up through the index, a link, an unlink or
+//     a rename over a name, one at a time, around reading and rewriting one
+//     index entry's link count (its nlink xattr, a link, the entry's
+//     removal): the kernel's overlay inode lock in ovl_nlink_start.
 //   - The origin cache's own mutex (inodes.origins, golang-lru), for one
 //     map operation, with or without directory locks.
 //   - dirCache.mu (dircache.go), around non-blocking reads of the fanotify

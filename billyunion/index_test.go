@@ -305,3 +305,26 @@ func TestIndexConcurrentCopyUps(t *testing.T) {
 		t.Fatalf("index entry: %v nlink %d", ok, st.Nlink)
 	}
 }
+
+// TestIndexUserxattr: with the user.overlay. prefix (the kernel's
+// userxattr, which 6.18 mounts with index=on) the index works alike, its
+// records under that prefix.
+func TestIndexUserxattr(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	ls.file("l1", "a", "x")
+	noErr(t, "link", os.Link(ls.path("l1", "a"), ls.path("l1", "b")))
+	fs, err := New(Options{Lowers: []string{ls.path("l1", "")}, Upper: ls.path("u", ""), Work: ls.path("w", ""), XattrPrefix: "user.overlay."})
+	noErr(t, "new", err)
+	defer fs.Close()
+	appendTo(t, fs, "b", "y")
+	if readAll(t, fs, "a") != "xy" || nlinkOf(t, fs, "a") != 2 || ino(t, fs, "a") != ino(t, fs, "b") {
+		t.Fatalf("a: %q nlink %d", readAll(t, fs, "a"), nlinkOf(t, fs, "a"))
+	}
+	if v := xattrOf(t, ls.path("u", "b"), "user.overlay.nlink"); v != "U+0" {
+		t.Fatalf("user.overlay.nlink %q", v)
+	}
+	if v := xattrOf(t, ls.path("w", "index"), "user.overlay.upper"); len(v) < 21 {
+		t.Fatalf("index dir's upper record %q", v)
+	}
+}

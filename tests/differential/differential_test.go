@@ -71,7 +71,7 @@ func testDifferential(t *testing.T, v variant) {
 		seeds = []uint64{v}
 	}
 	start := time.Now()
-	var next, ran, opsRan, skipped, accepted, dirRenames, redirected atomic.Int64
+	var next, ran, opsRan, skipped, accepted, dirRenames, redirected, linkedOps, indexEntries atomic.Int64
 	var mu sync.Mutex
 	var failures []string
 	var wg sync.WaitGroup
@@ -95,6 +95,8 @@ func testDifferential(t *testing.T, v variant) {
 					accepted.Add(1)
 				}
 				dirRenames.Add(int64(st.dirRenames))
+				linkedOps.Add(int64(st.linkedOps))
+				indexEntries.Add(int64(st.indexEntries))
 				redirected.Add(int64(st.redirected))
 				if err != nil {
 					mu.Lock()
@@ -108,8 +110,8 @@ func testDifferential(t *testing.T, v variant) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	t.Logf("differential (%s): %d sequences, %d operations compared (%d skipped on special files; %d directory renames, %d of them with a redirect), %d divergent sequences, %d ended early at a deliberate divergence, %s",
-		v.name, ran.Load(), opsRan.Load(), skipped.Load(), dirRenames.Load(), redirected.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
+	t.Logf("differential (%s): %d sequences, %d operations compared (%d skipped on special files; %d directory renames, %d of them with a redirect; %d on names of files with several names; %d index entries at the ends), %d divergent sequences, %d ended early at a deliberate divergence, %s",
+		v.name, ran.Load(), opsRan.Load(), skipped.Load(), dirRenames.Load(), redirected.Load(), linkedOps.Load(), indexEntries.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
 	if len(failures) == 0 && ran.Load() != int64(len(seeds)) {
 		t.Fatalf("ran %d of %d sequences", ran.Load(), len(seeds))
 	}
@@ -121,6 +123,10 @@ type seqStats struct {
 	// dirRenames counts directory renames that succeeded, redirected those
 	// of them that left a redirect in the kernel's upper.
 	dirRenames, redirected int
+	// linkedOps counts operations on names of files with several names
+	// (variant.hardLinks); indexEntries the kernel's index entries at the
+	// end of the sequence.
+	linkedOps, indexEntries int
 }
 
 // sides is one sequence's pair of overlays over identical layer copies.
@@ -220,6 +226,9 @@ func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 				}
 			}
 			st.ops++
+			if o.linked {
+				st.linkedOps++
+			}
 			history = append(history, o.String())
 			if o.hasDotDot() {
 				if got := applyUnion(s.fs, o); got.errno != syscall.EINVAL {
@@ -272,6 +281,11 @@ func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 			if err := s.compare(); err != nil {
 				return st, fail(step, o.String(), err.Error())
 			}
+		}
+	}
+	if s.index {
+		if idx, err := indexEntries(filepath.Join(s.kdir, "w", "index")); err == nil {
+			st.indexEntries = len(idx)
 		}
 	}
 	return st, nil

@@ -24,6 +24,9 @@ type op struct {
 	size int64
 	data string
 	uid  int
+	// linked: chosen to work on a name of a file with several names
+	// (hardLinkOp), counted in the statistics.
+	linked bool
 }
 
 func (o op) String() string {

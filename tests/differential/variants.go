@@ -151,7 +151,7 @@ func hardLinkOp(r *rand.Rand, tree map[string]entryInfo) (op, bool) {
 	sortStrings(all)
 	a := linked[r.IntN(len(linked))]
 	data := strings.Repeat(string(rune('A'+r.IntN(26))), 1+r.IntN(20))
-	o := op{a: a, data: data, size: int64(r.IntN(40)), mode: []uint32{0o600, 0o755, 0o4755}[r.IntN(3)]}
+	o := op{a: a, data: data, size: int64(r.IntN(40)), mode: []uint32{0o600, 0o755, 0o4755}[r.IntN(3)], linked: true}
 	switch k := r.IntN(10); {
 	case k < 3:
 		o.kind, o.b = "link", fresh(r, dirs)

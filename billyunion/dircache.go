@@ -435,8 +435,8 @@ func (c *dirCache) longestPrefix(comps []string) (*dir, int) {
 // put caches d, a directory a walk begun at generation gen resolved at comps as a child
 // of parent, unless parent is not what the cache holds (nor the root) or a change to
 // what d depends on arrived since. d must be the walk's own (owned, not yet shared).
-// Directories below an absolute redirect are not cached: their parts' locations are
-// not their parents' parts.
+// Directories with or below an absolute redirect are not cached: their parts'
+// locations, and the places a part could appear, are not in their parents' parts.
 func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 	if !c.on() || gen == noGeneration || !d.owned || d.cached.Load() || len(comps) == 0 {
 		return
@@ -457,6 +457,10 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 			handles[i] = h
 		}
 		lis[i] = p.li
+	}
+	redirects, ok := c.redirectsOf(d)
+	if !ok {
+		return
 	}
 	key := strings.Join(comps, "/")
 	name := comps[len(comps)-1]
@@ -479,6 +483,9 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 		cd.deps = slices.Grow(slices.Clone(pcd.deps), len(pcd.handles)+2*len(d.parts))
 		for _, ph := range pcd.handles {
 			cd.deps = append(cd.deps, evKey{dir: ph, name: name})
+			for _, r := range redirects {
+				cd.deps = append(cd.deps, evKey{dir: ph, name: r})
+			}
 		}
 		for i := range d.parts {
 			p := &d.parts[i]
@@ -509,6 +516,34 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 	for _, h := range cd.handles {
 		c.byHandle[h] = append(c.byHandle[h], key)
 	}
+}
+
+// redirectsOf reads the relative redirects of d's parts (per-event mode, where redirects
+// are followed): the names the layers below them are searched at in the parent, where a
+// directory can appear, part of d, even in a layer d has no part in. False for an
+// absolute redirect (not cached: see put) or a redirect that cannot be read.
+func (c *dirCache) redirectsOf(d *dir) ([]string, bool) {
+	if c.mode != cachePerEvent || d.fs == nil || !d.fs.redirectFollow {
+		return nil, true
+	}
+	var names []string
+	for i := range d.parts {
+		v, err := layer.Getxattr(d.parts[i].fd, "", d.fs.x.Redirect())
+		if err == unix.ENODATA || err == unix.EOPNOTSUPP {
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		t, err := parseRedirect(v)
+		if err != nil || t.abs != nil {
+			return nil, false
+		}
+		if !slices.Contains(names, t.rel) {
+			names = append(names, t.rel)
+		}
+	}
+	return names, true
 }
 
 // identity returns what is remembered of the layer object obj. It reads no events: call

@@ -415,3 +415,32 @@ func TestParseEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestDirCacheSeesRedirectTargetAppear: a cached directory whose upper part redirects
+// to a name no lower layer holds merges with a directory created at that name behind
+// the union's back (the event names the redirect's target, not the union name).
+func TestDirCacheSeesRedirectTargetAppear(t *testing.T) {
+	requireRoot(t)
+	forCacheModes(t, func(t *testing.T, mode cacheMode) {
+		ls := newLayerSet(t, 1)
+		ls.file("u", "a/moved/up", "u")
+		ls.dir("l1", "a")
+		ls.xattr("u", "a/moved", "trusted.overlay.redirect", "orig")
+		fs := ls.openMode(mode, true)
+		for range 3 {
+			if got := names(t, fs, "a/moved"); got != "up" {
+				t.Fatalf("a/moved lists %q", got)
+			}
+			if _, err := fs.Lstat("a/moved/up"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ls.file("l1", "a/orig/low", "l")
+		if got := readAll(t, fs, "a/moved/low"); got != "l" {
+			t.Fatalf("a/moved/low = %q", got)
+		}
+		if got := names(t, fs, "a/moved"); got != "low up" {
+			t.Fatalf("a/moved lists %q once the redirect's target exists", got)
+		}
+	})
+}

@@ -440,6 +440,7 @@ func (h *harness) observe(keepData bool) observed {
 			case rpctest.FtypeReg:
 				en.typ = 'f'
 				en.size = int64(e.attr.Size)
+				en.nlink = e.attr.Nlink
 				if keepData {
 					b, err := c.readBytes(e.fh)
 					if err != nil {
@@ -844,6 +845,7 @@ func (h *harness) kernelCompare(o observed) {
 		switch s.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			e.typ = 'f'
+			e.nlink = uint32(s.Nlink)
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err

@@ -95,12 +95,13 @@ type entry struct {
 	// mtime of regular files and symlinks, compared where both sides know it
 	mtime    [2]uint32
 	hasMtime bool
+	nlink    uint32 // regular files: the number of names
 }
 
 func (e entry) String() string {
 	switch e.typ {
 	case 'f':
-		return fmt.Sprintf("file mode %o size %d sha256 %x mtime %v", e.mode, e.size, e.sum[:6], e.mtime)
+		return fmt.Sprintf("file mode %o size %d sha256 %x mtime %v nlink %d", e.mode, e.size, e.sum[:6], e.mtime, e.nlink)
 	case 'l':
 		return fmt.Sprintf("symlink -> %q", e.target)
 	case 'd':
@@ -111,12 +112,24 @@ func (e entry) String() string {
 
 func (e entry) same(o entry) bool {
 	return e.typ == o.typ && e.mode == o.mode && e.size == o.size && e.sum == o.sum && e.target == o.target &&
-		(!e.hasMtime || !o.hasMtime || e.mtime == o.mtime)
+		(!e.hasMtime || !o.hasMtime || e.mtime == o.mtime) && e.nlink == o.nlink
 }
 
 // flatten lists the tree below n as path -> entry, paths under prefix.
 func (n *node) flatten(prefix string) map[string]entry {
 	out := map[string]entry{}
+	names := map[*inode]uint32{}
+	var count func(n *node)
+	count = func(n *node) {
+		for _, k := range n.kids {
+			if k.typ == 'f' {
+				names[k.ino]++
+			} else if k.typ == 'd' {
+				count(k)
+			}
+		}
+	}
+	count(n)
 	var walk func(n *node, p string)
 	walk = func(n *node, p string) {
 		for name, k := range n.kids {
@@ -124,7 +137,7 @@ func (n *node) flatten(prefix string) map[string]entry {
 			switch k.typ {
 			case 'f':
 				out[kp] = entry{typ: 'f', mode: k.ino.mode, size: int64(len(k.ino.data)), sum: k.ino.hash(), group: k.ino.id,
-					mtime: k.ino.mtime, hasMtime: k.ino.hasMtime}
+					mtime: k.ino.mtime, hasMtime: k.ino.hasMtime, nlink: names[k.ino]}
 			case 'l':
 				out[kp] = entry{typ: 'l', size: int64(len(k.target)), target: k.target}
 			case 'd':

@@ -41,10 +41,11 @@ import (
 // lookup of a hot name then reads no origin xattr and asks the kernel for no file
 // handle. Such an identity is kept with the cached directory it was found in, and is
 // dropped with it, and by any event naming the entry (in any of that directory's parts,
-// under the object's name or a redirect's) or, for a directory, the object itself.
+// under the object's name or a redirect's) or the object itself: a directory's own
+// changes name it with ".", and an upper non-directory, whose origin xattr can change
+// through any of its hard links, is watched by its own handle where the group reports
+// objects' handles as well (FAN_REPORT_FID, asked for together with DFID_NAME).
 // An inode number is only reused after its object was removed, which is such an event.
-// One change is not seen: an attribute change (the origin xattr) made behind the
-// union's back through another hard link of an upper file, which names that link.
 //
 // A walk stores what it resolved only if no event touching its dependency set arrived
 // between its start and its store, so a walk that raced a change never leaves a state
@@ -139,13 +140,15 @@ type DirCacheStats struct {
 type dirCache struct {
 	notify int // fanotify descriptor; -1 when the cache is off
 	mode   cacheMode
-	fsids  map[uint64][8]byte // by device: the layers' filesystems' fsids
-	root   *cachedDir
+	// objectFIDs: the per-event group reports each object's own handle too (FAN_REPORT_FID).
+	objectFIDs bool
+	fsids      map[uint64][8]byte // by device: the layers' filesystems' fsids
+	root       *cachedDir
 
 	mu         sync.Mutex
 	seq        uint64                               // guarded by mu: events applied (and purges)
 	purgedAt   uint64                               // guarded by mu: seq at the last purge
-	log        [eventLog]evKey                      // guarded by mu: log[s%eventLog] is event s, for the last eventLog
+	log        [eventLog]fanEvent                   // guarded by mu: log[s%eventLog] is event s, for the last eventLog
 	entries    *simplelru.LRU[string, *cachedDir]   // guarded by mu
 	identities *simplelru.LRU[devIno, *identityRec] // guarded by mu: by the object's own device and inode
 	byEvent    map[evKey][]string                   // guarded by mu: cached directories by dependency
@@ -162,18 +165,23 @@ type dirCache struct {
 // filesystems give them; any failure leaves the cache off.
 func newDirCache(roots []string, layers []*layer.Layer, mode cacheMode) *dirCache {
 	if mode == cachePerEvent {
-		if c := openDirCache(roots, layers, cachePerEvent); c.on() {
-			return c
+		for _, fids := range []bool{true, false} {
+			if c := openDirCache(roots, layers, cachePerEvent, fids); c.on() {
+				return c
+			}
 		}
 	}
-	return openDirCache(roots, layers, cacheWhole)
+	return openDirCache(roots, layers, cacheWhole, true)
 }
 
-func openDirCache(roots []string, layers []*layer.Layer, mode cacheMode) *dirCache {
+func openDirCache(roots []string, layers []*layer.Layer, mode cacheMode, fids bool) *dirCache {
 	off := &dirCache{notify: -1}
 	report := uint(unix.FAN_REPORT_FID)
 	if mode == cachePerEvent {
 		report = unix.FAN_REPORT_DFID_NAME
+		if fids {
+			report |= unix.FAN_REPORT_FID
+		}
 	}
 	// The kernel's bounded queue: an idle server over a busy filesystem must not grow
 	// kernel memory; past the bound the kernel queues an overflow event instead, which
@@ -183,7 +191,7 @@ func openDirCache(roots []string, layers []*layer.Layer, mode cacheMode) *dirCac
 		return off
 	}
 	c := &dirCache{
-		notify: fd, mode: mode, fsids: map[uint64][8]byte{}, buf: make([]byte, 64<<10),
+		notify: fd, mode: mode, objectFIDs: mode == cachePerEvent && fids, fsids: map[uint64][8]byte{}, buf: make([]byte, 64<<10),
 		byEvent: map[evKey][]string{}, byHandle: map[string][]string{},
 		idByParent: map[string][]devIno{}, idByPath: map[string][]devIno{}, idBySelf: map[string][]devIno{},
 	}
@@ -257,7 +265,7 @@ func (c *dirCache) applyLocked(ev fanEvent) {
 		return
 	}
 	c.seq++
-	c.log[c.seq%eventLog] = ev.key
+	c.log[c.seq%eventLog] = ev
 	// Each list is taken out of its index before its members go, so that their
 	// removal does not search it (a directory's list can be long).
 	if paths, ok := c.byEvent[ev.key]; ok {
@@ -267,6 +275,9 @@ func (c *dirCache) applyLocked(ev fanEvent) {
 				c.stats.DirsInvalidated++
 			}
 		}
+	}
+	if ev.self != "" {
+		c.dropIdentitiesLocked(c.idBySelf, ev.self, true)
 	}
 	if ev.key.name == selfName {
 		c.dropIdentitiesLocked(c.idBySelf, ev.key.dir, true)
@@ -296,7 +307,7 @@ func (c *dirCache) dropIdentitiesLocked(index map[string][]devIno, k string, cou
 
 // changedSinceLocked reports whether an event since seq gen may matter: one match
 // accepts, or one the log no longer holds (or a purge).
-func (c *dirCache) changedSinceLocked(gen uint64, match func(evKey) bool) bool {
+func (c *dirCache) changedSinceLocked(gen uint64, match func(fanEvent) bool) bool {
 	if gen == c.seq {
 		return false
 	}
@@ -499,11 +510,11 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 			cd.deps = append(cd.deps, evKey{dir: handles[i], name: selfName})
 		}
 	}
-	if c.changedSinceLocked(gen, func(ev evKey) bool {
-		if slices.Contains(handles, ev.dir) {
+	if c.changedSinceLocked(gen, func(ev fanEvent) bool {
+		if slices.Contains(handles, ev.key.dir) {
 			cd.attrsStale = true
 		}
-		return slices.Contains(cd.deps, ev)
+		return slices.Contains(cd.deps, ev.key)
 	}) {
 		return
 	}
@@ -611,8 +622,11 @@ func (c *dirCache) watchOf(pl identityPlace) (placeWatch, bool) {
 			w.names = append(w.names, p.name)
 		}
 	}
+	// A directory's own changes name it; a non-directory's name the link they were made
+	// through, so an upper one (whose origin xattr its identity reads) is watched by its
+	// own handle too, where the group reports objects' handles.
 	top := &pl.parts[0]
-	if c.mode != cachePerEvent || !layer.IsDir(&top.st) {
+	if c.mode != cachePerEvent || !layer.IsDir(&top.st) && !(c.objectFIDs && pl.parent.fs.isUpper(top.li)) {
 		return w, true
 	}
 	pp := pl.parent.partFor(top.li)
@@ -641,20 +655,20 @@ func (c *dirCache) placeChangedLocked(gen uint64, pl identityPlace, w placeWatch
 		if pl.self != nil {
 			cd = c.cachedLocked(pl.self)
 		}
-		return cd, cd == nil || c.changedSinceLocked(gen, func(ev evKey) bool { return slices.Contains(cd.deps, ev) })
+		return cd, cd == nil || c.changedSinceLocked(gen, func(ev fanEvent) bool { return slices.Contains(cd.deps, ev.key) })
 	}
 	pcd := c.cachedLocked(pl.parent)
 	if pcd == nil {
 		return nil, true
 	}
-	return pcd, c.changedSinceLocked(gen, func(ev evKey) bool {
-		if chain && slices.Contains(pcd.deps, ev) {
+	return pcd, c.changedSinceLocked(gen, func(ev fanEvent) bool {
+		if chain && slices.Contains(pcd.deps, ev.key) {
 			return true
 		}
-		if ev.name == selfName {
-			return w.self != "" && ev.dir == w.self
+		if w.self != "" && (ev.self == w.self || ev.key == evKey{dir: w.self, name: selfName}) {
+			return true
 		}
-		return slices.Contains(pcd.handles, ev.dir) && slices.Contains(w.names, ev.name)
+		return ev.key.name != selfName && slices.Contains(pcd.handles, ev.key.dir) && slices.Contains(w.names, ev.key.name)
 	})
 }
 

@@ -397,12 +397,20 @@ func TestParseEvents(t *testing.T) {
 	if got := parse(append(append([]byte(nil), good...), good...)); len(got) != 2 || got[0].all || got[0].key != want || got[1].key != want {
 		t.Fatalf("two events parsed as %+v, want %+v twice", got, want)
 	}
+	self := []byte{7, 7, 7, 7}
+	both := event(unix.FAN_ATTRIB, record(unix.FAN_EVENT_INFO_TYPE_DFID_NAME, fsid, 1, handle, "name"), record(unix.FAN_EVENT_INFO_TYPE_FID, fsid, 1, self, ""))
+	if got := parse(both); len(got) != 1 || got[0].all || got[0].key != want || got[0].self != fileKey(fsid, 1, self) {
+		t.Fatalf("an event with a name and an object record parsed as %+v", got)
+	}
+	if got := parse(event(unix.FAN_DELETE_SELF, record(unix.FAN_EVENT_INFO_TYPE_FID, fsid, 1, self, ""))); len(got) != 1 || got[0].all || got[0].key != (evKey{dir: fileKey(fsid, 1, self), name: selfName}) {
+		t.Fatalf("an event with an object record alone parsed as %+v", got)
+	}
 	bad := map[string][]byte{
 		"short":        good[:10],
 		"length past":  append(binary.NativeEndian.AppendUint32(nil, 1000), good[4:]...),
 		"overflow":     event(unix.FAN_Q_OVERFLOW),
 		"no record":    event(unix.FAN_CREATE),
-		"fid only":     event(unix.FAN_CREATE, record(unix.FAN_EVENT_INFO_TYPE_FID, fsid, 1, handle, "")),
+		"dfid only":    event(unix.FAN_CREATE, record(unix.FAN_EVENT_INFO_TYPE_DFID, fsid, 1, handle, "")),
 		"no name":      event(unix.FAN_CREATE, record(unix.FAN_EVENT_INFO_TYPE_DFID_NAME, fsid, 1, handle, "")),
 		"handle past":  event(unix.FAN_CREATE, append(record(unix.FAN_EVENT_INFO_TYPE_DFID_NAME, fsid, 1, handle, "n")[:12], 0xff, 0xff, 0, 0)),
 		"bad version":  append(append([]byte(nil), good[:4]...), append([]byte{9}, good[5:]...)...),
@@ -441,6 +449,53 @@ func TestDirCacheSeesRedirectTargetAppear(t *testing.T) {
 		}
 		if got := names(t, fs, "a/moved"); got != "low up" {
 			t.Fatalf("a/moved lists %q once the redirect's target exists", got)
+		}
+	})
+}
+
+// TestRememberedIdentityOfHardLinkedUpperFile: an upper file with two names whose origin
+// record is written behind the union's back through the other name (the event names
+// that link, not the one it was identified by) gets the new identity at once: the cache
+// watches an upper file by its own handle too.
+func TestRememberedIdentityOfHardLinkedUpperFile(t *testing.T) {
+	requireRoot(t)
+	forCacheModes(t, func(t *testing.T, mode cacheMode) {
+		ls := newLayerSet(t, 1)
+		ls.file("l1", "d/g", "lower g")
+		ls.file("u", "d/h", "upper h")
+		ls.dir("u", "e")
+		if err := os.Link(ls.path("u", "d/h"), ls.path("u", "e/h2")); err != nil {
+			t.Fatal(err)
+		}
+		fs := ls.openMode(mode, true)
+		if mode == cachePerEvent && !fs.dirs.objectFIDs {
+			t.Skip("the kernel reports no object handles with per-event reports")
+		}
+		identify := func(p string) Identity {
+			t.Helper()
+			var id Identity
+			for range 3 {
+				var err error
+				if id, err = fs.Identify(p); err != nil {
+					t.Fatalf("Identify(%s): %v", p, err)
+				}
+			}
+			return id
+		}
+		noErr(t, "copy d/g up", fs.Chmod("d/g", 0o600))
+		g := identify("d/g")
+		h := identify("d/h")
+		if h.ID.Equal(g.ID) {
+			t.Fatal("d/h and d/g share an identity before any origin record")
+		}
+		rec := make([]byte, 256)
+		n, err := unix.Lgetxattr(ls.path("u", "d/g"), fs.x.Origin(), rec)
+		if err != nil {
+			t.Fatalf("origin record of the copied-up d/g: %v", err)
+		}
+		ls.xattr("u", "e/h2", fs.x.Origin(), string(rec[:n]))
+		if h2 := identify("d/h"); !h2.ID.Equal(g.ID) {
+			t.Fatalf("d/h after its origin record named d/g (written through e/h2): %+v, want d/g's %+v", h2.ID, g.ID)
 		}
 	})
 }

@@ -13,9 +13,12 @@ import (
 // (create, delete, either half of a move) the directory's file handle and the entry's
 // name; for a change to a directory object itself (attrib) the directory's own handle
 // and the name "."; for a change to a non-directory (attrib) its parent's handle and the
-// name it was changed through. An overflow of the kernel's queue is an event of its
-// own, with no record. The handle is what name_to_handle_at gives for the same object,
-// prefixed, in both the event and fileKey, by the filesystem's fsid (statfs).
+// name it was changed through. A group that reports objects' handles too
+// (FAN_REPORT_FID) adds a record with the object's own handle, and reports a change to
+// an object no name leads to any more (a file's last unlink) with that record alone.
+// An overflow of the kernel's queue is an event of its own, with no record. A handle is
+// what name_to_handle_at gives for the same object, prefixed, in both the event and
+// fileKey, by the filesystem's fsid (statfs).
 
 // evKey is what one event names: entry name in the directory dir (a fileKey), or
 // selfName for the directory object itself.
@@ -61,11 +64,14 @@ func handleKey(fsid [8]byte, dir int, name string) (string, error) {
 	return fileKey(fsid, h.Type(), h.Bytes()), nil
 }
 
-// fanEvent is one event as the cache uses it: the entry it names, or, with all set,
-// one that invalidates everything (an overflow, or an event without a name record).
+// fanEvent is one event as the cache uses it: the entry it names, and the object's own
+// fileKey where the group reports it too (FAN_REPORT_FID: for a change to a
+// non-directory's attributes, whichever of its names it was made through); or, with all
+// set, one that invalidates everything (an overflow, or an event without a name record).
 type fanEvent struct {
-	key evKey
-	all bool
+	key  evKey
+	self string
+	all  bool
 }
 
 // Offsets in the kernel's structures (include/uapi/linux/fanotify.h): the event
@@ -107,15 +113,17 @@ func parseEvent(mask uint64, recs []byte) fanEvent {
 	if mask&unix.FAN_Q_OVERFLOW != 0 {
 		return fanEvent{all: true}
 	}
+	var ev fanEvent
+	named := false
 	for len(recs) >= infoHeaderLen {
 		typ := recs[0]
 		rLen := int(binary.NativeEndian.Uint16(recs[2:]))
 		if rLen < infoHeaderLen || rLen > len(recs) {
-			break
+			return fanEvent{all: true}
 		}
 		rec := recs[:rLen]
 		recs = recs[rLen:]
-		if typ != unix.FAN_EVENT_INFO_TYPE_DFID_NAME || rLen < fidRecordPrefix {
+		if (typ != unix.FAN_EVENT_INFO_TYPE_DFID_NAME && typ != unix.FAN_EVENT_INFO_TYPE_FID) || rLen < fidRecordPrefix {
 			continue
 		}
 		var fsid [8]byte
@@ -123,18 +131,33 @@ func parseEvent(mask uint64, recs []byte) fanEvent {
 		hLen := int(binary.NativeEndian.Uint32(rec[infoHeaderLen+8:]))
 		hType := int32(binary.NativeEndian.Uint32(rec[infoHeaderLen+12:]))
 		if hLen > rLen-fidRecordPrefix {
-			break
+			return fanEvent{all: true}
 		}
-		handle := rec[fidRecordPrefix : fidRecordPrefix+hLen]
+		key := fileKey(fsid, hType, rec[fidRecordPrefix:fidRecordPrefix+hLen])
+		if typ == unix.FAN_EVENT_INFO_TYPE_FID {
+			ev.self = key
+			continue
+		}
 		name := rec[fidRecordPrefix+hLen:]
 		end := 0
 		for end < len(name) && name[end] != 0 {
 			end++
 		}
 		if end == 0 || end == len(name) { // no name, or no terminating NUL
-			break
+			return fanEvent{all: true}
 		}
-		return fanEvent{key: evKey{dir: fileKey(fsid, hType, handle), name: string(name[:end])}}
+		ev.key, named = evKey{dir: key, name: string(name[:end])}, true
+	}
+	switch {
+	case named:
+		return ev
+	case ev.self != "":
+		// An object reported by its own handle alone: a change to one no name leads to
+		// any more (the attrib and delete-self of a file's last unlink, merged). What
+		// depends on it by name was named by the event of that unlink; what watches the
+		// object itself is named here, as a directory's own changes are.
+		ev.key = evKey{dir: ev.self, name: selfName}
+		return ev
 	}
 	return fanEvent{all: true}
 }

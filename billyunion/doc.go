@@ -95,7 +95,9 @@
 // copy into WORK/index and then places it, or links the index entry to the
 // name, and sets the nlink xattr, under the destination parent's lock; a
 // removal reads the removed inode's origin and nlink xattrs and removes its
-// index entry when the union's count reaches zero),
+// index entry when the union's count reaches zero; a link or removal of an
+// indexed inode rewrites a count left relative to the lower inode's, one
+// getxattr and at most one setxattr),
 // the ObjectIDs the moves index records
 // (name_to_handle_at, open_by_handle_at for an origin not yet decoded), the
 // moves record itself, and removing, from the work directory, an upper

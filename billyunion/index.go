@@ -272,6 +272,25 @@ func (fs *FS) setNlinkLower(dir int, name string, lower, n uint64) error {
 	return layer.Setxattr(dir, name, fs.x.Nlink(), []byte(v))
 }
 
+// nlinkStart rewrites the union's link count of the indexed upper name in dir
+// relative to the upper inode's own count before a link or a removal changes that
+// count (the kernel's ovl_nlink_start), when it is recorded relative to the lower
+// inode's: a copy-up writes that form first and killed before its last step leaves
+// it, and a count in it would not follow the change. The caller holds the index
+// entry's lock.
+func (fs *FS) nlinkStart(dir int, name string) error {
+	v, err := layer.Getxattr(dir, name, fs.x.Nlink())
+	if err != nil || len(v) == 0 || v[0] != 'L' {
+		return nil // none, or already relative to the upper inode
+	}
+	st, err := layer.Lstat(dir, name)
+	if err != nil {
+		return err
+	}
+	shown := fs.unionNlink(dir, name, &st, func() (uint64, bool) { return fs.originNlink(dir, name) })
+	return fs.setNlink(dir, name, &st, shown)
+}
+
 // indexOfUpper returns the index entry name of the upper non-directory
 // name in dir (stat st) when it is indexed: the hex of its origin record,
 // naming a link of this very inode; "" otherwise.
@@ -307,15 +326,6 @@ func (fs *FS) lockIndex(n string) func() {
 	return m.Unlock
 }
 
-// lockIndexOfUpper locks the index entry of the upper name in dir (stat st)
-// when it is indexed; the unlock is a no-op otherwise.
-func (fs *FS) lockIndexOfUpper(dir int, name string, st *unix.Stat_t) func() {
-	if n := fs.indexOfUpper(dir, name, st); n != "" {
-		return fs.lockIndex(n)
-	}
-	return func() {}
-}
-
 // indexCleanup prepares the removal of one upper name (name in dir, stat
 // st) of an object. It locks the object's index entry (release unlocks;
 // never nil) and returns in after what to run once the name is gone, when
@@ -329,6 +339,9 @@ func (fs *FS) indexCleanup(dir int, name string, st unix.Stat_t) (after, release
 		return nil, func() {}
 	}
 	release = fs.lockIndex(n)
+	if err := fs.nlinkStart(dir, name); err != nil {
+		fs.log.Warn("index: recording the link count", "index", n, "err", err)
+	}
 	shown := fs.unionNlink(dir, name, &st, func() (uint64, bool) { return fs.originNlink(dir, name) })
 	if shown > 1 {
 		return nil, release

@@ -398,7 +398,12 @@ func (fs *FS) Link(oldpath, newpath string) error {
 	}
 	// The union's count and the upper inode's change together; no copy-up
 	// of another name may read and rewrite the count meanwhile.
-	defer fs.lockIndexOfUpper(op, oldName, &p.oe.top().st)()
+	if n := fs.indexOfUpper(op, oldName, &p.oe.top().st); n != "" {
+		defer fs.lockIndex(n)()
+		if err := fs.nlinkStart(op, oldName); err != nil {
+			return layer.Errno(err)
+		}
+	}
 	if !p.ne.upperWhiteout {
 		return layer.Errno(unix.Linkat(op, oldName, np, newName, 0))
 	}

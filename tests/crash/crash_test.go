@@ -244,6 +244,9 @@ func (h *harness) runRound(kills int) {
 			return
 		}
 		h.st.kills++
+		for w := range h.workers {
+			h.remember(w, fmt.Sprintf("--- kill %d, restart", h.st.kills))
+		}
 		if h.st.kills%100 == 0 {
 			h.t.Logf("%d kills", h.st.kills)
 		}
@@ -573,7 +576,7 @@ func (h *harness) verify(w int, o observed, inflight *op) {
 		return
 	}
 	if inflight == nil {
-		h.fatalf("worker %d: the tree after the restart is not what the server acknowledged (no call in flight):\n%s\nits calls before:\n  %s", w, before, strings.Join(h.history[w], "\n  "))
+		h.fatalf("worker %d: the tree after the restart is not what the server acknowledged (no call in flight):\n%s\n%s\nits calls before:\n  %s", w, before, h.kernelSays(w), strings.Join(h.history[w], "\n  "))
 	}
 	h.st.count(h.st.inflight, inflight.kind)
 	if inflight.class != "" {
@@ -602,8 +605,8 @@ func (h *harness) verify(w int, o observed, inflight *op) {
 			return
 		}
 	}
-	h.fatalf("worker %d: after the restart the tree is neither the state before nor after the call in flight (%v)\nagainst the state before:\n%s\nagainst the state after:\n%s\nits calls before:\n  %s",
-		w, inflight, before, after, strings.Join(h.history[w], "\n  "))
+	h.fatalf("worker %d: after the restart the tree is neither the state before nor after the call in flight (%v)\nagainst the state before:\n%s\nagainst the state after:\n%s\n%s\nits calls before:\n  %s",
+		w, inflight, before, after, h.kernelSays(w), strings.Join(h.history[w], "\n  "))
 }
 
 // checkLinks: names the model has as one file (hard links made through the union) have
@@ -818,6 +821,19 @@ func (h *harness) checkVerifier(v [8]byte) error {
 func (h *harness) kernelCompare(o observed) {
 	h.t.Helper()
 	h.srv.Kill()
+	k, opts := h.kernelWalk()
+	if d := diffTrees(o.entries, k); d != "" {
+		h.fatalf("the kernel overlay (%s) shows another tree than ovlnfs (got: kernel):\n%s", opts, d)
+	}
+	if a, b := linkGroups(o.entries), linkGroups(k); !slices.Equal(a, b) {
+		h.fatalf("names that are one file: ovlnfs %v, kernel overlay %v", a, b)
+	}
+}
+
+// kernelWalk mounts the layers with the kernel overlay (the server must be stopped) and
+// returns its tree and the mount options.
+func (h *harness) kernelWalk() (map[string]entry, string) {
+	h.t.Helper()
 	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s,redirect_dir=on,index=%s", h.l1, h.l2, h.upper, h.work, onOff(h.index))
 	if err := unix.Mount("overlay", h.mnt, "overlay", 0, opts); err != nil {
 		if errors.Is(err, syscall.ENODEV) {
@@ -869,12 +885,19 @@ func (h *harness) kernelCompare(o observed) {
 	if err != nil {
 		h.fatalf("walking the kernel overlay: %v", err)
 	}
-	if d := diffTrees(o.entries, k); d != "" {
-		h.fatalf("the kernel overlay (%s) shows another tree than ovlnfs (got: kernel):\n%s", opts, d)
+	return k, opts
+}
+
+// kernelSays describes what the kernel overlay shows of w's subtree against the model,
+// for a failure message (the server is stopped for it).
+func (h *harness) kernelSays(w int) string {
+	h.srv.Kill()
+	k, _ := h.kernelWalk()
+	d := diffTrees(h.models[w].flatten(fmt.Sprintf("w%d", w)), subtree(k, w))
+	if d == "" {
+		return "the kernel overlay shows the state before"
 	}
-	if a, b := linkGroups(o.entries), linkGroups(k); !slices.Equal(a, b) {
-		h.fatalf("names that are one file: ovlnfs %v, kernel overlay %v", a, b)
-	}
+	return "the kernel overlay, against the state before:\n" + d
 }
 
 // linkGroups lists the sets of non-directory names that share an inode number.

@@ -39,7 +39,8 @@ import (
 //   - The upper root's origin xattr records the first lower layer's root,
 //     and the index directory's upper xattr the upper root: a start with
 //     layers that do not match them is refused, as the kernel refuses the
-//     mount.
+//     mount. Each entry is then checked as the kernel's mount checks it
+//     (cleanIndex).
 //
 // Directories are not indexed (the kernel does so only with nfs_export).
 
@@ -104,23 +105,102 @@ func (fs *FS) openIndex(work string) error {
 		unix.Close(fd)
 		return fmt.Errorf("%s/index belongs to another upper layer (its upper record does not match, %w); start with -o index=off or a fresh work directory", work, err)
 	}
-	names, err := layer.ReadNames(fd, "")
-	if err != nil {
+	if err := fs.cleanIndex(fd); err != nil {
 		unix.Close(fd)
-		return err
-	}
-	for _, n := range names {
-		// Leftovers of an index entry being made or removed, as the kernel
-		// cleans them at mount (its shared whiteout among them).
-		if strings.HasPrefix(n, "#") {
-			if err := layer.RemoveAll(fd, n); err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("removing %s/index/%s: %w", work, n, err)
-			}
-		}
+		return fmt.Errorf("%s/index: %w", work, err)
 	}
 	fs.indexFD = fd
 	return nil
+}
+
+// cleanIndex checks every entry of the index directory fd as the kernel
+// does at mount (ovl_indexdir_cleanup, ovl_verify_index): temporaries ("#",
+// the kernel's shared whiteout among them) are removed; a name that is no
+// origin record refuses the start; index whiteouts and directory entries
+// are kept; a non-directory whose origin xattr is not its name, whose lower
+// object is gone, or which is an orphan (its only link, and a union count
+// of zero) is removed.
+func (fs *FS) cleanIndex(fd int) error {
+	names, err := layer.ReadNames(fd, "")
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "#") {
+			if err := layer.RemoveAll(fd, n); err != nil {
+				return fmt.Errorf("removing the leftover %s: %w", n, err)
+			}
+			continue
+		}
+		rec, err := hex.DecodeString(n)
+		if err == nil {
+			_, err = layer.DecodeOrigin(rec)
+		}
+		if err != nil {
+			return fmt.Errorf("entry %s is no index entry (as the kernel, refusing it; start with -o index=off or move it away)", n)
+		}
+		st, err := layer.Lstat(fd, n)
+		if err != nil {
+			return err
+		}
+		if layer.IsWhiteout(&st) || layer.IsDir(&st) {
+			continue
+		}
+		why := ""
+		if v, err := layer.Getxattr(fd, n, fs.x.Origin()); err != nil || string(v) != string(rec) {
+			why = "its origin is not its name"
+		} else if st.Nlink == 1 {
+			lowerN, found := fs.originNlink(fd, n)
+			switch {
+			case !found:
+				why = "its lower file is gone"
+			case fs.indexNlink(fd, n, &st, lowerN) == 0:
+				why = "orphan: no name left"
+			}
+		}
+		if why == "" {
+			continue
+		}
+		fs.log.Warn("removing a stale index entry", "index", n, "why", why)
+		if err := unix.Unlinkat(fd, n, 0); err != nil {
+			return fmt.Errorf("removing the stale entry %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// indexNlink is the union's count an index entry (name in dir, stat st,
+// lower object's count lowerN) records, 0 when it records none: the
+// kernel's ovl_get_nlink with fallback 0.
+func (fs *FS) indexNlink(dir int, name string, st *unix.Stat_t, lowerN uint64) uint64 {
+	if lowerN == 1 {
+		return 0
+	}
+	v, err := layer.Getxattr(dir, name, fs.x.Nlink())
+	if err != nil {
+		return 0
+	}
+	n, ok := parseNlink(v, st.Nlink, lowerN)
+	if !ok || n <= 0 {
+		return 0
+	}
+	return uint64(n)
+}
+
+// parseNlink applies an nlink xattr value v to the upper inode's count
+// upper or the lower one's lower; false for a malformed value.
+func parseNlink(v []byte, upper, lower uint64) (int64, bool) {
+	if len(v) < 3 || (v[0] != 'U' && v[0] != 'L') || (v[1] != '+' && v[1] != '-') {
+		return 0, false
+	}
+	diff, err := strconv.ParseInt(string(v[1:]), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	if v[0] == 'L' {
+		return int64(lower) + diff, true
+	}
+	return int64(upper) + diff, true
 }
 
 // verifySetRecord compares the record attr of the directory dir with want,
@@ -198,22 +278,18 @@ func (fs *FS) unionNlink(dir int, name string, st *unix.Stat_t, lower func() (ui
 		return st.Nlink
 	}
 	v, err := layer.Getxattr(dir, name, fs.x.Nlink())
-	if err != nil || len(v) < 3 || (v[0] != 'U' && v[0] != 'L') || (v[1] != '+' && v[1] != '-') {
+	if err != nil || len(v) == 0 {
 		return st.Nlink
 	}
-	diff, err := strconv.ParseInt(string(v[1:]), 10, 32)
-	if err != nil {
-		return st.Nlink
-	}
-	base := int64(st.Nlink)
+	var lowerN uint64
 	if v[0] == 'L' {
 		n, ok := lower()
 		if !ok {
 			return st.Nlink
 		}
-		base = int64(n)
+		lowerN = n
 	}
-	if n := base + diff; n > 0 {
+	if n, ok := parseNlink(v, st.Nlink, lowerN); ok && n > 0 {
 		return uint64(n)
 	}
 	return st.Nlink

@@ -370,3 +370,45 @@ func TestIndexNlinkAfterInterruptedCopyUp(t *testing.T) {
 		t.Errorf("after a restart h2 has %d links, want 1", n)
 	}
 }
+
+// TestIndexCleanedAtStart: as the kernel at mount, a start removes index
+// entries whose origin is not their name and orphans (the only link left,
+// a union count of zero), keeps live ones, and refuses a name that is no
+// origin record.
+func TestIndexCleanedAtStart(t *testing.T) {
+	requireRoot(t)
+	ls := newLayerSet(t, 1)
+	for _, n := range []string{"a", "c", "e"} {
+		ls.file("l1", n, n)
+		noErr(t, "link", os.Link(ls.path("l1", n), ls.path("l1", n+"2")))
+	}
+	fs := ls.open()
+	for _, n := range []string{"a", "c", "e"} {
+		appendTo(t, fs, n, "+")
+	}
+	fs.Close()
+	ia, _, _ := indexEntry(t, ls, "a")
+	ic, _, _ := indexEntry(t, ls, "c")
+	ie, _, _ := indexEntry(t, ls, "e")
+	// a: an orphan, as a crash after its last name went would leave it.
+	noErr(t, "rm", os.Remove(ls.path("u", "a")))
+	noErr(t, "nlink", unix.Lsetxattr(ls.path("w", "index/"+ia), "trusted.overlay.nlink", []byte("U-1"), 0))
+	// c: an origin that is not its name.
+	noErr(t, "rm", os.Remove(ls.path("u", "c")))
+	noErr(t, "origin", unix.Lsetxattr(ls.path("w", "index/"+ic), "trusted.overlay.origin", []byte("bogus"), 0))
+	// e stays: its upper copy is there (and its other lower name shows it).
+	fs = ls.open()
+	for n, want := range map[string]bool{ia: false, ic: false, ie: true} {
+		if _, err := os.Lstat(ls.path("w", "index/"+n)); (err == nil) != want {
+			t.Errorf("index entry %s kept %v, want %v", n, err == nil, want)
+		}
+	}
+	if readAll(t, fs, "e2") != "e+" {
+		t.Fatalf("e2 reads %q", readAll(t, fs, "e2"))
+	}
+	fs.Close()
+	ls.file("w", "index/junk", "")
+	if _, err := New(Options{Lowers: []string{ls.path("l1", "")}, Upper: ls.path("u", ""), Work: ls.path("w", ""), XattrPrefix: "trusted.overlay."}); err == nil || !strings.Contains(err.Error(), "junk") {
+		t.Fatalf("a junk index entry: %v", err)
+	}
+}

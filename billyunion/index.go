@@ -150,10 +150,12 @@ func (fs *FS) cleanIndex(fd int) error {
 		if v, err := layer.Getxattr(fd, n, fs.x.Origin()); err != nil || string(v) != string(rec) {
 			why = "its origin is not its name"
 		} else if st.Nlink == 1 {
-			lowerN, found := fs.originNlink(fd, n)
+			lowerN, err := fs.originNlinkErr(fd, n)
 			switch {
-			case !found:
+			case err == unix.ESTALE:
 				why = "its lower file is gone"
+			case err != nil:
+				// Undecidable here (no CAP_DAC_READ_SEARCH): kept.
 			case fs.indexNlink(fd, n, &st, lowerN) == 0:
 				why = "orphan: no name left"
 			}
@@ -298,20 +300,32 @@ func (fs *FS) unionNlink(dir int, name string, st *unix.Stat_t, lower func() (ui
 // originNlink is the link count of the object the origin record of name in
 // dir names, decoded as stemOf decodes it.
 func (fs *FS) originNlink(dir int, name string) (uint64, bool) {
+	n, err := fs.originNlinkErr(dir, name)
+	return n, err == nil
+}
+
+// originNlinkErr is originNlink saying why it failed: ESTALE when no lower
+// filesystem holds the object any more.
+func (fs *FS) originNlinkErr(dir int, name string) (uint64, error) {
 	rec, err := layer.Getxattr(dir, name, fs.x.Origin())
 	if err != nil {
-		return 0, false
+		return 0, err
 	}
 	o, err := layer.DecodeOrigin(rec)
 	if err != nil {
-		return 0, false
+		return 0, err
 	}
+	err = unix.ESTALE
 	for _, fd := range fs.ino.decodeFDs {
-		if st, err := layer.StatOrigin(fd, o); err == nil {
-			return st.Nlink, true
+		st, serr := layer.StatOrigin(fd, o)
+		if serr == nil {
+			return st.Nlink, nil
+		}
+		if serr != unix.ESTALE && serr != unix.ENOENT {
+			err = serr
 		}
 	}
-	return 0, false
+	return 0, err
 }
 
 // nlinkShown is the link count e, a child of d, shows.

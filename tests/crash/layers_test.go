@@ -12,7 +12,7 @@ import (
 // buildLayers writes two lower layers with one subtree per worker (w0, w1, ...), an empty
 // upper and workdir under dir. Each subtree holds what the multi-step changes need to
 // start from: a large lower file (copy-up takes long enough for kills to land in it),
-// small files, a lower hard-link pair (with lowerLinks), a symlink, a lower-only tree three deep (renames
+// small files, lower files with several names (with lowerLinks), a symlink, a lower-only tree three deep (renames
 // get relative and absolute redirects), directories merged from both lowers, a lower
 // whiteout, an opaque lower directory and an empty one.
 func buildLayers(r *rand.Rand, dir string, workers int, lowerLinks bool) (l1, l2, upper, work string, err error) {
@@ -51,10 +51,14 @@ func buildLayers(r *rand.Rand, dir string, workers int, lowerLinks bool) (l1, l2
 		for i := range 10 {
 			file(filepath.Join(b, fmt.Sprintf("f%d", i)), small())
 		}
-		if lowerLinks {
+		if lowerLinks { // three names in two directories, and a pair in a merged one
 			file(filepath.Join(b, "h1"), small())
-			if err == nil {
-				err = os.Link(filepath.Join(b, "h1"), filepath.Join(b, "h2"))
+			file(filepath.Join(b, "m", "j1"), small())
+			mkdir(filepath.Join(b, "a"))
+			for _, l := range [][2]string{{"h1", "h2"}, {"h1", "a/h3"}, {"m/j1", "m/j2"}} {
+				if err == nil {
+					err = os.Link(filepath.Join(b, l[0]), filepath.Join(b, l[1]))
+				}
 			}
 		}
 		if err == nil {

@@ -71,11 +71,7 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 		fs.copyUps.Add(1)
 		return nil
 	})
-	if err != nil && !isRetry(err) {
-		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
-		return layer.Errno(err)
-	}
-	return err
+	return fs.copyUpResult(d, e, err)
 }
 
 // copyUpIndexed is copyUpChild for a lower non-directory with several
@@ -173,11 +169,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 		fs.copyUps.Add(1)
 		return nil
 	})
-	if err != nil && !isRetry(err) {
-		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
-		return layer.Errno(err)
-	}
-	return err
+	return fs.copyUpResult(d, e, err)
 }
 
 // checkAlive fails with errRetry when d's upper directory was removed (a
@@ -220,4 +212,14 @@ func (fs *FS) upperEntry(comps []string) (*dir, entry, error) {
 		}
 	}
 	return nil, entry{}, syscall.EAGAIN
+}
+
+// copyUpResult is what a copy-up of e in d that ended with err answers: nil, a retry,
+// or the failure as an errno, logged.
+func (fs *FS) copyUpResult(d *dir, e *entry, err error) error {
+	if err != nil && !isRetry(err) {
+		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
+		return layer.Errno(err)
+	}
+	return err
 }

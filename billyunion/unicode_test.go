@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -16,18 +17,12 @@ const (
 	cafeNFD = "cafe\u0301"
 )
 
+// listNames is the listing of p, sorted.
 func listNames(t *testing.T, fs *FS, p string) []string {
 	t.Helper()
-	fis, err := fs.ReadDir(p)
-	if err != nil {
-		t.Fatalf("ReadDir %s: %v", p, err)
-	}
-	var names []string
-	for _, fi := range fis {
-		names = append(names, fi.Name())
-	}
-	sort.Strings(names)
-	return names
+	n := strings.Fields(names(t, fs, p))
+	sort.Strings(n)
+	return n
 }
 
 func TestUnicodeModeRefusesUnknownValues(t *testing.T) {

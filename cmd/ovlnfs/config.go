@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -467,6 +468,7 @@ func parseMountOptions(s string) (mountOptions, error) {
 	var mo mountOptions
 	for _, opt := range splitEscaped(s, ',') {
 		key, value, hasValue := strings.Cut(opt, "=")
+		var err error
 		switch key {
 		case "":
 			continue
@@ -487,40 +489,33 @@ func parseMountOptions(s string) (mountOptions, error) {
 		case "userxattr":
 			mo.xattrPrefix = "user.overlay."
 		case "redirect_dir":
-			switch value {
-			case "on", "follow", "nofollow", "off":
-				mo.redirectDir = value
-			default:
-				return mo, refuse("-o redirect_dir=%s: must be on, follow, nofollow or off", value)
-			}
+			mo.redirectDir, err = enumOption(key, value, "on", "follow", "nofollow", "off")
 		case "index":
-			switch value {
-			case "on", "off":
-				mo.index = value
-			default:
-				return mo, refuse("-o index=%s: must be on or off", value)
-			}
+			mo.index, err = enumOption(key, value, "on", "off")
 		case "appledouble":
-			switch value {
-			case "allow", "refuse":
-				mo.appleDouble = value
-			default:
-				return mo, refuse("-o appledouble=%s: must be allow or refuse", value)
-			}
+			mo.appleDouble, err = enumOption(key, value, "allow", "refuse")
 		case "unicode":
-			switch value {
-			case billyunion.UnicodeExact, billyunion.UnicodeInsensitive:
-				mo.unicode = value
-			default:
-				return mo, refuse("-o unicode=%s: must be %s or %s", value, billyunion.UnicodeExact, billyunion.UnicodeInsensitive)
-			}
+			mo.unicode, err = enumOption(key, value, billyunion.UnicodeExact, billyunion.UnicodeInsensitive)
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
 		default:
 			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, index, appledouble, unicode, dircache_entries)", opt)
 		}
+		if err != nil {
+			return mo, err
+		}
 	}
 	return mo, nil
+}
+
+// enumOption is the value of an -o option that takes one of allowed, or its refusal
+// naming them ("-o index=yes: must be on or off").
+func enumOption(key, value string, allowed ...string) (string, error) {
+	if slices.Contains(allowed, value) {
+		return value, nil
+	}
+	list := strings.Join(allowed[:len(allowed)-1], ", ") + " or " + allowed[len(allowed)-1]
+	return "", refuse("-o %s=%s: must be %s", key, value, list)
 }
 
 // splitEscaped splits s at every sep not preceded by a backslash. Escapes stay in the

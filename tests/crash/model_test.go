@@ -3,6 +3,7 @@ package crash_test
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path"
 	"slices"
@@ -341,12 +342,7 @@ func list(root *node) []named {
 	var out []named
 	var walk func(n *node, p []string)
 	walk = func(n *node, p []string) {
-		names := make([]string, 0, len(n.kids))
-		for k := range n.kids {
-			names = append(names, k)
-		}
-		slices.Sort(names)
-		for _, name := range names {
+		for _, name := range kidNames(n) {
 			k := n.kids[name]
 			kp := append(slices.Clone(p), name)
 			out = append(out, named{kp, k})
@@ -510,12 +506,7 @@ func (g *gen) next(root *node) []*op {
 			var ops []*op
 			var rm func(p []string, n *node)
 			rm = func(p []string, n *node) {
-				names := make([]string, 0, len(n.kids))
-				for k := range n.kids {
-					names = append(names, k)
-				}
-				slices.Sort(names)
-				for _, name := range names {
+				for _, name := range kidNames(n) {
 					k := n.kids[name]
 					kp := append(slices.Clone(p), name)
 					if k.typ == 'd' {
@@ -531,3 +522,6 @@ func (g *gen) next(root *node) []*op {
 		}
 	}
 }
+
+// kidNames is n's children's names, sorted.
+func kidNames(n *node) []string { return slices.Sorted(maps.Keys(n.kids)) }

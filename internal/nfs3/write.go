@@ -40,10 +40,11 @@ func write(rq *request) error {
 	n := 0
 	post := st
 	if err == nil {
-		n, post, err = rq.writeAt(unionPath(elems), info, data, offset, stable != stableUnstable)
+		// Before the data, as the kernel does: a WRITE that cannot drop them writes nothing.
+		err = rq.dropPrivileges(unionPath(elems), st)
 	}
-	if err == nil && post != nil {
-		err = rq.dropPrivileges(unionPath(elems), post)
+	if err == nil {
+		n, post, err = rq.writeAt(unionPath(elems), info, data, offset, stable != stableUnstable)
 	}
 	rq.status(err)
 	// No pre-operation attributes: without a lock that orders them with the write they
@@ -63,20 +64,12 @@ func write(rq *request) error {
 	return nil
 }
 
-// dropPrivileges clears the setuid and setgid bits a WRITE by this caller removes
-// (principal.privilegesDropped), and updates st to match.
+// dropPrivileges clears the setuid and setgid bits a WRITE by this caller removes from
+// the file of stat st (principal.privilegesDropped); the write's post-op attributes then
+// show the new mode.
 func (rq *request) dropPrivileges(p string, st *syscall.Stat_t) error {
-	mode, ok := rq.who.privilegesDropped(st)
-	if !ok {
-		return nil
-	}
-	if err := rq.ns.Chmod(p, billyunion.FileMode(mode)); err != nil {
-		return err
-	}
-	if fresh := rq.statOrNil(p); fresh != nil {
-		*st = *fresh // the new ctime too
-	} else {
-		st.Mode = st.Mode&syscall.S_IFMT | mode
+	if mode, ok := rq.who.privilegesDropped(st); ok {
+		return rq.ns.Chmod(p, billyunion.FileMode(mode))
 	}
 	return nil
 }

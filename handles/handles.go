@@ -1,6 +1,7 @@
 package handles
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"os"
@@ -31,7 +32,10 @@ type Options struct {
 	// DefaultCacheEntries. A miss costs a resolution (a few lookups), never
 	// a stale handle.
 	CacheEntries int
-	Logger       *slog.Logger
+	// Export is the export id every handle carries, so that a handle of one export is
+	// STALE on another; 0 means the union's LayerSetID (one export of those layers).
+	Export uint32
+	Logger *slog.Logger
 }
 
 // DefaultCacheEntries is the path cache size when none is configured.
@@ -66,11 +70,27 @@ func New(union Union, opts Options) (*Handles, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handles{union: union, export: union.LayerSetID(), paths: paths, log: log}
+	export := opts.Export
+	if export == 0 {
+		export = union.LayerSetID()
+	}
+	h := &Handles{union: union, export: export, paths: paths, log: log}
 	if h.gone, err = encode(&handle{export: h.export, obj: billyunion.ObjectID{FS: goneFS, Handle: []byte{0}}}); err != nil {
 		return nil, err
 	}
 	return h, nil
+}
+
+// Export is the export id of these handles.
+func (h *Handles) Export() uint32 { return h.export }
+
+// ExportOf is the export id a handle names, read from its header alone (Resolve checks
+// the rest); ErrBadHandle for bytes too short or of another format.
+func ExportOf(fh []byte) (uint32, error) {
+	if len(fh) < headerSize || len(fh) > MaxSize || fh[0] != formatVersion {
+		return 0, ErrBadHandle
+	}
+	return binary.BigEndian.Uint32(fh[1:5]), nil
 }
 
 // ToHandle returns the handle of the object at path (components from the

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
+	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
 // defaultListen is where the server listens unless told otherwise: loopback only, so a
@@ -60,6 +61,11 @@ type serveConfig struct {
 	gomaxprocs int
 	// unicode: -o unicode=exact or insensitive; "" = the union's default (exact).
 	unicode string
+	// configFile is the exports file (--config); with it, exports are what it declares
+	// (the layer fields above are unused) and lockState its state directory.
+	configFile string
+	exports    []server.Export
+	lockState  string
 }
 
 // maxGomaxprocs bounds --gomaxprocs (the runtime's own limit is far higher; no machine
@@ -119,11 +125,13 @@ type rawServeFlags struct {
 	grace                       time.Duration
 	requirePrivilegedPort       bool
 	gomaxprocs                  string
+	configFile                  string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.StringVar(&raw.configFile, "config", "", "an exports file declaring many exports, their layers and their clients (docs/exports.md); re-read on SIGHUP; replaces --lowerdir, --upperdir, --workdir, -o and --read-only")
 	fs.StringVar(&raw.lowerdir, "lowerdir", "", "colon-separated lower layers, top-most first (required); escape a ':' in a path as '\\:'")
 	fs.StringVar(&raw.upperdir, "upperdir", "", "writable upper layer; omit it for a read-only union")
 	fs.StringVar(&raw.workdir, "workdir", "", "work directory on the upper's filesystem (default: a directory beside the upper)")
@@ -222,8 +230,8 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		cfg.index = opts.index
 		cfg.refuseAppleDouble = opts.appleDouble == "refuse"
 		cfg.unicode = opts.unicode
-		if cfg.xattrPrefix == "user.overlay." && cfg.redirectDir != "" && cfg.redirectDir != "nofollow" {
-			return nil, refuse("-o userxattr,redirect_dir=%s: conflicting options (as for the kernel overlay: redirects need trusted xattrs)", cfg.redirectDir)
+		if err := checkUnionOptions(opts); err != nil {
+			return nil, err
 		}
 		if opts.dirCacheEntries != nil {
 			if raw.dirCacheEntries != nil {
@@ -239,19 +247,6 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		}
 		cfg.dirCacheEntries = n
 	}
-	if len(lowerSpec) == 0 {
-		return nil, refuse("no lower layer: give --lowerdir=DIR[:DIR...] or -o lowerdir=...")
-	}
-	if work != "" && upper == "" {
-		return nil, refuse("workdir given without upperdir")
-	}
-	if raw.readOnly && upper != "" {
-		// A read-only view of a union with an upper is the upper as the top-most lower:
-		// whiteouts and opaque markers mean the same in a lower layer. No workdir is used.
-		lowerSpec = append([]string{upper}, lowerSpec...)
-		upper, work = "", ""
-	}
-
 	if _, err := net.ResolveTCPAddr("tcp", cfg.listen); err != nil {
 		return nil, refuse("--listen %q is not HOST:PORT: %v", cfg.listen, err)
 	}
@@ -266,65 +261,104 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	if err := checkNLM(cfg, &raw); err != nil {
 		return nil, err
 	}
-
-	for _, l := range lowerSpec {
-		dir, err := existingDir("lowerdir", l)
+	if raw.configFile != "" {
+		for _, f := range []struct {
+			name  string
+			given bool
+		}{{"--lowerdir", raw.lowerdir != ""}, {"--upperdir", raw.upperdir != ""}, {"--workdir", raw.workdir != ""},
+			{"-o", raw.options != ""}, {"--read-only", raw.readOnly}, {"--require-privileged-port", raw.requirePrivilegedPort}} {
+			if f.given {
+				return nil, refuse("%s and --config: the exports file declares each export's layers, options and clients (secure/insecure for ports)", f.name)
+			}
+		}
+		cfg.configFile = raw.configFile
+		exports, err := loadExportsFile(cfg.configFile)
 		if err != nil {
 			return nil, err
 		}
-		cfg.lowers = append(cfg.lowers, dir)
-	}
-	if upper == "" {
+		cfg.exports, cfg.lockState = exports.exports, exports.state
 		return cfg, nil
 	}
 
-	var err error
-	if cfg.upper, err = existingDir("upperdir", upper); err != nil {
-		return nil, err
+	if len(lowerSpec) == 0 {
+		return nil, refuse("no lower layer: give --lowerdir=DIR[:DIR...] or -o lowerdir=..., or an exports file with --config")
 	}
-	for _, l := range cfg.lowers {
-		if within(cfg.upper, l) {
-			return nil, refuse("upperdir %s is inside lowerdir %s: the layers must be separate trees", cfg.upper, l)
-		}
-		if within(l, cfg.upper) {
-			return nil, refuse("lowerdir %s is inside upperdir %s: the layers must be separate trees", l, cfg.upper)
-		}
+	if work != "" && upper == "" {
+		return nil, refuse("workdir given without upperdir")
+	}
+	if raw.readOnly && upper != "" {
+		// A read-only view of a union with an upper is the upper as the top-most lower:
+		// whiteouts and opaque markers mean the same in a lower layer. No workdir is used.
+		lowerSpec = append([]string{upper}, lowerSpec...)
+		upper, work = "", ""
 	}
 
-	if work == "" {
-		cfg.workIsAuto = true
-		cfg.work, err = defaultWorkdir(cfg.upper)
-		if err != nil {
-			return nil, err
-		}
-	} else if cfg.work, err = existingDir("workdir", work); err != nil {
+	var err error
+	if cfg.lowers, cfg.upper, cfg.work, cfg.workIsAuto, err = checkLayers(lowerSpec, upper, work); err != nil {
 		return nil, err
 	}
-	if within(cfg.work, cfg.upper) || within(cfg.upper, cfg.work) {
-		return nil, refuse("workdir %s and upperdir %s overlap: they must be separate directories on one filesystem", cfg.work, cfg.upper)
+	return cfg, nil
+}
+
+// checkLayers resolves and checks an export's layers (lowerSpec top-down, upper and work
+// as given, "" when not): each exists and is a directory, none lies inside another, the
+// workdir is on the upper's filesystem (beside the upper when not given: workIsAuto).
+func checkLayers(lowerSpec []string, upperSpec, workSpec string) (lowers []string, upper, work string, workIsAuto bool, err error) {
+	for _, l := range lowerSpec {
+		dir, err := existingDir("lowerdir", l)
+		if err != nil {
+			return nil, "", "", false, err
+		}
+		lowers = append(lowers, dir)
 	}
-	for _, l := range cfg.lowers {
-		if within(cfg.work, l) || within(l, cfg.work) {
-			return nil, refuse("workdir %s and lowerdir %s overlap", cfg.work, l)
+	if upperSpec == "" {
+		return lowers, "", "", false, nil
+	}
+	fail := func(err error) ([]string, string, string, bool, error) { return nil, "", "", false, err }
+	if upper, err = existingDir("upperdir", upperSpec); err != nil {
+		return fail(err)
+	}
+	for _, l := range lowers {
+		if within(upper, l) {
+			return fail(refuse("upperdir %s is inside lowerdir %s: the layers must be separate trees", upper, l))
+		}
+		if within(l, upper) {
+			return fail(refuse("lowerdir %s is inside upperdir %s: the layers must be separate trees", l, upper))
+		}
+	}
+	if workSpec == "" {
+		workIsAuto = true
+		if work, err = defaultWorkdir(upper); err != nil {
+			return fail(err)
+		}
+	} else if work, err = existingDir("workdir", workSpec); err != nil {
+		return fail(err)
+	}
+	if within(work, upper) || within(upper, work) {
+		return fail(refuse("workdir %s and upperdir %s overlap: they must be separate directories on one filesystem", work, upper))
+	}
+	for _, l := range lowers {
+		if within(work, l) || within(l, work) {
+			return fail(refuse("workdir %s and lowerdir %s overlap", work, l))
 		}
 	}
 	// The work directory must be on the upper's filesystem because copy-up prepares files
 	// there and renames them into the upper, and rename cannot cross filesystems.
-	workProbe := cfg.work
-	if cfg.workIsAuto {
-		workProbe = filepath.Dir(cfg.work)
+	workProbe := work
+	if workIsAuto {
+		workProbe = filepath.Dir(work)
 	}
-	same, err := sameFilesystem(cfg.upper, workProbe)
+	same, err := sameFilesystem(upper, workProbe)
 	if err != nil {
-		return nil, refuse("workdir %s: %v", cfg.work, err)
+		return fail(refuse("workdir %s: %v", work, err))
 	}
 	if !same {
-		if cfg.workIsAuto {
-			return nil, refuse("upperdir %s is the root of its filesystem, so no workdir fits beside it: give --workdir on the same filesystem", cfg.upper)
+		if workIsAuto {
+			return fail(refuse("upperdir %s is the root of its filesystem, so no workdir fits beside it: give --workdir on the same filesystem", upper))
 		}
-		return nil, refuse("workdir %s is not on the same filesystem as upperdir %s", cfg.work, cfg.upper)
+		return fail(refuse("workdir %s is not on the same filesystem as upperdir %s", work, upper))
 	}
-	return cfg, nil
+	return lowers, upper, work, workIsAuto, nil
 }
 
 // checkPortmap validates --portmap and --portmap-listen together.
@@ -506,6 +540,14 @@ func parseMountOptions(s string) (mountOptions, error) {
 		}
 	}
 	return mo, nil
+}
+
+// checkUnionOptions refuses union options that contradict each other.
+func checkUnionOptions(mo mountOptions) error {
+	if mo.xattrPrefix == "user.overlay." && mo.redirectDir != "" && mo.redirectDir != "nofollow" {
+		return refuse("-o userxattr,redirect_dir=%s: conflicting options (as for the kernel overlay: redirects need trusted xattrs)", mo.redirectDir)
+	}
+	return nil
 }
 
 // enumOption is the value of an -o option that takes one of allowed, or its refusal

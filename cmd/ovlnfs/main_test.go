@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ovlnfs/ovlnfs/billyunion"
+	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
 func TestSplitEscaped(t *testing.T) {
@@ -129,18 +132,22 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("a refused start created %s", e.Name())
 		}
 	}
-	if _, err := os.Stat(filepath.Join(l.work, lockFileName)); err == nil {
+	if _, err := os.Stat(filepath.Join(l.work, server.LockFileName)); err == nil {
 		t.Errorf("a refused start created the lock file")
 	}
 }
 
 func TestWorkdirInUse(t *testing.T) {
 	l := newLayout(t)
-	lock, err := lockWorkdir(l.work)
+	// Another process's lock: a flock on the lock file from another open file.
+	f, err := os.OpenFile(filepath.Join(l.work, server.LockFileName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.release()
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
 	code, _, stderr := runCLI(t, context.Background(), "serve", "--lowerdir="+l.l1, "--upperdir="+l.upper,
 		"--workdir="+l.work, "--listen=127.0.0.1:0")
 	if code != exitBadConfig || !strings.Contains(stderr, "in use") {
@@ -207,7 +214,7 @@ func TestServeStopsOnSignal(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(l.root, ".upper.ovlnfs-work", lockFileName)); err != nil {
+	if _, err := os.Stat(filepath.Join(l.root, ".upper.ovlnfs-work", server.LockFileName)); err != nil {
 		t.Errorf("default workdir beside the upper: %v", err)
 	}
 }

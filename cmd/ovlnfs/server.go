@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
 	"github.com/ovlnfs/ovlnfs/internal/procs"
 	"github.com/ovlnfs/ovlnfs/internal/server"
@@ -67,47 +70,30 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		defer servePprof(pl, logger)()
 	}
 
-	readOnly := cfg.upper == ""
-	if !readOnly {
-		if cfg.workIsAuto {
-			if err := os.Mkdir(cfg.work, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-				return refused("cannot create workdir %s: %v", cfg.work, unwrapOpError(err))
-			}
-		}
-		lock, err := lockWorkdir(cfg.work)
-		if err != nil {
-			if errors.Is(err, errWorkdirBusy) {
-				return refused("workdir %s is in use (%v): each running ovlnfs needs its own workdir", cfg.work, err)
-			}
-			return refused("cannot lock workdir %s: %v", cfg.work, unwrapOpError(err))
-		}
-		defer func() { _ = lock.release() }()
+	exports := cfg.exports
+	if cfg.configFile == "" {
+		exports = []server.Export{{Path: "/", Lowers: cfg.lowers, Upper: cfg.upper, Work: cfg.work,
+			CreateWork: cfg.workIsAuto, XattrPrefix: cfg.xattrPrefix, RedirectDir: cfg.redirectDir,
+			Unicode: cfg.unicode, Index: cfg.index, RefuseAppleDouble: cfg.refuseAppleDouble,
+			Clients: clients.Everyone(cfg.requirePrivilegedPort)}}
 	}
-
 	srv, err := server.New(server.Config{
-		Lowers:             cfg.lowers,
-		Upper:              cfg.upper,
-		Work:               cfg.work,
-		XattrPrefix:        cfg.xattrPrefix,
-		RedirectDir:        cfg.redirectDir,
-		Unicode:            cfg.unicode,
-		Index:              cfg.index,
+		Exports:            exports,
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
 		// Only root can give what a client creates to the client's user.
-		ActAsCaller:           os.Geteuid() == 0,
-		RequirePrivilegedPort: cfg.requirePrivilegedPort,
-		RefuseAppleDouble:     cfg.refuseAppleDouble,
-		NLM:                   cfg.nlm,
-		Grace:                 cfg.grace,
-		Logger:                logger,
+		ActAsCaller: os.Geteuid() == 0,
+		NLM:         cfg.nlm,
+		Grace:       cfg.grace,
+		LockState:   cfg.lockState,
+		Logger:      logger,
 	})
 	if err != nil {
 		return refused("%v", err)
 	}
 	defer func() {
 		if err := srv.Close(); err != nil {
-			logger.Error("closing the union", "err", err)
+			logger.Error("closing the exports", "err", err)
 		}
 	}()
 
@@ -176,25 +162,33 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		// The previous run's clients are told once the lock manager answers.
 		srv.NotifyRestart()
 	}
-	logger.Info("ovlnfs started",
-		"listen", listener.Addr().String(),
-		"mount_udp", udpListen,
-		"nlm", nlmListen,
-		"grace", grace,
-		"portmap", pm.summary,
-		"lowerdir", strings.Join(cfg.lowers, ":"),
-		"upperdir", cfg.upper,
-		"workdir", cfg.work,
-		"read_only", readOnly,
-		"pid", os.Getpid())
+	started := []any{"listen", listener.Addr().String(), "mount_udp", udpListen, "nlm", nlmListen,
+		"grace", grace, "portmap", pm.summary}
+	if cfg.configFile != "" {
+		started = append(started, "config", cfg.configFile, "exports", exportPaths(exports))
+	} else {
+		started = append(started, "lowerdir", strings.Join(cfg.lowers, ":"), "upperdir", cfg.upper,
+			"workdir", cfg.work, "read_only", cfg.upper == "")
+	}
+	logger.Info("ovlnfs started", append(started, "pid", os.Getpid())...)
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	status := exitOK
-	select {
-	case <-ctx.Done():
-		logger.Info("ovlnfs stopping", "reason", "signal")
-	case err := <-failed:
-		logger.Error("listener failed", "err", err)
-		status = exitFailure
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("ovlnfs stopping", "reason", "signal")
+			break wait
+		case err := <-failed:
+			logger.Error("listener failed", "err", err)
+			status = exitFailure
+			break wait
+		case <-hup:
+			reload(cfg, srv, logger)
+		}
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -218,6 +212,37 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	serving.Wait()
 	logger.Info("ovlnfs stopped", "exit_status", status)
 	return status
+}
+
+// reload re-reads the exports file (SIGHUP) and has the server serve what it declares
+// now. A file that does not check out changes nothing: the server keeps what it serves.
+func reload(cfg *serveConfig, srv *server.Server, logger *slog.Logger) {
+	if cfg.configFile == "" {
+		logger.Info("SIGHUP ignored: there is no exports file to re-read (--config)")
+		return
+	}
+	loaded, err := loadExportsFile(cfg.configFile)
+	if err != nil {
+		logger.Error("reload refused: the server keeps its exports", "config", cfg.configFile, "err", err)
+		return
+	}
+	if loaded.state != cfg.lockState {
+		logger.Warn("reload: the state directory changes only with a restart", "state", cfg.lockState, "file_says", loaded.state)
+	}
+	if err := srv.Reconfigure(loaded.exports); err != nil {
+		logger.Error("reload incomplete", "config", cfg.configFile, "err", err)
+		return
+	}
+	logger.Info("configuration reloaded", "config", cfg.configFile, "exports", exportPaths(loaded.exports))
+}
+
+// exportPaths lists exports for a log line.
+func exportPaths(es []server.Export) string {
+	paths := make([]string, len(es))
+	for i := range es {
+		paths[i] = describe(&es[i])
+	}
+	return strings.Join(paths, " ")
 }
 
 // unwrapOpError drops the "op path:" prefix Go adds, when the message already names the

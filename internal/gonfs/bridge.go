@@ -37,9 +37,21 @@ import (
 
 // Config is what the bridge needs to answer MNT.
 type Config struct {
+	// Mount finds what a client at remote mounts as dirpath (clean, absolute): the
+	// export's union and handles, and the components of dirpath below the export's root.
+	// Its error refuses the mount: EACCES (the client may not), ENOENT (no export holds
+	// dirpath).
+	Mount  func(dirpath string, remote net.Addr) (Target, error)
+	Logger *slog.Logger
+}
+
+// Target is the export a MNT mounts and where in it.
+type Target struct {
 	Union   *billyunion.FS
 	Handles *handles.Handles
-	Logger  *slog.Logger
+	// Export is the export's path, Below the components of the mount path below it.
+	Export string
+	Below  []string
 }
 
 // Bridge forwards calls to a go-nfs server of the union.
@@ -50,8 +62,8 @@ type Bridge struct {
 
 // New starts go-nfs on its pipe listener.
 func New(cfg Config) (*Bridge, error) {
-	if cfg.Union == nil || cfg.Handles == nil {
-		return nil, errors.New("gonfs: a union and its handles are needed")
+	if cfg.Mount == nil {
+		return nil, errors.New("gonfs: a Mount function is needed")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -59,7 +71,7 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	routeGoNFSLog(logger) // go-nfs's logger is one per process (log.go)
 	b := &Bridge{pipes: newPipeListener(), logger: logger}
-	h := &handler{union: cfg.Union, handles: cfg.Handles, logger: logger}
+	h := &handler{mount: cfg.Mount, logger: logger}
 	server := &nfs.Server{Handler: h, Context: context.Background()}
 	// Serve returns when Close closes the pipe listener.
 	go func() { _ = server.Serve(b.pipes) }()

@@ -34,7 +34,7 @@ func FuzzMountArgs(f *testing.F) {
 		return w.Buf, nil
 	}
 	f.Fuzz(func(t *testing.T, proc uint8, args []byte) {
-		s, err := New(Config{Mnt: forward})
+		s, err := New(Config{Mnt: forward, Exports: func() []Export { return []Export{{Dir: "/", Groups: []string{"*"}}} }})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,5 +1,5 @@
-// Package mount is the MOUNT protocol, version 3 (RFC 1813 appendix I), of the one export
-// "/": MNT gives a client the root handle of the export or of a directory below it, and
+// Package mount is the MOUNT protocol, version 3 (RFC 1813 appendix I), of the server's
+// exports: MNT gives a client the root handle of an export or of a directory below it, and
 // EXPORT and DUMP tell who may mount what and who did (showmount, libnfs discovery).
 //
 // MNT itself is answered by go-nfs through the bridge (package gonfs), which turns the
@@ -41,9 +41,6 @@ const (
 	ProcExport  Proc = 5
 )
 
-// ExportPath is the one export; MNT accepts directories below it too.
-const ExportPath = "/"
-
 // maxPathLen is MNTPATHLEN, the protocol's bound on a dirpath.
 const maxPathLen = 1024
 
@@ -66,27 +63,30 @@ type Forwarder func(ctx context.Context, call *oncrpc.Call) ([]byte, error)
 
 // Config is what the MOUNT program needs.
 type Config struct {
-	Mnt    Forwarder
-	Logger *slog.Logger
+	Mnt Forwarder
+	// Exports is the EXPORT list now (it changes with a reload).
+	Exports func() []Export
+	Logger  *slog.Logger
 }
 
 // Server answers MOUNT calls.
 type Server struct {
 	forward Forwarder
+	exports func() []Export
 	mounts  *table
 	logger  *slog.Logger
 }
 
 // New builds the MOUNT server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Mnt == nil {
-		return nil, errors.New("mount: MNT needs a forwarder")
+	if cfg.Mnt == nil || cfg.Exports == nil {
+		return nil, errors.New("mount: MNT needs a forwarder, EXPORT the exports")
 	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{forward: cfg.Mnt, mounts: newTable(), logger: logger}, nil
+	return &Server{forward: cfg.Mnt, exports: cfg.Exports, mounts: newTable(), logger: logger}, nil
 }
 
 // Program is MOUNT's dispatch table. Every procedure is Exclusive: mounting changes what

@@ -12,7 +12,7 @@ func access(rq *request) error {
 	rq.status(err)
 	rq.postOpAttr(st)
 	if err == nil {
-		rq.res.Uint32(accessFor(rq.who, st, asked, rq.s.readOnly))
+		rq.res.Uint32(accessFor(rq.who, st, asked, rq.readOnly))
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func fsinfo(rq *request) error {
 	rq.res.Uint32(0) // time_delta seconds
 	rq.res.Uint32(fsinfoTimeDeltaNs)
 	properties := uint32(fsinfoLink | fsinfoSymlink | fsinfoHomogeneous)
-	if !rq.s.readOnly {
+	if !rq.readOnly {
 		properties |= fsinfoCanSetTime
 	}
 	rq.res.Uint32(properties)

@@ -26,7 +26,7 @@ func fsstat(rq *request) error {
 	bsize := uint64(fs.Bsize)
 	total, free, avail := fs.Blocks*bsize, fs.Bfree*bsize, fs.Bavail*bsize
 	files, freeFiles, availFiles := fs.Files, fs.Ffree, fs.Ffree
-	if rq.s.readOnly {
+	if rq.readOnly {
 		avail, availFiles = 0, 0
 	}
 	for _, v := range []uint64{total, free, avail, files, freeFiles, availFiles} {

@@ -3,6 +3,7 @@ package nfs3
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/fuzzcorpus"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
 	"github.com/ovlnfs/ovlnfs/internal/xdr"
@@ -199,7 +201,7 @@ func newFuzzFixture(t *testing.T, base, lower string) *fuzzFixture {
 	if err := os.Remove(filepath.Join(upper, "gone")); err != nil {
 		fail(err)
 	}
-	if fx.s, err = New(Config{Union: fx.union, Handles: hs, StatfsPath: upper}); err != nil {
+	if fx.s, err = New(Config{Union: fx.union, Handles: hs, StatfsPath: upper, Admit: func(net.Addr) (clients.Grant, bool) { return clients.Everyone(false)[0].Grant, true }}); err != nil {
 		fail(err)
 	}
 	return fx

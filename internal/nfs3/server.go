@@ -15,6 +15,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
 	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
@@ -29,10 +30,11 @@ type Config struct {
 	// ActAsCaller makes what a client creates its user's (the server must run as root to
 	// give objects away); otherwise objects are the server process's.
 	ActAsCaller bool
-	// RequirePrivilegedPort refuses (AUTH_TOOWEAK) calls from a source port of 1024 or
-	// more, as knfsd's "secure" export option does. Off by default: macOS mounts from an
-	// unprivileged port unless given resvport.
-	RequirePrivilegedPort bool
+	// Admit is what the client at a call's address may do: false refuses the call
+	// (AUTH_TOOWEAK), as does a secure grant (clients.Grant.Insecure false) for a call from
+	// a source port of 1024 or more. Its answer may change while serving (a reload); it is
+	// asked once per call.
+	Admit func(remote net.Addr) (clients.Grant, bool)
 	// RefuseAppleDouble refuses (ACCES) new entries named like macOS's AppleDouble
 	// companions ("._name") and Finder's ".DS_Store", made or renamed to; existing ones
 	// stay visible, readable, writable and removable.
@@ -51,8 +53,7 @@ type Server struct {
 	readOnly     bool
 	statfsPath   string
 	actAsCaller  bool
-	// privilegedOnly: Config.RequirePrivilegedPort.
-	privilegedOnly bool
+	admit        func(net.Addr) (clients.Grant, bool) // Config.Admit
 	// refuseAppleDouble: Config.RefuseAppleDouble.
 	refuseAppleDouble bool
 	// writeVerifier changes with every start, so clients resend what they had written
@@ -63,20 +64,22 @@ type Server struct {
 
 // New builds the NFSv3 server of cfg's union.
 func New(cfg Config) (*Server, error) {
-	if cfg.Union == nil || cfg.Handles == nil {
-		return nil, errors.New("nfs3: a union and its handles are needed")
+	if cfg.Union == nil || cfg.Handles == nil || cfg.Admit == nil {
+		return nil, errors.New("nfs3: a union, its handles and the client rules (Admit) are needed")
 	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	fsid := uint64(cfg.Union.LayerSetID())
+	// Each export its own fsid: the Linux client shares one superblock between mounts of
+	// one server whose fsids agree.
+	fsid := uint64(cfg.Handles.Export())
 	if fsid == 0 {
 		fsid = 1 // never 0: the one value that says nothing about the export
 	}
 	s := &Server{union: cfg.Union, handles: cfg.Handles, fsid: fsid, readOnly: cfg.Union.ReadOnly(),
 		statfsPath: cfg.StatfsPath, actAsCaller: cfg.ActAsCaller, logger: logger,
-		cookieOrders: newCookieOrders(), privilegedOnly: cfg.RequirePrivilegedPort,
+		cookieOrders: newCookieOrders(), admit: cfg.Admit,
 		refuseAppleDouble: cfg.RefuseAppleDouble}
 	if _, err := rand.Read(s.writeVerifier[:]); err != nil {
 		return nil, err
@@ -114,8 +117,11 @@ type request struct {
 	args  *xdr.Reader
 	res   *xdr.Writer // the results, in the reply
 	reply *oncrpc.Reply
-	who   principal
+	who   principal // the caller as served: squashed, never anonymous
 	ns    namespace
+	// readOnly: nothing may be changed, the union being read-only or the client's grant
+	// (an ro rule).
+	readOnly bool
 	// procName is the procedure's name in the dispatch table, for log lines.
 	procName string
 }
@@ -124,31 +130,21 @@ type request struct {
 func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler {
 	procName := "NFS." + name // once, not per call
 	return func(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
-		if s.privilegedOnly && !privilegedPort(call.RemoteAddr) {
+		grant, ok := s.admit(call.RemoteAddr)
+		if !ok || !grant.Admits(call.RemoteAddr) {
 			return oncrpc.ErrWeakAuth
 		}
+		who := servedAs(grant, call.Cred)
 		rq := &request{s: s, call: call, args: call.Args, res: &reply.Writer, reply: reply,
-			who: principal{call.Cred}, ns: s.union, procName: procName}
-		if s.actAsCaller && call.Cred.Unix {
-			rq.ns = s.union.As(call.Cred.UID, call.Cred.GID)
+			who: who, ns: s.union, readOnly: s.readOnly || grant.ReadOnly, procName: procName}
+		if s.actAsCaller {
+			rq.ns = s.union.As(who.UID, who.GID)
+		}
+		if grant.ReadOnly && !s.readOnly {
+			rq.ns = readOnlyNamespace{rq.ns}
 		}
 		return fn(rq)
 	}
-}
-
-// privilegedPort reports whether a caller's address has a source port under 1024 (which
-// only root can bind on most systems): a call of no TCP or UDP address is not.
-func privilegedPort(a net.Addr) bool {
-	var port int
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		port = a.Port
-	case *net.UDPAddr:
-		port = a.Port
-	default:
-		return false
-	}
-	return port > 0 && port < 1024
 }
 
 // decoded reports whether the arguments decoded, as the procedures' return value.

@@ -31,6 +31,9 @@ func write(rq *request) error {
 		st = statOf(info)
 		err = writable(st)
 	}
+	if err == nil && rq.readOnly {
+		err = syscall.EROFS
+	}
 	if err == nil {
 		err = rq.who.mayWrite(st)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/server"
 )
 
@@ -78,17 +79,15 @@ func StartServer(t testing.TB, opts Options) *Server {
 	if opts.Debug {
 		level = slog.LevelDebug
 	}
-	cfg := server.Config{Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
+	ex := server.Export{Path: "/", Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
+		RedirectDir: opts.RedirectDir, Index: opts.Index, RefuseAppleDouble: opts.RefuseAppleDouble,
+		Unicode: opts.Unicode, Clients: clients.Everyone(opts.RequirePrivilegedPort)}
+	if opts.ReadOnly {
+		ex.Upper, ex.Work = "", ""
+	}
+	cfg := server.Config{Exports: []server.Export{ex},
 		ActAsCaller: os.Geteuid() == 0, DirCacheEntries: opts.DirCacheEntries,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
-	cfg.RedirectDir = opts.RedirectDir
-	cfg.Index = opts.Index
-	cfg.RequirePrivilegedPort = opts.RequirePrivilegedPort
-	cfg.RefuseAppleDouble = opts.RefuseAppleDouble
-	cfg.Unicode = opts.Unicode
-	if opts.ReadOnly {
-		cfg.Upper, cfg.Work = "", ""
-	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("server: %v", err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ovlnfs/ovlnfs/handles"
 	"github.com/ovlnfs/ovlnfs/internal/locks"
 	"github.com/ovlnfs/ovlnfs/internal/nlm"
 	"github.com/ovlnfs/ovlnfs/internal/nsm"
@@ -29,10 +28,13 @@ type locking struct {
 	grace time.Duration // the grace period this run has (0: none)
 }
 
-func newLocking(cfg Config, hs *handles.Handles, logger *slog.Logger) (*locking, error) {
+func newLocking(cfg Config, key func(fh []byte) (string, error), logger *slog.Logger) (*locking, error) {
 	dir := cfg.LockState
-	if dir == "" && cfg.Work != "" {
-		dir = filepath.Join(cfg.Work, LockStateDir)
+	if dir == "" && len(cfg.Exports) == 1 && cfg.Exports[0].Work != "" {
+		dir = filepath.Join(cfg.Exports[0].Work, LockStateDir)
+	}
+	if dir == "" {
+		logger.Warn("the lock manager keeps no state: after a restart, clients are not told to reclaim their locks (give a state directory)")
 	}
 	l := &locking{}
 	var err error
@@ -51,7 +53,7 @@ func newLocking(cfg Config, hs *handles.Handles, logger *slog.Logger) (*locking,
 		l.grace = cfg.Grace
 	}
 	l.table = locks.New(locks.Config{Grace: l.grace})
-	l.nlm, err = nlm.New(nlm.Config{Locks: l.table, Monitor: l.mon, Key: hs.Identity, PortmapPort: cfg.PeerPortmapPort,
+	l.nlm, err = nlm.New(nlm.Config{Locks: l.table, Monitor: l.mon, Key: key, PortmapPort: cfg.PeerPortmapPort,
 		Logger: logger.With("component", "nlm")})
 	if err != nil {
 		_ = l.mon.Close()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/nlm"
 	"github.com/ovlnfs/ovlnfs/internal/nsm"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
@@ -138,8 +139,8 @@ func TestLockManagerAssembled(t *testing.T) {
 		t.Fatal(err)
 	}
 	pmPort, notices := statusMonitorStub(t)
-	cfg := server.Config{Lowers: []string{dirs["lower"]}, Upper: dirs["upper"], Work: dirs["work"],
-		Grace: 1500 * time.Millisecond, PeerPortmapPort: pmPort}
+	cfg := server.Config{Exports: []server.Export{{Path: "/", Lowers: []string{dirs["lower"]}, Upper: dirs["upper"], Work: dirs["work"],
+		Clients: clients.Everyone(false)}}, Grace: 1500 * time.Millisecond, PeerPortmapPort: pmPort}
 	s := startLockingServer(t, cfg)
 	if d, n := s.srv.Grace(); d != 0 || n != 0 {
 		t.Fatalf("grace at the first start: %v, %d clients", d, n)
@@ -219,7 +220,7 @@ func TestLockServices(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Errorf("LockServices:\n%v\nwant\n%v", lines, want)
 	}
-	srv, err := server.New(server.Config{Lowers: []string{t.TempDir()}})
+	srv, err := server.New(server.Config{Exports: []server.Export{{Path: "/", Lowers: []string{t.TempDir()}, Clients: clients.Everyone(false)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
+	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
 	"github.com/ovlnfs/ovlnfs/internal/nlm"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
@@ -75,8 +77,8 @@ func listNames(t *testing.T, c *rpctest.Client, dir []byte) []string {
 
 // TestMacOSSourcePorts: the macOS client mounts from an unprivileged source port unless
 // mounted with resvport: such calls are served by default; with RequirePrivilegedPort
-// (--require-privileged-port) NFS calls from them are refused with AUTH_TOOWEAK and calls
-// from a port under 1024 served.
+// (--require-privileged-port) MNT from them is refused (MNT3ERR_ACCES), NFS calls with
+// AUTH_TOOWEAK, and calls from a port under 1024 served.
 func TestMacOSSourcePorts(t *testing.T) {
 	files := map[string]string{"f": "data"}
 	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: files})
@@ -89,7 +91,12 @@ func TestMacOSSourcePorts(t *testing.T) {
 
 	strict := rpctest.StartServer(t, rpctest.Options{Files: files, RequirePrivilegedPort: true})
 	c = rpctest.Dial(t, strict.Addr)
-	root = c.MountRoot() // MOUNT is not refused: only NFS calls are
+	// MNT is refused as mountd refuses it for a secure export ("illegal port"), and an
+	// NFS call with a handle got elsewhere is refused too.
+	mnt := rpctest.Accepted(t, c.Call(mount.ProgramNumber, mount.Version, uint32(mount.ProcMnt), rpctest.Opaque([]byte("/"))), oncrpc.Success)
+	if status := mnt.Uint32(); status != 13 {
+		t.Fatalf("MNT from port %v with a privileged port required: status %d, want 13 (MNT3ERR_ACCES)", c.Conn().LocalAddr(), status)
+	}
 	reply := c.Call(nfs3.ProgramNumber, nfs3.Version, uint32(nfs3.ProcGetattr), rpctest.Opaque(root))
 	if stat, detail, ok := rpctest.Rejection(reply); !ok || stat != 1 || detail != oncrpc.AuthTooWeak {
 		t.Fatalf("GETATTR from port %v with a privileged port required: %x, want AUTH_ERROR AUTH_TOOWEAK",
@@ -274,7 +281,7 @@ func TestMacOSOfficeSave(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dirs["lower"], "Office", "Budget.xlsx"), []byte("version 1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := startLockingServer(t, server.Config{Lowers: []string{dirs["lower"]}, Upper: dirs["upper"], Work: dirs["work"]})
+	s := startLockingServer(t, server.Config{Exports: []server.Export{{Path: "/", Lowers: []string{dirs["lower"]}, Upper: dirs["upper"], Work: dirs["work"], Clients: clients.Everyone(false)}}})
 	c := rpctest.Dial(t, s.nfs)
 	dir := c.Lookup(c.MountRoot(), "Office")
 	doc := c.Lookup(dir, "Budget.xlsx")

@@ -1,29 +1,36 @@
-// Package server assembles one ovlnfs server: the union of the layers (billyunion), its
-// file handles (handles), the NFSv3 and MOUNT programs (nfs3, mount), the bridge to go-nfs
-// that answers MNT (gonfs), and the ONC RPC layer that serves them (oncrpc): NFSv3 and
-// MOUNT over TCP, MOUNT alone over UDP (NFS over UDP is not served: its replies would have
-// to fit a datagram). With Config.NLM, the lock manager too (nlm, its lock table locks and
-// its status monitor nsm), on sockets of its own, TCP and UDP. It also assembles the
-// portmapper (portmap) that tells clients where those are. Data flows one way: oncrpc →
-// nfs3/mount/nlm → handles → billyunion → layers.
+// Package server assembles one ovlnfs server: its exports, each a union of layers
+// (billyunion) with its file handles (handles) and NFSv3 server (nfs3); the MOUNT program
+// (mount) and the bridge to go-nfs that answers MNT (gonfs); and the ONC RPC layer that
+// serves them (oncrpc): NFSv3 and MOUNT over TCP, MOUNT alone over UDP (NFS over UDP is
+// not served: its replies would have to fit a datagram). An NFS call goes to the export
+// its file handle names; who may use an export is its client rules (clients). The
+// exports change while serving (Reconfigure). With Config.NLM, the lock manager too (nlm,
+// its lock table locks and its status monitor nsm), on sockets of its own, TCP and UDP.
+// It also assembles the portmapper (portmap) that tells clients where those are. Data
+// flows one way: oncrpc → nfs3/mount/nlm → handles → billyunion → layers.
 //
-// Files: server.go (Config, New, Serve, ServeUDP, Services, Shutdown, Close), locking.go
-// (the lock manager: ServeLocks, ServeLocksUDP, LockServices, NotifyRestart),
-// portmap.go (Portmapper: the portmapper's own RPC server).
+// Files: server.go (Config, Export, New, Serve, ServeUDP, Services, Shutdown, Close),
+// exports.go (the export set: opening and retiring exports, routing a call to its export,
+// MNT's and EXPORT's view of them, Reconfigure), workdir.go (the lock that keeps a
+// workdir to one process), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
+// LockServices, NotifyRestart), portmap.go (Portmapper: the portmapper's own RPC server).
 //
-// Lock order: this package takes no locks; see docs/architecture.md for the order across
-// packages.
+// Lock order: Server.reconfigure, then an export's inflight (taken shared by the calls
+// using the export, exclusively to retire it). Nothing takes reconfigure while holding
+// inflight; a call holds inflight of one export at a time.
 package server
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/ovlnfs/ovlnfs/billyunion"
-	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/gonfs"
 	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
@@ -31,11 +38,16 @@ import (
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
 )
 
-// Config is one export's layers and the server's tunables.
-type Config struct {
+// Export is one export: the path clients mount, its layers and who may use it.
+type Export struct {
+	// Path is what clients mount ("/" for the one export of the command-line flags);
+	// MNT accepts directories below it too.
+	Path        string
 	Lowers      []string // top-down
 	Upper, Work string   // both "" for a read-only union
-	XattrPrefix string   // "" lets the union pick
+	// CreateWork makes Work (mode 0700) when it does not exist yet.
+	CreateWork  bool
+	XattrPrefix string // "" lets the union pick
 	// RedirectDir is the kernel's redirect_dir option: on, follow, nofollow or off; ""
 	// lets the union pick (on, or nofollow with the user.overlay. prefix).
 	RedirectDir string
@@ -45,24 +57,30 @@ type Config struct {
 	// Index is the kernel's index option: on or off; "" for the union's
 	// default, on (billyunion.Options.Index).
 	Index string
-	// DirCacheEntries bounds the merged listings kept (0: the union's default);
-	// HandleCacheEntries the handle → path cache (0: its default).
-	DirCacheEntries, HandleCacheEntries int
-	// ActAsCaller makes what a client creates its user's; the process must be root.
-	ActAsCaller bool
-	// RequirePrivilegedPort refuses NFS calls from source ports of 1024 or more
-	// (nfs3.Config.RequirePrivilegedPort).
-	RequirePrivilegedPort bool
 	// RefuseAppleDouble refuses new "._name" and ".DS_Store" entries
 	// (nfs3.Config.RefuseAppleDouble).
 	RefuseAppleDouble bool
+	// Clients are who may mount and use the export, and how (exports(5)'s rules).
+	Clients clients.Rules
+}
+
+// Config is the server's exports and tunables.
+type Config struct {
+	// Exports are served from the start; at least one, paths distinct.
+	Exports []Export
+	// DirCacheEntries bounds the merged listings each union keeps (0: the union's
+	// default); HandleCacheEntries each export's handle → path cache (0: its default).
+	DirCacheEntries, HandleCacheEntries int
+	// ActAsCaller makes what a client creates its user's; the process must be root.
+	ActAsCaller bool
 	// NLM serves the lock manager (NLM 1, 3, 4 and NSM 1: ServeLocks, ServeLocksUDP).
 	NLM bool
 	// Grace is the grace period after a restart in which clients reclaim their locks;
 	// it applies only when the previous run had clients that may hold locks.
 	Grace time.Duration
-	// LockState is the status monitor's directory; "" is Work/ovlnfs-nsm, or nothing kept
-	// for a union without a workdir (a restart then tells no client).
+	// LockState is the status monitor's directory; "" is Work/ovlnfs-nsm of the one
+	// export when there is one export with a workdir, else nothing is kept (a restart
+	// then tells no client).
 	LockState string
 	// PeerPortmapPort is where clients' portmappers are asked for their lock manager and
 	// status monitor (0: 111); tests move it.
@@ -70,89 +88,80 @@ type Config struct {
 	Logger          *slog.Logger
 }
 
-// Server is a running export.
+// Server is a running set of exports.
 type Server struct {
-	union  *billyunion.FS
-	nfs    *nfs3.Server
-	bridge *gonfs.Bridge
-	rpc    *oncrpc.Server // NFSv3 and MOUNT, over TCP
-	udp    *oncrpc.Server // MOUNT, over UDP
-	lock   *locking       // nil without Config.NLM
-	logger *slog.Logger
+	cfg Config // the tunables; cfg.Exports is what New was given
+	// exports is the set calls are routed by, replaced whole by Reconfigure.
+	exports atomic.Pointer[exportSet]
+	// reconfigure orders Reconfigure calls and Close.
+	reconfigure sync.Mutex
+	// nfsProcs is the NFSv3 dispatch table's shape (names, flags), the same for every
+	// export; routing fills in the handlers.
+	nfsProcs []oncrpc.Procedure
+	bridge   *gonfs.Bridge
+	rpc      *oncrpc.Server // NFSv3 and MOUNT, over TCP
+	udp      *oncrpc.Server // MOUNT, over UDP
+	lock     *locking       // nil without Config.NLM
+	logger   *slog.Logger
 }
 
-// New opens the union and builds everything that serves it. Its errors say what is wrong
-// with the configuration in one line.
+// New opens the exports' unions and builds everything that serves them. Its errors say
+// what is wrong with the configuration in one line.
 func New(cfg Config) (*Server, error) {
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	union, err := billyunion.New(billyunion.Options{
-		Lowers:          cfg.Lowers,
-		Upper:           cfg.Upper,
-		Work:            cfg.Work,
-		XattrPrefix:     cfg.XattrPrefix,
-		RedirectDir:     cfg.RedirectDir,
-		Unicode:         cfg.Unicode,
-		Index:           cfg.Index,
-		DirCacheEntries: cfg.DirCacheEntries,
-		Logger:          logger.With("component", "union"),
-	})
+	if len(cfg.Exports) == 0 {
+		return nil, errors.New("server: no export to serve")
+	}
+	s := &Server{cfg: cfg, logger: cfg.Logger}
+	set, err := s.openSet(cfg.Exports)
 	if err != nil {
 		return nil, err
 	}
-	s, err := assemble(cfg, union, logger)
-	if err != nil {
-		_ = union.Close()
+	s.exports.Store(set)
+	if err := s.assemble(); err != nil {
+		set.retireAll()
 		return nil, err
 	}
 	return s, nil
 }
 
-func assemble(cfg Config, union *billyunion.FS, logger *slog.Logger) (*Server, error) {
-	hs, err := handles.New(union, handles.Options{CacheEntries: cfg.HandleCacheEntries, Logger: logger.With("component", "handles")})
-	if err != nil {
-		return nil, err
+func (s *Server) assemble() error {
+	cfg, logger := s.cfg, s.logger
+	// Any export's table has the shape of all of them.
+	for _, e := range s.exports.Load().byID {
+		s.nfsProcs = e.nfs.Program().Procedures
+		break
 	}
-	statfsPath := cfg.Upper
-	if union.ReadOnly() || statfsPath == "" {
-		statfsPath = cfg.Lowers[0]
+	var err error
+	if s.bridge, err = gonfs.New(gonfs.Config{Mount: s.mountTarget, Logger: logger}); err != nil {
+		return err
 	}
-	nfs, err := nfs3.New(nfs3.Config{Union: union, Handles: hs, StatfsPath: statfsPath,
-		ActAsCaller: cfg.ActAsCaller, RequirePrivilegedPort: cfg.RequirePrivilegedPort,
-		RefuseAppleDouble: cfg.RefuseAppleDouble, Logger: logger})
+	mnt, err := mount.New(mount.Config{Mnt: s.bridge.Forward, Exports: s.exportList, Logger: logger})
 	if err != nil {
-		return nil, err
+		s.bridge.Close()
+		return err
 	}
-	bridge, err := gonfs.New(gonfs.Config{Union: union, Handles: hs, Logger: logger})
+	rpc, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{s.nfsProgram(), mnt.Program()}, Logger: logger})
 	if err != nil {
-		return nil, err
-	}
-	mnt, err := mount.New(mount.Config{Mnt: bridge.Forward, Logger: logger})
-	if err != nil {
-		bridge.Close()
-		return nil, err
-	}
-	rpc, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{nfs.Program(), mnt.Program()}, Logger: logger})
-	if err != nil {
-		bridge.Close()
-		return nil, err
+		s.bridge.Close()
+		return err
 	}
 	// Over UDP the same MOUNT program (one DUMP list), without NFS.
 	udp, err := oncrpc.New(oncrpc.Config{Programs: []oncrpc.Program{mnt.Program()}, Logger: logger})
 	if err != nil {
-		bridge.Close()
-		return nil, err
+		s.bridge.Close()
+		return err
 	}
-	s := &Server{union: union, nfs: nfs, bridge: bridge, rpc: rpc, udp: udp, logger: logger}
+	s.rpc, s.udp = rpc, udp
 	if cfg.NLM {
-		if s.lock, err = newLocking(cfg, hs, logger); err != nil {
-			bridge.Close()
-			return nil, err
+		if s.lock, err = newLocking(cfg, s.lockKey, logger); err != nil {
+			s.bridge.Close()
+			return err
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // Serve answers clients on l until l is closed (it then returns nil) or fails.
@@ -208,14 +217,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close stops the lock manager's calls to clients, releases the open files, go-nfs and
-// the union; call it after Shutdown.
+// Close stops the lock manager's calls to clients, go-nfs, and closes every export (its
+// open files, its union, its workdir lock); call it after Shutdown.
 func (s *Server) Close() error {
+	s.reconfigure.Lock()
+	defer s.reconfigure.Unlock()
 	var err error
 	if s.lock != nil {
 		err = s.lock.close()
 	}
-	s.nfs.Close()
 	s.bridge.Close()
-	return errors.Join(err, s.union.Close())
+	set := s.exports.Load()
+	s.exports.Store(&exportSet{byID: map[uint32]*export{}})
+	return errors.Join(err, set.retireAll())
+}
+
+// errorf is a configuration error about one export, in one line.
+func errorf(e *Export, format string, args ...any) error {
+	return fmt.Errorf("export %s: %s", e.Path, fmt.Sprintf(format, args...))
 }

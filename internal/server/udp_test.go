@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
@@ -36,7 +37,7 @@ func startUDPServer(t *testing.T) *udpServer {
 	if err := os.MkdirAll(filepath.Join(lower, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Lowers: []string{lower}})
+	srv, err := server.New(server.Config{Exports: []server.Export{{Path: "/", Lowers: []string{lower}, Clients: clients.Everyone(false)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -14,18 +14,23 @@ import (
 // lockFileName is the file in the workdir whose flock marks the workdir as in use. The
 // kernel holds the lock; it goes away with the process however the process ends, so there
 // is never a stale lock to clean up.
-const lockFileName = "ovlnfs.lock"
+const LockFileName = "ovlnfs.lock"
 
 // workdirLock is an exclusive lock on a workdir.
 type workdirLock struct{ file *os.File }
 
-// errWorkdirBusy is returned when another process holds the workdir.
-var errWorkdirBusy = errors.New("workdir in use")
+// ErrWorkdirBusy is returned when another process holds the workdir.
+var ErrWorkdirBusy = errors.New("workdir in use")
 
-// lockWorkdir takes the workdir for this process, failing at once if another ovlnfs holds
+// lockWorkdir takes the workdir for this process (creating it first when create is set), failing at once if another ovlnfs holds
 // it. The holder's pid is written into the file only to make the refusal message useful.
-func lockWorkdir(workdir string) (*workdirLock, error) {
-	path := filepath.Join(workdir, lockFileName)
+func lockWorkdir(workdir string, create bool) (*workdirLock, error) {
+	if create {
+		if err := os.Mkdir(workdir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("cannot create workdir %s: %w", workdir, err)
+		}
+	}
+	path := filepath.Join(workdir, LockFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
@@ -35,9 +40,9 @@ func lockWorkdir(workdir string) (*workdirLock, error) {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			if pid := strings.TrimSpace(string(holder)); pid != "" {
-				return nil, fmt.Errorf("%w by ovlnfs pid %s", errWorkdirBusy, pid)
+				return nil, fmt.Errorf("%w by ovlnfs pid %s", ErrWorkdirBusy, pid)
 			}
-			return nil, errWorkdirBusy
+			return nil, ErrWorkdirBusy
 		}
 		return nil, err
 	}

@@ -1,0 +1,477 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+	"github.com/ovlnfs/ovlnfs/handles"
+	"github.com/ovlnfs/ovlnfs/internal/clients"
+	"github.com/ovlnfs/ovlnfs/internal/gonfs"
+	"github.com/ovlnfs/ovlnfs/internal/mount"
+	"github.com/ovlnfs/ovlnfs/internal/nfs3"
+	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
+)
+
+// export is one served export.
+type export struct {
+	cfg     Export // as configured; cfg.Clients is what it started with
+	id      uint32 // in every handle of the export, and its fsid
+	union   *billyunion.FS
+	handles *handles.Handles
+	nfs     *nfs3.Server
+	procs   []oncrpc.Procedure // nfs.Program().Procedures
+	work    *workdirLock       // nil for a read-only export
+	// rules are the client rules now: a reload that changes only them swaps them here.
+	rules atomic.Pointer[clients.Rules]
+	// inflight is held shared by each call using the export, and exclusively to retire
+	// it, so that its union closes only after the calls that found it have ended.
+	inflight sync.RWMutex
+	retired  bool // guarded by inflight
+}
+
+// exportSet is the exports served at one time; it is never changed once published.
+type exportSet struct {
+	byID map[uint32]*export
+	// byPath lists the exports longest path first, so that the first whose path holds a
+	// mount path is the innermost.
+	byPath []*export
+}
+
+func newExportSet(es []*export) *exportSet {
+	set := &exportSet{byID: make(map[uint32]*export, len(es)), byPath: slices.Clone(es)}
+	for _, e := range es {
+		set.byID[e.id] = e
+	}
+	sort.Slice(set.byPath, func(i, j int) bool {
+		a, b := set.byPath[i].cfg.Path, set.byPath[j].cfg.Path
+		if len(a) != len(b) {
+			return len(a) > len(b)
+		}
+		return a < b
+	})
+	return set
+}
+
+// retireAll closes every export of the set.
+func (set *exportSet) retireAll() error {
+	var err error
+	for _, e := range set.byID {
+		err = errors.Join(err, e.retire())
+	}
+	return err
+}
+
+// exportID is the id an export's handles carry. The export of "/" keeps the layer set's
+// own id, which is what every handle of the single-export server carries, so such handles
+// stay valid; other paths mix the path in, so that two exports of the same layers (a
+// read-only view at two paths) are still told apart.
+func exportID(path string, layerSet uint32) uint32 {
+	if path == "/" {
+		return layerSet
+	}
+	h := fnv.New32a()
+	h.Write(binary.BigEndian.AppendUint32(nil, layerSet))
+	h.Write([]byte(path))
+	if id := h.Sum32(); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// openSet opens every export of cfgs, or none: on an error, those opened are closed.
+func (s *Server) openSet(cfgs []Export) (*exportSet, error) {
+	var opened []*export
+	fail := func(err error) (*exportSet, error) {
+		for _, e := range opened {
+			_ = e.retire()
+		}
+		return nil, err
+	}
+	for i := range cfgs {
+		e, err := s.openExport(cfgs[i])
+		if err != nil {
+			return fail(err)
+		}
+		opened = append(opened, e)
+	}
+	if err := checkSet(opened); err != nil {
+		return fail(err)
+	}
+	return newExportSet(opened), nil
+}
+
+// checkSet refuses exports that share a path or whose handles could not be told apart.
+func checkSet(es []*export) error {
+	paths := map[string]bool{}
+	ids := map[uint32]string{}
+	for _, e := range es {
+		if paths[e.cfg.Path] {
+			return fmt.Errorf("export %s is declared twice", e.cfg.Path)
+		}
+		paths[e.cfg.Path] = true
+		if other, ok := ids[e.id]; ok {
+			return fmt.Errorf("exports %s and %s would carry the same id %08x in their file handles: move one to another path", other, e.cfg.Path, e.id)
+		}
+		ids[e.id] = e.cfg.Path
+	}
+	return nil
+}
+
+// openExport opens one export's union (locking its workdir first) and builds its handles
+// and NFSv3 server.
+func (s *Server) openExport(cfg Export) (*export, error) {
+	if cfg.Path == "" || cfg.Path[0] != '/' {
+		return nil, fmt.Errorf("export %q: the path clients mount must be absolute", cfg.Path)
+	}
+	if len(cfg.Lowers) == 0 {
+		return nil, errorf(&cfg, "no lower layer")
+	}
+	e := &export{cfg: cfg}
+	rules := slices.Clone(cfg.Clients)
+	e.rules.Store(&rules)
+	if cfg.Upper != "" {
+		lock, err := lockWorkdir(cfg.Work, cfg.CreateWork)
+		if err != nil {
+			if errors.Is(err, ErrWorkdirBusy) {
+				return nil, errorf(&cfg, "workdir %s is in use (%v): each running ovlnfs needs its own workdir", cfg.Work, err)
+			}
+			return nil, errorf(&cfg, "cannot lock workdir %s: %v", cfg.Work, unwrapPathError(err))
+		}
+		e.work = lock
+	}
+	logger := s.logger
+	if cfg.Path != "/" {
+		logger = logger.With("export", cfg.Path)
+	}
+	var err error
+	e.union, err = billyunion.New(billyunion.Options{
+		Lowers:          cfg.Lowers,
+		Upper:           cfg.Upper,
+		Work:            cfg.Work,
+		XattrPrefix:     cfg.XattrPrefix,
+		RedirectDir:     cfg.RedirectDir,
+		Unicode:         cfg.Unicode,
+		Index:           cfg.Index,
+		DirCacheEntries: s.cfg.DirCacheEntries,
+		Logger:          logger.With("component", "union"),
+	})
+	if err != nil {
+		_ = e.releaseWork()
+		if cfg.Path == "/" {
+			return nil, err // the one export of the flags: the union's error says it all
+		}
+		return nil, errorf(&cfg, "%v", err)
+	}
+	e.id = exportID(cfg.Path, e.union.LayerSetID())
+	fail := func(err error) (*export, error) {
+		_ = e.union.Close()
+		_ = e.releaseWork()
+		return nil, errorf(&cfg, "%v", err)
+	}
+	e.handles, err = handles.New(e.union, handles.Options{CacheEntries: s.cfg.HandleCacheEntries, Export: e.id,
+		Logger: logger.With("component", "handles")})
+	if err != nil {
+		return fail(err)
+	}
+	statfsPath := cfg.Upper
+	if e.union.ReadOnly() || statfsPath == "" {
+		statfsPath = cfg.Lowers[0]
+	}
+	e.nfs, err = nfs3.New(nfs3.Config{Union: e.union, Handles: e.handles, StatfsPath: statfsPath,
+		ActAsCaller: s.cfg.ActAsCaller, Admit: e.admit, RefuseAppleDouble: cfg.RefuseAppleDouble, Logger: logger})
+	if err != nil {
+		return fail(err)
+	}
+	e.procs = e.nfs.Program().Procedures
+	return e, nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// admit is the export's grant for a client address now.
+func (e *export) admit(remote net.Addr) (clients.Grant, bool) {
+	return e.rules.Load().Match(clients.AddrOf(remote))
+}
+
+// enter takes the export for one call: false when it has been retired since the caller
+// found it.
+func (e *export) enter() bool {
+	e.inflight.RLock()
+	if e.retired {
+		e.inflight.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (e *export) leave() { e.inflight.RUnlock() }
+
+// retire waits for the calls using the export to end and closes it. Calls that find it
+// afterwards are routed again (route).
+func (e *export) retire() error {
+	e.inflight.Lock()
+	defer e.inflight.Unlock()
+	if e.retired {
+		return nil
+	}
+	e.retired = true
+	e.nfs.Close()
+	err := e.union.Close()
+	return errors.Join(err, e.releaseWork())
+}
+
+func (e *export) releaseWork() error {
+	if e.work == nil {
+		return nil
+	}
+	err := e.work.release()
+	e.work = nil
+	return err
+}
+
+// sameLayers reports whether two configurations open the same union: a reload that
+// changes nothing but the client rules keeps the export, its caches and its clients.
+func sameLayers(a, b *Export) bool {
+	return a.Path == b.Path && slices.Equal(a.Lowers, b.Lowers) && a.Upper == b.Upper && a.Work == b.Work &&
+		a.XattrPrefix == b.XattrPrefix && a.RedirectDir == b.RedirectDir && a.Unicode == b.Unicode &&
+		a.Index == b.Index && a.RefuseAppleDouble == b.RefuseAppleDouble
+}
+
+// nfsProgram is the NFSv3 program of every export: each procedure goes to the export its
+// first file handle names (route).
+func (s *Server) nfsProgram() oncrpc.Program {
+	procs := slices.Clone(s.nfsProcs)
+	for i := range procs {
+		if procs[i].Handle != nil {
+			procs[i].Handle = s.route(i)
+		}
+	}
+	return oncrpc.Program{Name: "NFS", Number: nfs3.ProgramNumber, Version: nfs3.Version, Procedures: procs}
+}
+
+// route answers NFSv3 procedure proc with the export the call's first argument, a file
+// handle in every procedure but NULL, names. A handle of no export now served (of a
+// removed export, or not a handle at all) goes to any export, whose handles refuse it: the
+// client gets STALE, or GARBAGE_ARGS, with the procedure's own failure results.
+func (s *Server) route(proc int) oncrpc.Handler {
+	return func(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
+		for {
+			set := s.exports.Load()
+			e := set.byID[firstHandleExport(call)]
+			if e == nil {
+				for _, any := range set.byPath {
+					e = any
+					break
+				}
+			}
+			if e == nil {
+				return oncrpc.ErrSystem // no export at all: only while closing
+			}
+			if !e.enter() {
+				continue // retired since: Reconfigure published its successor set first
+			}
+			err := e.procs[proc].Handle(ctx, call, reply)
+			e.leave()
+			return err
+		}
+	}
+}
+
+// firstHandleExport is the export id of the call's first argument read as a file handle,
+// without consuming the arguments; 0 when it is none.
+func firstHandleExport(call *oncrpc.Call) uint32 {
+	r := *call.Args
+	fh := r.Opaque()
+	if r.Err() != nil {
+		return 0
+	}
+	id, err := handles.ExportOf(fh)
+	if err != nil {
+		return 0
+	}
+	return id
+}
+
+// mountTarget is gonfs's view of the exports: the innermost export holding dirpath, if the
+// client at remote may mount it.
+func (s *Server) mountTarget(dirpath string, remote net.Addr) (gonfs.Target, error) {
+	for _, e := range s.exports.Load().byPath {
+		below, ok := pathBelow(dirpath, e.cfg.Path)
+		if !ok {
+			continue
+		}
+		grant, ok := e.admit(remote)
+		if !ok {
+			return gonfs.Target{}, fmt.Errorf("client %s is not in the client list of %s: %w", clients.AddrOf(remote), e.cfg.Path, syscall.EACCES)
+		}
+		if !grant.Admits(remote) {
+			return gonfs.Target{}, fmt.Errorf("client %s mounts from an unprivileged port and %s is secure (insecure admits it): %w", remote, e.cfg.Path, syscall.EACCES)
+		}
+		return gonfs.Target{Union: e.union, Handles: e.handles, Export: e.cfg.Path, Below: below}, nil
+	}
+	return gonfs.Target{}, fmt.Errorf("no export holds %s: %w", dirpath, syscall.ENOENT)
+}
+
+// pathBelow is the components of p below the export root, when p is root or below it.
+func pathBelow(p, root string) ([]string, bool) {
+	if p == root {
+		return nil, true
+	}
+	prefix := root
+	if root != "/" {
+		prefix += "/"
+	}
+	if !strings.HasPrefix(p, prefix) {
+		return nil, false
+	}
+	return strings.Split(p[len(prefix):], "/"), true
+}
+
+// exportList is what EXPORT lists: every export, sorted, with its rules' clients.
+func (s *Server) exportList() []mount.Export {
+	set := s.exports.Load()
+	out := make([]mount.Export, 0, len(set.byPath))
+	for _, e := range set.byPath {
+		me := mount.Export{Dir: e.cfg.Path, Groups: []string{}}
+		for _, r := range *e.rules.Load() {
+			me.Groups = append(me.Groups, r.Hosts.String())
+		}
+		out = append(out, me)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Dir < out[j].Dir })
+	return out
+}
+
+// lockKey is the lock manager's name of the file a handle is of: the export's id and the
+// object's identity, so that one lower file locked through two workspaces, where it is
+// two files, is two names.
+func (s *Server) lockKey(fh []byte) (string, error) {
+	id, err := handles.ExportOf(fh)
+	if err != nil {
+		return "", err
+	}
+	e := s.exports.Load().byID[id]
+	if e == nil {
+		return "", syscall.ESTALE
+	}
+	key, err := e.handles.Identity(fh)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%08x:%s", id, key), nil
+}
+
+// Reconfigure makes cfgs the exports served, while serving. An export whose layers and
+// options are unchanged stays open (its client rules are replaced); a new one is opened;
+// one no longer listed, or listed with other layers, is retired once the calls using it
+// have ended, and its handles then answer STALE. The other exports' clients notice
+// nothing.
+//
+// Everything that can be opened beside the running exports is opened first, and on an
+// error nothing changes. A changed export that keeps its upper or workdir can only be
+// opened once its predecessor has closed (one union per workdir): it is opened last, and
+// if that fails it is left out and the error says so.
+func (s *Server) Reconfigure(cfgs []Export) error {
+	if len(cfgs) == 0 {
+		return errors.New("server: no export to serve")
+	}
+	s.reconfigure.Lock()
+	defer s.reconfigure.Unlock()
+	old := s.exports.Load()
+	oldByPath := map[string]*export{}
+	busyDirs := map[string]bool{} // the uppers and workdirs of the exports kept open
+	for _, e := range old.byPath {
+		oldByPath[e.cfg.Path] = e
+	}
+	var keep, opened []*export
+	var later []Export
+	retiring := map[*export]bool{}
+	for _, e := range old.byPath {
+		retiring[e] = true
+	}
+	for i := range cfgs {
+		c := &cfgs[i]
+		if e := oldByPath[c.Path]; e != nil && sameLayers(&e.cfg, c) {
+			keep = append(keep, e)
+			delete(retiring, e)
+		}
+	}
+	for e := range retiring {
+		if e.cfg.Upper != "" {
+			busyDirs[e.cfg.Upper], busyDirs[e.cfg.Work] = true, true
+		}
+	}
+	abandon := func(err error) error {
+		for _, e := range opened {
+			_ = e.retire()
+		}
+		return err
+	}
+	for i := range cfgs {
+		c := cfgs[i]
+		if e := oldByPath[c.Path]; e != nil && sameLayers(&e.cfg, &c) {
+			continue
+		}
+		if c.Upper != "" && (busyDirs[c.Upper] || busyDirs[c.Work]) {
+			later = append(later, c)
+			continue
+		}
+		e, err := s.openExport(c)
+		if err != nil {
+			return abandon(err)
+		}
+		opened = append(opened, e)
+	}
+	next := append(slices.Clone(keep), opened...)
+	if err := checkSet(next); err != nil {
+		return abandon(err)
+	}
+	// New rules for the kept exports take effect with the new set.
+	byPath := map[string]*Export{}
+	for i := range cfgs {
+		byPath[cfgs[i].Path] = &cfgs[i]
+	}
+	for _, e := range keep {
+		rules := slices.Clone(byPath[e.cfg.Path].Clients)
+		e.rules.Store(&rules)
+	}
+	s.exports.Store(newExportSet(next))
+	var err error
+	for e := range retiring {
+		s.logger.Info("export retired", "export", e.cfg.Path)
+		err = errors.Join(err, e.retire())
+	}
+	for _, c := range later {
+		e, oerr := s.openExport(c)
+		if oerr == nil {
+			if oerr = checkSet(append(slices.Clone(next), e)); oerr != nil {
+				_ = e.retire()
+			}
+		}
+		if oerr != nil {
+			err = errors.Join(err, fmt.Errorf("%v; the export is not served until a reload opens it", oerr))
+			continue
+		}
+		next = append(next, e)
+		s.exports.Store(newExportSet(next))
+	}
+	return err
+}

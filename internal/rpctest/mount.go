@@ -32,6 +32,24 @@ func (c *Client) Export() []string {
 	return exports
 }
 
+// ExportGroups returns what EXPORT lists: each directory's groups.
+func (c *Client) ExportGroups() map[string][]string {
+	c.t.Helper()
+	r := c.mountCall(mount.ProcExport, nil)
+	out := map[string][]string{}
+	for r.Bool() {
+		dir := string(r.Opaque())
+		out[dir] = []string{}
+		for r.Bool() {
+			out[dir] = append(out[dir], string(r.Opaque()))
+		}
+	}
+	if r.Err() != nil {
+		c.t.Fatalf("EXPORT reply: %v", r.Err())
+	}
+	return out
+}
+
 // Dump returns the mounts DUMP lists, each as "host:dir".
 func (c *Client) Dump() []string {
 	c.t.Helper()

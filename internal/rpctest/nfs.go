@@ -173,15 +173,26 @@ func (c *Client) MountRoot() []byte { return c.Mount("/") }
 // Mount mounts dir and returns its file handle.
 func (c *Client) Mount(dir string) []byte {
 	c.t.Helper()
-	r := Accepted(c.t, c.Call(mount.ProgramNumber, mount.Version, uint32(mount.ProcMnt), Opaque([]byte(dir))), oncrpc.Success)
-	if st := r.Uint32(); st != 0 {
+	st, fh := c.TryMount(dir)
+	if st != 0 {
 		c.t.Fatalf("MNT %s: status %d", dir, st)
+	}
+	return fh
+}
+
+// TryMount mounts dir and returns the mountstat3 and, when 0 (MNT3_OK), the handle.
+func (c *Client) TryMount(dir string) (uint32, []byte) {
+	c.t.Helper()
+	r := Accepted(c.t, c.Call(mount.ProgramNumber, mount.Version, uint32(mount.ProcMnt), Opaque([]byte(dir))), oncrpc.Success)
+	st := r.Uint32()
+	if st != 0 {
+		return st, nil
 	}
 	fh := r.Opaque()
 	if r.Err() != nil {
 		c.t.Fatal(r.Err())
 	}
-	return append([]byte(nil), fh...)
+	return st, append([]byte(nil), fh...)
 }
 
 // Lookup returns the handle of name in dir.

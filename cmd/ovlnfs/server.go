@@ -170,11 +170,12 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		started = append(started, "lowerdir", strings.Join(cfg.lowers, ":"), "upperdir", cfg.upper,
 			"workdir", cfg.work, "read_only", cfg.upper == "")
 	}
-	logger.Info("ovlnfs started", append(started, "pid", os.Getpid())...)
-
+	// SIGHUP is taken before the start is announced, so that one sent on seeing it reloads
+	// instead of ending the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	logger.Info("ovlnfs started", append(started, "pid", os.Getpid())...)
 	status := exitOK
 wait:
 	for {

@@ -349,7 +349,7 @@ func requireRoot(t *testing.T, what string) {
 }
 
 // TestSquashing: root is squashed by default (what it creates is nobody's, and it cannot
-// read another user's private file); no_root_squash keeps root; all_squash serves every
+// read or truncate another user's private file); no_root_squash keeps root; all_squash serves every
 // caller as anonuid/anongid; a call without credentials (AUTH_NONE) is the anonymous user.
 func TestSquashing(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -389,6 +389,10 @@ func TestSquashing(t *testing.T) {
 	}
 	if st, _ := c.NFS(nfs3.ProcRead, rpctest.ReadArgs(c.Lookup(c.Mount("/squash"), "private"), 0, 100)); st != nfs3.StatusAcces {
 		t.Errorf("squashed root reads a 0600 file of uid 1000: status %d, want ACCES", st)
+	}
+	zero := uint64(0)
+	if st, _ := c.NFS(nfs3.ProcSetattr, rpctest.SetattrArgs(c.Lookup(c.Mount("/squash"), "private"), rpctest.Sattr{Size: &zero}, nil)); st != nfs3.StatusAcces {
+		t.Errorf("squashed root truncates a 0600 file of uid 1000: status %d, want ACCES", st)
 	}
 	if st, _ := c.NFS(nfs3.ProcRead, rpctest.ReadArgs(c.Lookup(c.Mount("/keep"), "private"), 0, 100)); st != nfs3.StatusOK {
 		t.Errorf("unsquashed root reads a 0600 file: status %d", st)

@@ -123,3 +123,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleParses: the example the README's demo serves reads as three exports.
+func TestExampleParses(t *testing.T) {
+	f, err := Read(filepath.Join("..", "..", "examples", "workspaces.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range f.Exports {
+		paths = append(paths, e.Path)
+	}
+	if !slices.Equal(paths, []string{"/ws/alice", "/ws/bob", "/base"}) || f.State == "" || !f.Exports[2].ReadOnly() {
+		t.Errorf("example: exports %v, state %q", paths, f.State)
+	}
+	for _, e := range f.Exports {
+		for _, l := range e.Lowers {
+			if _, err := os.Stat(l); err != nil {
+				t.Errorf("%s: lower %s: %v", e.Path, l, err)
+			}
+		}
+	}
+}

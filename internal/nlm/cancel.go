@@ -19,7 +19,7 @@ func (s *Server) cancelProc(_ context.Context, call *oncrpc.Call, reply *oncrpc.
 
 func (s *Server) doCancel(r *request, a CancelArgs) Res {
 	res := Res{Cookie: a.Cookie}
-	key, ok := s.file(a.Lock.FH)
+	key, ok := s.file(r, a.Lock.FH)
 	if !ok {
 		res.Stat = stat(StatStaleFH, r.vers)
 		s.logCall("CANCEL", r, a.Lock, a.Exclusive, res.Stat)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"testing"
 
@@ -115,7 +116,7 @@ func FuzzNLMArgs(f *testing.F) {
 			t.Fatal(err)
 		}
 		s, err := nlm.New(nlm.Config{Locks: locks.New(locks.Config{}), Monitor: mon,
-			Key: func(fh []byte) (string, error) {
+			Key: func(fh []byte, _ netip.Addr) (string, error) {
 				if len(fh) == 0 {
 					return "", errors.New("stale")
 				}

@@ -65,7 +65,7 @@ func startServer(t *testing.T, o serverOpts) *server {
 	}
 	s.table = locks.New(locks.Config{Grace: grace, MaxLocksPerHost: o.maxLocksHost})
 	s.nlm, err = nlm.New(nlm.Config{Locks: s.table, Monitor: s.mon, Name: "testserver", PortmapPort: o.pmPort,
-		Key: func(fh []byte) (string, error) {
+		Key: func(fh []byte, _ netip.Addr) (string, error) {
 			if string(fh) == string(staleFH) {
 				return "", errors.New("stale")
 			}

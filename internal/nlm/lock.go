@@ -34,7 +34,7 @@ func (s *Server) doLock(r *request, a LockArgs, kind lockKind) Res {
 	if kind == lockUnmonitored {
 		a.Block = false
 	}
-	key, ok := s.file(a.Lock.FH)
+	key, ok := s.file(r, a.Lock.FH)
 	if !ok {
 		res.Stat = stat(StatStaleFH, r.vers)
 		s.logCall(lockProcNames[kind], r, a.Lock, a.Exclusive, res.Stat)

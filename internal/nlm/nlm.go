@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -117,8 +118,9 @@ type Config struct {
 	Locks   *locks.Manager
 	Monitor Monitor
 	// Key names the file a handle is of (the object's identity, the same for every
-	// handle of it); an error is a stale handle.
-	Key func(fh []byte) (string, error)
+	// handle of it) for the client at an address; an error is a stale handle, or one the
+	// client may not use (its export's rules do not admit it), answered alike.
+	Key func(fh []byte, client netip.Addr) (string, error)
 	// Name is this server's name in the GRANTED calls it makes (default: the host name).
 	Name string
 	// PortmapPort is where clients' portmappers are asked for their lock manager (0: 111).

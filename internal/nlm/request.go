@@ -51,9 +51,10 @@ func (r *request) owner(svid int32, oh []byte) locks.Owner {
 	return locks.Owner{Host: r.host(), SVID: svid, OH: string(oh)}
 }
 
-// file names the file of a handle; false for a handle that names none.
-func (s *Server) file(fh []byte) (string, bool) {
-	key, err := s.cfg.Key(fh)
+// file names the file of a handle; false for a handle that names none, or one of an
+// export whose rules do not admit the client.
+func (s *Server) file(r *request, fh []byte) (string, bool) {
+	key, err := s.cfg.Key(fh, r.peer.Addr)
 	return key, err == nil
 }
 

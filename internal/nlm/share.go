@@ -15,7 +15,7 @@ func (s *Server) share(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply
 	}
 	r := s.newRequest(call, a.Share.CallerName)
 	res := ShareRes{Cookie: a.Cookie}
-	key, ok := s.file(a.Share.FH)
+	key, ok := s.file(r, a.Share.FH)
 	switch {
 	case !ok:
 		res.Stat = stat(StatStaleFH, r.vers)

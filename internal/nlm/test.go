@@ -20,7 +20,7 @@ func (s *Server) test(_ context.Context, call *oncrpc.Call, reply *oncrpc.Reply)
 
 func (s *Server) doTest(r *request, a TestArgs) TestRes {
 	res := TestRes{Cookie: a.Cookie}
-	key, ok := s.file(a.Lock.FH)
+	key, ok := s.file(r, a.Lock.FH)
 	if !ok {
 		res.Stat = stat(StatStaleFH, r.vers)
 		s.logCall("TEST", r, a.Lock, a.Exclusive, res.Stat)

@@ -19,7 +19,7 @@ func (s *Server) unlock(_ context.Context, call *oncrpc.Call, reply *oncrpc.Repl
 
 func (s *Server) doUnlock(r *request, a UnlockArgs) Res {
 	res := Res{Cookie: a.Cookie}
-	key, ok := s.file(a.Lock.FH)
+	key, ok := s.file(r, a.Lock.FH)
 	if !ok {
 		res.Stat = stat(StatStaleFH, r.vers)
 		s.logCall("UNLOCK", r, a.Lock, false, res.Stat)

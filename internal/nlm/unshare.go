@@ -15,7 +15,7 @@ func (s *Server) unshare(_ context.Context, call *oncrpc.Call, reply *oncrpc.Rep
 	}
 	r := s.newRequest(call, a.Share.CallerName)
 	res := ShareRes{Cookie: a.Cookie}
-	if key, ok := s.file(a.Share.FH); ok {
+	if key, ok := s.file(r, a.Share.FH); ok {
 		s.locks.Unshare(key, r.owner(0, a.Share.OH))
 	} else {
 		res.Stat = stat(StatStaleFH, r.vers)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -362,8 +363,8 @@ func (s *Server) exportList() []mount.Export {
 
 // lockKey is the lock manager's name of the file a handle is of: the export's id and the
 // object's identity, so that one lower file locked through two workspaces, where it is
-// two files, is two names.
-func (s *Server) lockKey(fh []byte) (string, error) {
+// two files, is two names. A client the export's rules do not admit gets none.
+func (s *Server) lockKey(fh []byte, client netip.Addr) (string, error) {
 	id, err := handles.ExportOf(fh)
 	if err != nil {
 		return "", err
@@ -371,6 +372,9 @@ func (s *Server) lockKey(fh []byte) (string, error) {
 	e := s.exports.Load().byID[id]
 	if e == nil {
 		return "", syscall.ESTALE
+	}
+	if _, ok := e.rules.Load().Match(client); !ok {
+		return "", syscall.EACCES
 	}
 	key, err := e.handles.Identity(fh)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
+	"github.com/ovlnfs/ovlnfs/internal/nlm"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
 	"github.com/ovlnfs/ovlnfs/internal/rpctest"
 	"github.com/ovlnfs/ovlnfs/internal/server"
@@ -525,5 +526,38 @@ func TestReconfigureRefusal(t *testing.T) {
 	c.Mount("/d")
 	if got := c.ExportGroups(); len(got) != 2 {
 		t.Errorf("EXPORT lists %v", got)
+	}
+}
+
+// TestLocksFollowClientRules: the lock manager serves a client only the files of exports
+// whose rules admit it (others' handles are answered as stale), and the same lower file
+// locked through two workspaces is two files.
+func TestLocksFollowClientRules(t *testing.T) {
+	root, lower := t.TempDir(), sharedLower(t)
+	alice := workspace(t, root, "/ws/alice", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	bob := workspace(t, root, "/ws/bob", "127.0.0.0/8(rw,insecure,no_root_squash)", lower)
+	s := startLockingServer(t, server.Config{Exports: []server.Export{alice, bob}, LockState: filepath.Join(root, "state")})
+	c := rpctest.Dial(t, s.nfs)
+	aliceFile := c.Lookup(c.Mount("/ws/alice"), "shared.txt")
+	bobFile := c.Lookup(c.Mount("/ws/bob"), "shared.txt")
+	one := &rpctest.NLMClient{Addr: s.nlmTCP, Netid: "tcp", Vers: 4, Name: "one"}
+	two := &rpctest.NLMClient{Addr: s.nlmTCP, Netid: "tcp", Vers: 4, Name: "two",
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+			return d.DialContext(ctx, network, addr)
+		}}
+	if st, err := one.Lock(nlm.LockArgs{Exclusive: true, Lock: one.LockOf(aliceFile, 1, 0, 0), State: 1}); err != nil || st != nlm.StatGranted {
+		t.Fatalf("LOCK through alice: %d %v", st, err)
+	}
+	// The same lower file through bob is another file: not locked.
+	if st, err := two.Lock(nlm.LockArgs{Exclusive: true, Lock: two.LockOf(bobFile, 2, 0, 0), State: 1}); err != nil || st != nlm.StatGranted {
+		t.Fatalf("LOCK through bob by 127.0.0.2: %d %v", st, err)
+	}
+	if st, err := two.Lock(nlm.LockArgs{Exclusive: true, Lock: two.LockOf(aliceFile, 2, 0, 0), State: 1}); err != nil || st != nlm.StatStaleFH {
+		t.Fatalf("LOCK through alice by 127.0.0.2, which alice's rules refuse: %d %v, want stale", st, err)
+	}
+	res, err := two.Test(true, two.LockOf(aliceFile, 2, 0, 0))
+	if err != nil || res.Stat != nlm.StatStaleFH {
+		t.Fatalf("TEST through alice by 127.0.0.2: %+v %v, want stale", res, err)
 	}
 }

@@ -28,7 +28,7 @@ type locking struct {
 	grace time.Duration // the grace period this run has (0: none)
 }
 
-func newLocking(cfg Config, key func(fh []byte) (string, error), logger *slog.Logger) (*locking, error) {
+func newLocking(cfg Config, key func(fh []byte, client netip.Addr) (string, error), logger *slog.Logger) (*locking, error) {
 	dir := cfg.LockState
 	if dir == "" && len(cfg.Exports) == 1 && cfg.Exports[0].Work != "" {
 		dir = filepath.Join(cfg.Exports[0].Work, LockStateDir)

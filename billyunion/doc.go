@@ -30,6 +30,8 @@
 //	             files with several links, the nlink xattr, the origin and
 //	             upper records checked at start, index cleanup
 //	attr.go      chmod, chown, utimes, truncate, xattrs
+//	diff.go      Diff: what an upper layer changes in its lowers, by path (A, C, D),
+//	             from the union over the upper against the lowers' union
 //	file.go      open files, switching to the upper copy after a copy-up
 //	stem.go      the identity rule: the layer object a union object stems from
 //	inode.go     inode numbers from stems (layer filesystem index in high bits), FileInfo

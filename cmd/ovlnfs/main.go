@@ -39,6 +39,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
+	case "diff":
+		return runDiff(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "ovlnfs: unknown command %q (try 'ovlnfs --help')\n", args[0])
 		return exitBadConfig
@@ -74,10 +76,13 @@ func printUsage(w io.Writer) {
 Usage:
   ovlnfs serve --lowerdir=L1[:L2...] [--upperdir=U [--workdir=W]] [--listen=HOST:PORT] [flags]
   ovlnfs serve -o lowerdir=L1:L2,upperdir=U,workdir=W [flags]
-  ovlnfs --help | ovlnfs serve --help
+  ovlnfs serve --config=FILE [flags]
+  ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U | --config=FILE /EXPORT
+  ovlnfs --help | ovlnfs serve --help | ovlnfs diff --help
 
 Commands:
-  serve   serve the union until SIGINT or SIGTERM
+  serve   serve the union (or the exports of an exports file) until SIGINT or SIGTERM
+  diff    list what an upper layer changes, as docker diff does (A, C, D)
 
 The layers follow the kernel overlay: lower layers are read-only (the first is the top-most),
 changes go to the upper layer, the workdir is private scratch space on the upper's

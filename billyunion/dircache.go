@@ -473,6 +473,12 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 	if !ok {
 		return
 	}
+	var shared []devIno
+	if d.fs != nil && d.fs.shared != nil {
+		if shared, ok = d.fs.sharedKeysOf(d); !ok {
+			return
+		}
+	}
 	key := strings.Join(comps, "/")
 	name := comps[len(comps)-1]
 	c.mu.Lock()
@@ -517,6 +523,9 @@ func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
 		return slices.Contains(cd.deps, ev.key)
 	}) {
 		return
+	}
+	if shared != nil {
+		d.fs.shared.fds.adopt(d, shared)
 	}
 	d.refs.Store(2) // the walk's and the cache's
 	d.cached.Store(true)

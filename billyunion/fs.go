@@ -63,6 +63,12 @@ type Options struct {
 	// "on" refuses to start when the upper root's origin or the index
 	// directory's upper record does not match the layers.
 	Index string
+	// Shared, when set, is the lower work this union shares with the other unions
+	// over the same lowers (shared.go): their descriptors, the listings of
+	// lower-only directories, the origin-decode and handle path caches. Lowers
+	// must then be empty or equal to the Shared's, and XattrPrefix resolve to
+	// the Shared's.
+	Shared *Shared
 }
 
 // DefaultDirCacheEntries is the listing cache size when none is configured.
@@ -93,6 +99,11 @@ type FS struct {
 	layerUUID [][16]byte
 	// listings caches merged directory listings (readdircache).
 	listings *readdircache.Cache[os.FileInfo]
+	// shared is the lower work shared with other unions (shared.go), or nil;
+	// sharedListings is its listing cache for lower-only directories of unions
+	// like this one.
+	shared         *Shared
+	sharedListings *readdircache.Cache[os.FileInfo]
 	// rootPaths holds each layer root's path as the kernel reports it
 	// (export.go matches reconnected handles against them).
 	rootPaths []string
@@ -127,6 +138,9 @@ var (
 // New opens the layers and returns the union. It changes nothing on disk
 // except creating Work/work and emptying it.
 func New(opts Options) (*FS, error) {
+	if opts.Shared != nil && len(opts.Lowers) == 0 {
+		opts.Lowers = opts.Shared.lowers
+	}
 	if len(opts.Lowers) == 0 {
 		return nil, fmt.Errorf("billyunion: at least one lower layer is required: %w", syscall.EINVAL)
 	}
@@ -137,15 +151,9 @@ func New(opts Options) (*FS, error) {
 	if fs.log == nil {
 		fs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	fs.x.Prefix = opts.XattrPrefix
-	if fs.x.Prefix == "" {
-		fs.x.Prefix = "user.overlay."
-		if os.Geteuid() == 0 {
-			fs.x.Prefix = "trusted.overlay."
-		}
-	}
-	if fs.x.Prefix != "trusted.overlay." && fs.x.Prefix != "user.overlay." {
-		return nil, fmt.Errorf("billyunion: xattr prefix %q: must be trusted.overlay. or user.overlay.: %w", fs.x.Prefix, syscall.EINVAL)
+	var err error
+	if fs.x.Prefix, err = xattrPrefix(opts.XattrPrefix); err != nil {
+		return nil, err
 	}
 	mode, err := redirectMode(opts.RedirectDir, fs.x.Prefix)
 	if err != nil {
@@ -167,8 +175,13 @@ func New(opts Options) (*FS, error) {
 	}()
 	dirs := opts.Lowers
 	if opts.Upper != "" {
-		dirs = append([]string{opts.Upper}, opts.Lowers...)
+		dirs = []string{opts.Upper}
+		if opts.Shared == nil {
+			dirs = append(dirs, opts.Lowers...)
+		}
 		fs.hasUpper = true
+	} else if opts.Shared != nil {
+		dirs = nil
 	}
 	for _, p := range dirs {
 		l, err := layer.Open(p)
@@ -176,6 +189,14 @@ func New(opts Options) (*FS, error) {
 			return nil, fmt.Errorf("billyunion: %w", err)
 		}
 		fs.layers = append(fs.layers, l)
+	}
+	if opts.Shared != nil {
+		lowers, err := opts.Shared.attach(&opts, fs.x.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		fs.shared = opts.Shared
+		fs.layers = append(fs.layers, lowers...)
 	}
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
@@ -202,6 +223,9 @@ func New(opts Options) (*FS, error) {
 		}
 	}
 	fs.ino = newInodes(fs.layers, fs.hasUpper)
+	if fs.shared != nil {
+		fs.ino.origins = fs.shared.origins
+	}
 	if fs.hasUpper && indexOn {
 		if err := fs.openIndex(opts.Work); err != nil {
 			return nil, fmt.Errorf("billyunion: index=on: %w", err)
@@ -213,6 +237,11 @@ func New(opts Options) (*FS, error) {
 	}
 	if fs.listings, err = readdircache.New[os.FileInfo](size); err != nil {
 		return nil, fmt.Errorf("billyunion: %w", err)
+	}
+	if fs.shared != nil {
+		if fs.sharedListings, err = fs.shared.listingsFor(fs); err != nil {
+			return nil, fmt.Errorf("billyunion: %w", err)
+		}
 	}
 	for _, l := range fs.layers {
 		p, err := os.Readlink(layer.ProcPath(l.Root))
@@ -268,7 +297,14 @@ func initUpperUUID(root int, x copyup.Xattrs) (bool, error) {
 // Close releases the layers' descriptors.
 func (fs *FS) Close() error {
 	fs.dirs.close()
-	for _, l := range fs.layers {
+	own := fs.layers
+	if fs.shared != nil {
+		// The lowers are the Shared's.
+		own = own[:min(len(own), len(fs.layers)-len(fs.shared.lowers))]
+		fs.shared.detach()
+		fs.shared = nil
+	}
+	for _, l := range own {
 		l.Close()
 	}
 	fs.layers = nil

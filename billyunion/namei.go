@@ -35,6 +35,11 @@ type dir struct {
 	// the last to let go closes the descriptors. A cached dir is never changed.
 	cached atomic.Bool
 	refs   atomic.Int32
+	// sharedKeys: the directory cache made d's lower parts use the descriptors
+	// sharedFDs counts (the union's Shared, shared.go), by these keys (zero for an
+	// upper part).
+	sharedKeys []devIno
+	sharedFDs  *sharedFDs
 }
 
 func (d *dir) close() {
@@ -49,7 +54,11 @@ func (d *dir) close() {
 }
 
 func (d *dir) closeFDs() {
-	for _, p := range d.parts {
+	for i, p := range d.parts {
+		if d.sharedKeys != nil && d.sharedKeys[i] != (devIno{}) {
+			d.sharedFDs.release(d.sharedKeys[i])
+			continue
+		}
 		unix.Close(p.fd)
 	}
 }
@@ -129,7 +138,13 @@ const allParts = ^uint64(0)
 // malformed, or naming what cannot be looked up), rather than a failure of a
 // layer.
 func (fs *FS) lookupChildIn(d *dir, name string, held uint64) (entry, bool, error) {
-	w := lookupWalk{fs: fs, e: entry{name: name}, name: name}
+	return fs.lookupChildWith(d, name, held, false)
+}
+
+// lookupChildWith is lookupChildIn, without the index when noIndex is set: what a
+// lower-only name shows in every workspace (shared.go).
+func (fs *FS) lookupChildWith(d *dir, name string, held uint64, noIndex bool) (entry, bool, error) {
+	w := lookupWalk{fs: fs, e: entry{name: name}, name: name, noIndex: noIndex}
 	next, li := 0, -1
 	for !w.stop {
 		var parent *part
@@ -188,6 +203,7 @@ type lookupWalk struct {
 	isDir      bool // a directory was found: only directories merge below it
 	stop       bool
 	refused    bool // the error is a redirect's (lookupChildRefused)
+	noIndex    bool // the index is not looked in (lookupChildWith)
 }
 
 // single looks name up in the directory base of layer li as the last
@@ -203,7 +219,7 @@ func (w *lookupWalk) single(li, base int, name string, last bool, at []string) e
 	if !layer.IsDir(&st) {
 		if !w.isDir && len(w.e.parts) == 0 {
 			w.e.parts = append(w.e.parts, part{li: li, fd: -1, st: st})
-			if fs.indexFD >= 0 && !fs.isUpper(li) && st.Nlink > 1 {
+			if fs.indexFD >= 0 && !w.noIndex && !fs.isUpper(li) && st.Nlink > 1 {
 				if w.e.index, err = fs.findIndex(li, base, name, &st); err != nil {
 					return err
 				}

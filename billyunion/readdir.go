@@ -97,26 +97,44 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 		return nil, err
 	}
 	defer d.close()
-	// What the last Names call read: which parts hold each name. The calls of one
-	// List come one at a time.
-	var held []uint64
 	sig, err := freshSignature(d)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := fs.listings.List(dirKey(d), sig, readdircache.Source[os.FileInfo]{
+	if fs.sharedListings != nil && !fs.dirHasUpper(d) {
+		// A lower-only directory: its merge is every workspace's (shared.go).
+		snap, err := fs.listFrom(fs.sharedListings, d, sig, true)
+		if err != nil || fs.indexFD < 0 || !fs.shared.hasLinked(snap) {
+			return snap, err
+		}
+	}
+	return fs.listFrom(fs.listings, d, sig, false)
+}
+
+// listFrom lists d through cache c; shared builds the workspace-independent listing
+// a shared cache holds: without the index, and with no directory cache generation
+// (it is another union's).
+func (fs *FS) listFrom(c *readdircache.Cache[os.FileInfo], d *dir, sig readdircache.Signature, shared bool) (*readdircache.Snapshot[os.FileInfo], error) {
+	// What the last Names call read: which parts hold each name. The calls of one
+	// List come one at a time.
+	var held []uint64
+	snap, err := c.List(dirKey(d), sig, readdircache.Source[os.FileInfo]{
 		Names: func() ([]string, error) {
 			names, masks, err := fs.candidateNamesIn(d)
 			held = masks
 			return names, err
 		},
 		Lookup: func(id uint64, name string) (os.FileInfo, bool, error) {
-			return fs.listingEntry(d, id, name, allParts)
+			return fs.listingEntry(d, id, name, allParts, shared)
 		},
 		ListedLookup: func(id uint64, i int, name string) (os.FileInfo, bool, error) {
-			return fs.listingEntry(d, id, name, held[i])
+			return fs.listingEntry(d, id, name, held[i], shared)
 		},
-		Published: func(entries []os.FileInfo) { fs.listed(d, entries) },
+		Published: func(entries []os.FileInfo) {
+			if !shared {
+				fs.listed(d, entries)
+			}
+		},
 	})
 	if errors.Is(err, readdircache.ErrTooManyChanges) {
 		// Every build and every round of mending it met another change.
@@ -149,6 +167,13 @@ func ListingID(entries []os.FileInfo) uint64 {
 func (fs *FS) ListingByID(p string, id uint64) ([]os.FileInfo, bool) {
 	p = fs.respell(p)
 	s, ok := fs.listings.ByID(id)
+	if !ok && fs.sharedListings != nil {
+		// A union with the index on never hands out a shared snapshot holding
+		// several-link files (listing): not one of its own listings.
+		if s, ok = fs.sharedListings.ByID(id); ok && fs.indexFD >= 0 && fs.shared.hasLinked(s) {
+			return nil, false
+		}
+	}
 	if !ok {
 		return nil, false
 	}
@@ -229,10 +254,15 @@ func (fs *FS) forget(d *dir) {
 // listingEntry is the entry name shows in d, for snapshot id: looked up
 // for its attributes and inode number, exactly as Lstat reports them; false
 // when the name shows nothing (a whiteout, hidden, overlay-private, or
-// removed since the names were read). It takes no lock.
-func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64) (os.FileInfo, bool, error) {
+// removed since the names were read). It takes no lock. With shared set the
+// entry is for a shared listing (shared.go): looked up without the index,
+// and carrying no generation of this union's directory cache.
+func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64, shared bool) (os.FileInfo, bool, error) {
 	gen := fs.dirs.knownGeneration()
-	e, refused, err := fs.lookupChildIn(d, name, held)
+	if shared {
+		gen = noGeneration
+	}
+	e, refused, err := fs.lookupChildWith(d, name, held, shared)
 	if err == syscall.ENOENT || refused {
 		// Removed while we listed; or a directory whose redirect is not
 		// followed or malformed: its lookup answers the error, the

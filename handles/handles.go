@@ -38,6 +38,17 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// sharedPaths is a union whose path cache is shared with other unions over the same
+// lowers (billyunion.Shared): the Handles of each use that one, and CacheEntries is
+// the Shared's to set. Sharing is sound because every cached path is a hint,
+// confirmed by a lookup in the asking union before use: a path another union
+// recorded for an ObjectID costs a lookup there, and a miss, never a wrong object.
+// It matters because the lower objects, most of what workspaces over shared lowers
+// name, have one ObjectID and nearly always one path in all of them.
+type sharedPaths interface {
+	SharedHandlePaths() *lru.Cache[string, string]
+}
+
 // DefaultCacheEntries is the path cache size when none is configured.
 const DefaultCacheEntries = 1 << 18
 
@@ -62,9 +73,15 @@ func New(union Union, opts Options) (*Handles, error) {
 	if size < 0 {
 		return nil, errors.New("handles: cache size must be positive")
 	}
-	paths, err := lru.New[string, string](size)
-	if err != nil {
-		return nil, err
+	var paths *lru.Cache[string, string]
+	if s, ok := union.(sharedPaths); ok {
+		paths = s.SharedHandlePaths()
+	}
+	if paths == nil {
+		var err error
+		if paths, err = lru.New[string, string](size); err != nil {
+			return nil, err
+		}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -75,6 +92,7 @@ func New(union Union, opts Options) (*Handles, error) {
 		export = union.LayerSetID()
 	}
 	h := &Handles{union: union, export: export, paths: paths, log: log}
+	var err error
 	if h.gone, err = encode(&handle{export: h.export, obj: billyunion.ObjectID{FS: goneFS, Handle: []byte{0}}}); err != nil {
 		return nil, err
 	}

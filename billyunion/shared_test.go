@@ -1,0 +1,296 @@
+package billyunion
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// workspaces is n unions (uppers u0.., works w0..) sharing one Shared over lowers l1..
+type workspaces struct {
+	ls     *layerSet
+	shared *Shared
+	fs     []*FS
+}
+
+func newWorkspaces(t *testing.T, lowers int) *workspaces {
+	t.Helper()
+	requireRoot(t)
+	return &workspaces{ls: newLayerSet(t, lowers)}
+}
+
+func (w *workspaces) lowerPaths() []string {
+	var p []string
+	for _, n := range w.ls.lowerNames() {
+		p = append(p, filepath.Join(w.ls.root, n))
+	}
+	return p
+}
+
+// open makes the Shared (once the lowers are filled) and n unions on it, with opts.
+func (w *workspaces) open(n int, opts Options) {
+	t := w.ls.t
+	t.Helper()
+	s, err := NewShared(SharedOptions{Lowers: w.lowerPaths(), XattrPrefix: "trusted.overlay."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.shared = s
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("closing the Shared: %v", err)
+		}
+	})
+	for i := 0; i < n; i++ {
+		w.fs = append(w.fs, w.openOne(i, opts))
+	}
+}
+
+func (w *workspaces) openOne(i int, opts Options) *FS {
+	t := w.ls.t
+	t.Helper()
+	up, wk := w.ls.path(fmt.Sprintf("u%d", i), ""), w.ls.path(fmt.Sprintf("w%d", i), "")
+	for _, d := range []string{up, wk} {
+		noErr(t, "mkdir", os.MkdirAll(d, 0o755))
+	}
+	opts.Upper, opts.Work, opts.XattrPrefix, opts.Shared = up, wk, "trusted.overlay.", w.shared
+	fs, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() }) // before the Shared's (cleanups run last first)
+	return fs
+}
+
+func wantNames(t *testing.T, fs *FS, who, p, want string) {
+	t.Helper()
+	if got := names(t, fs, p); got != want {
+		t.Fatalf("%s lists %s as %q, want %q", who, p, got, want)
+	}
+}
+
+// One workspace's creates, removals, renames and copy-ups never show in another's view
+// or upper, and a lower-only directory both list is built once.
+func TestSharedWorkspacesIsolated(t *testing.T) {
+	w := newWorkspaces(t, 2)
+	w.ls.file("l1", "d/a", "a1\n")
+	w.ls.file("l1", "d/b", "b1\n")
+	w.ls.file("l2", "d/c", "c2\n")
+	w.ls.file("l2", "e/f", "f2\n")
+	w.ls.file("l1", "d/sub/x", "x\n")
+	w.open(3, Options{})
+	a, b := w.fs[0], w.fs[1]
+
+	for i, fs := range w.fs {
+		wantNames(t, fs, fmt.Sprint("workspace ", i), "/d", "a b c sub")
+	}
+	st := w.shared.ListingStats()
+	if st.Misses != 1 || st.Hits != 2 {
+		t.Fatalf("three workspaces listing /d: shared cache %+v, want one build and two hits", st)
+	}
+	if own := a.ListingStats(); own.Misses != 0 {
+		t.Fatalf("a built a listing of its own for a lower-only directory: %+v", own)
+	}
+	if a.SharedHandlePaths() == nil || a.SharedHandlePaths() != b.SharedHandlePaths() {
+		t.Fatal("the workspaces do not share a handle path cache")
+	}
+
+	noErr(t, "a creates d/new", putFile(a, "/d/new", "new\n"))
+	noErr(t, "a removes d/a", a.Remove("/d/a"))
+	noErr(t, "a renames d/b to e/b2", a.Rename("/d/b", "/e/b2"))
+	noErr(t, "a chmods d/c", a.Chmod("/d/c", 0o600))
+	noErr(t, "a writes e/f", putFile(a, "/e/f", "f from a\n"))
+	noErr(t, "a mkdirs d/sub/y", a.MkdirAll("/d/sub/y", 0o755))
+
+	wantNames(t, a, "a", "/d", "c new sub")
+	wantNames(t, a, "a", "/e", "b2 f")
+	wantNames(t, a, "a", "/d/sub", "x y")
+	for i, fs := range w.fs[1:] {
+		who := fmt.Sprint("workspace ", i+1)
+		wantNames(t, fs, who, "/d", "a b c sub")
+		wantNames(t, fs, who, "/e", "f")
+		wantNames(t, fs, who, "/d/sub", "x")
+		if got := readAll(t, fs, "/e/f"); got != "f2\n" {
+			t.Fatalf("%s reads e/f as %q", who, got)
+		}
+		if fi, err := fs.Lstat("/d/c"); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("%s: d/c %v %v", who, fi.Mode(), err)
+		}
+		if _, err := fs.Lstat("/d/new"); err == nil {
+			t.Fatalf("%s sees a's d/new", who)
+		}
+		up, err := os.ReadDir(w.ls.path(fmt.Sprintf("u%d", i+1), ""))
+		if err != nil || len(up) != 0 {
+			t.Fatalf("%s's upper holds %v (%v)", who, up, err)
+		}
+	}
+	// b's own change is b's alone, a's stay a's.
+	noErr(t, "b creates d/sub/z", putFile(b, "/d/sub/z", "z\n"))
+	wantNames(t, b, "b", "/d/sub", "x z")
+	wantNames(t, a, "a", "/d/sub", "x y")
+	wantNames(t, w.fs[2], "workspace 2", "/d/sub", "x")
+}
+
+// A change made to a lower behind the unions' back is seen by every workspace's next
+// listing of a shared directory.
+func TestSharedLowerChangeBehindBack(t *testing.T) {
+	w := newWorkspaces(t, 1)
+	w.ls.file("l1", "d/a", "a\n")
+	w.open(2, Options{})
+	for _, fs := range w.fs {
+		wantNames(t, fs, "workspace", "/d", "a")
+	}
+	w.ls.file("l1", "d/b", "b\n")
+	noErr(t, "remove l1/d/a", os.Remove(w.ls.path("l1", "d/a")))
+	for i, fs := range w.fs {
+		wantNames(t, fs, fmt.Sprint("workspace ", i), "/d", "b")
+	}
+	if st := w.shared.ListingStats(); st.Misses != 2 {
+		t.Fatalf("shared cache %+v: want a build before the change and one after", st)
+	}
+}
+
+// With the index on, a lower file with several links that one workspace copied up
+// through another name shows the copy there, through a lower-only directory, and the
+// lower file in the others.
+func TestSharedIndexLinkedFiles(t *testing.T) {
+	w := newWorkspaces(t, 1)
+	w.ls.file("l1", "h1/one", "lower\n")
+	w.ls.dir("l1", "h2")
+	noErr(t, "link", os.Link(w.ls.path("l1", "h1/one"), w.ls.path("l1", "h2/two")))
+	w.ls.file("l1", "h2/plain", "p\n")
+	w.open(2, Options{})
+	a, b := w.fs[0], w.fs[1]
+	sizeIn := func(fs *FS, dir, name string) int64 {
+		t.Helper()
+		fis, err := fs.ReadDir(dir)
+		noErr(t, "readdir", err)
+		for _, fi := range fis {
+			if fi.Name() == name {
+				return fi.Size()
+			}
+		}
+		t.Fatalf("%s not listed in %s", name, dir)
+		return 0
+	}
+	for _, fs := range w.fs {
+		if got := sizeIn(fs, "/h2", "two"); got != 6 {
+			t.Fatalf("h2/two listed with size %d", got)
+		}
+	}
+	appendTo(t, a, "/h1/one", "more from a\n")
+	if got := sizeIn(a, "/h2", "two"); got != 18 {
+		t.Fatalf("a lists h2/two (a lower-only directory there) with size %d, want the copy's 18", got)
+	}
+	if got := readAll(t, a, "/h2/two"); got != "lower\nmore from a\n" {
+		t.Fatalf("a reads h2/two as %q", got)
+	}
+	if got := sizeIn(b, "/h2", "two"); got != 6 {
+		t.Fatalf("b lists h2/two with size %d, want the lower's 6", got)
+	}
+	if got := readAll(t, b, "/h2/two"); got != "lower\n" {
+		t.Fatalf("b reads h2/two as %q", got)
+	}
+}
+
+// Unions whose options cannot share the lowers are refused; the Shared outlives them.
+func TestSharedRefusesOtherOptions(t *testing.T) {
+	w := newWorkspaces(t, 2)
+	w.ls.file("l1", "a", "a\n")
+	w.open(1, Options{})
+	up, wk := w.ls.path("u9", ""), w.ls.path("w9", "")
+	noErr(t, "mkdir", os.MkdirAll(up, 0o755))
+	noErr(t, "mkdir", os.MkdirAll(wk, 0o755))
+	for _, c := range []struct {
+		what string
+		opts Options
+	}{
+		{"other lowers", Options{Lowers: w.lowerPaths()[:1]}},
+		{"lowers in another order", Options{Lowers: []string{w.lowerPaths()[1], w.lowerPaths()[0]}}},
+		{"another xattr prefix", Options{Lowers: w.lowerPaths(), XattrPrefix: "user.overlay."}},
+	} {
+		opts := c.opts
+		opts.Upper, opts.Work, opts.Shared = up, wk, w.shared
+		if opts.XattrPrefix == "" {
+			opts.XattrPrefix = "trusted.overlay."
+		}
+		fs, err := New(opts)
+		if err == nil {
+			fs.Close()
+			t.Fatalf("%s: accepted", c.what)
+		}
+		wantErrno(t, c.what, err, syscall.EINVAL)
+		if strings.Contains(err.Error(), "\n") {
+			t.Fatalf("%s: a multi-line error %q", c.what, err)
+		}
+	}
+	// Equal lowers spelt out are accepted.
+	fs := w.openOne(8, Options{Lowers: w.lowerPaths()})
+	wantNames(t, fs, "explicit lowers", "/", "a")
+	wantErrno(t, "closing a Shared in use", w.shared.Close(), syscall.EBUSY)
+}
+
+// Workspaces listing a shared directory while one of them changes it never see each
+// other's changes (go test -race).
+func TestSharedConcurrentWorkspaces(t *testing.T) {
+	w := newWorkspaces(t, 1)
+	for i := 0; i < 50; i++ {
+		w.ls.file("l1", fmt.Sprintf("d/f%02d", i), "x")
+	}
+	w.open(3, Options{})
+	want := names(t, w.fs[0], "/d")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i, fs := range w.fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 30; k++ {
+				if i == 0 {
+					if err := putFile(fs, fmt.Sprintf("/d/new%02d", k), "n"); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				fis, err := fs.ReadDir("/d")
+				if err != nil {
+					errs <- err
+					return
+				}
+				var n []string
+				for _, fi := range fis {
+					n = append(n, fi.Name())
+				}
+				if got := strings.Join(n, " "); got != want {
+					errs <- fmt.Errorf("workspace %d lists %q while workspace 0 creates", i, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := len(strings.Fields(names(t, w.fs[0], "/d"))); got != 80 {
+		t.Fatalf("workspace 0 lists %d names, want 80", got)
+	}
+}
+
+func putFile(fs *FS, p, content string) error {
+	f, err := fs.Create(p)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write([]byte(content)); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

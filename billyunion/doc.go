@@ -43,6 +43,10 @@
 //	unicode.go   unicode=insensitive: respelling client paths to the
 //	             canonically equivalent names that exist
 //	locks.go     per-directory locks
+//	shared.go    Shared: the lower work unions over the same lowers share (the
+//	             lowers' descriptors, listings of lower-only directories, the
+//	             origin-decode and handle path caches, lower directory
+//	             descriptors of the directory caches)
 //
 // Package layer (billyunion/layer) holds the descriptor-relative access to
 // one layer every file above goes through.
@@ -137,6 +141,15 @@
 //     with or without directory locks; no descriptor is opened under it
 //     (evicted ones are closed), and the file handles a store records are
 //     read before it is taken.
+//   - Shared.mu (shared.go), for a map operation: a union attaching,
+//     detaching or finding its shared listing cache. The shared listing
+//     caches are readdircache Caches, whose mutex is a leaf as above; no
+//     union changes a shared (lower-only) directory, so their BeginChange
+//     is never called.
+//   - sharedFDs.mu (shared.go), under dirCache.mu (a store adopting the
+//     shared descriptors of a cached directory's lower parts, an eviction
+//     releasing them) or alone, for map operations and closing a
+//     descriptor.
 //   - copyup's Copier.mu registers in-flight copy-ups; it is never held
 //     with a directory lock, nor across I/O. A copy-up of an object that is
 //     being copied up already waits for that one, holding no lock.

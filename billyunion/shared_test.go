@@ -294,3 +294,57 @@ func putFile(fs *FS, p, content string) error {
 	}
 	return f.Close()
 }
+
+// The directory caches of workspaces over shared lowers hold one descriptor per lower
+// directory between them, and a workspace closing leaves the others' cached directories
+// working.
+func TestSharedDirectoryDescriptors(t *testing.T) {
+	w := newWorkspaces(t, 1)
+	const dirs = 40
+	for i := 0; i < dirs; i++ {
+		w.ls.file("l1", fmt.Sprintf("t/d%02d/f", i), "f")
+	}
+	countFDs := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		noErr(t, "list descriptors", err)
+		return len(fds)
+	}
+	before := countFDs()
+	w.open(5, Options{})
+	walkAll := func(fs *FS) {
+		for i := 0; i < dirs; i++ {
+			p := fmt.Sprintf("/t/d%02d", i)
+			wantNames(t, fs, "workspace", p, "f")
+			if got := readAll(t, fs, p+"/f"); got != "f" {
+				t.Fatalf("%s/f reads %q", p, got)
+			}
+		}
+	}
+	for _, fs := range w.fs {
+		walkAll(fs)
+		if st := fs.DirCacheStats(); st.Mode != "off" && st.Dirs < dirs {
+			t.Fatalf("a workspace caches %d directories, want at least %d", st.Dirs, dirs)
+		}
+	}
+	if w.fs[0].DirCacheStats().Mode == "off" {
+		t.Skip("no directory cache here (fanotify): nothing to share")
+	}
+	if got := w.shared.fds.open(); got != dirs+1 {
+		t.Fatalf("%d shared descriptors open, want one per lower directory (%d)", got, dirs+1)
+	}
+	// Each union: its upper, work and index descriptors, fanotify and the moves index;
+	// not a descriptor per cached directory.
+	if open := countFDs() - before; open > dirs+1+5*12 {
+		t.Fatalf("%d descriptors open for 5 workspaces over %d directories", open, dirs)
+	}
+	noErr(t, "closing workspace 0", w.fs[0].Close())
+	for _, fs := range w.fs[1:] {
+		walkAll(fs)
+	}
+	for _, fs := range w.fs[1:] {
+		noErr(t, "closing a workspace", fs.Close())
+	}
+	if got := w.shared.fds.open(); got != 0 {
+		t.Fatalf("%d shared descriptors open once every workspace closed", got)
+	}
+}

@@ -348,3 +348,27 @@ func TestSharedDirectoryDescriptors(t *testing.T) {
 		t.Fatalf("%d shared descriptors open once every workspace closed", got)
 	}
 }
+
+// A read-only union and a workspace share the lowers; each keeps its own view.
+func TestSharedReadOnlyUnion(t *testing.T) {
+	w := newWorkspaces(t, 2)
+	w.ls.file("l1", "d/a", "a1\n")
+	w.ls.file("l2", "d/b", "b2\n")
+	w.ls.whiteout("l1", "d/gone")
+	w.ls.file("l2", "d/gone", "hidden\n")
+	w.open(1, Options{})
+	ro, err := New(Options{Shared: w.shared, XattrPrefix: "trusted.overlay."})
+	noErr(t, "read-only union", err)
+	t.Cleanup(func() { ro.Close() })
+	wantNames(t, ro, "read-only", "/d", "a b")
+	wantNames(t, w.fs[0], "workspace", "/d", "a b")
+	noErr(t, "workspace creates d/c", putFile(w.fs[0], "/d/c", "c"))
+	wantNames(t, w.fs[0], "workspace", "/d", "a b c")
+	wantNames(t, ro, "read-only", "/d", "a b")
+	if got := readAll(t, ro, "/d/b"); got != "b2\n" {
+		t.Fatalf("read-only reads d/b as %q", got)
+	}
+	if !ro.ReadOnly() {
+		t.Fatal("a union without an upper is not read-only")
+	}
+}

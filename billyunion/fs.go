@@ -298,11 +298,10 @@ func initUpperUUID(root int, x copyup.Xattrs) (bool, error) {
 func (fs *FS) Close() error {
 	fs.dirs.close()
 	own := fs.layers
-	if fs.shared != nil {
+	if fs.shared != nil && len(own) > 0 {
 		// The lowers are the Shared's.
-		own = own[:min(len(own), len(fs.layers)-len(fs.shared.lowers))]
+		own = own[:len(own)-len(fs.shared.lowers)]
 		fs.shared.detach()
-		fs.shared = nil
 	}
 	for _, l := range own {
 		l.Close()

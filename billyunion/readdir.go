@@ -273,7 +273,12 @@ func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64, shared b
 		return nil, false, err
 	}
 	fi := fs.newFileInfo(d, &e)
-	fi.listing, fi.parts, fi.gen = id, partRefs(e.parts), gen
+	fi.listing, fi.gen = id, gen
+	if !shared {
+		// Only a generation of this union's directory cache vouches for them
+		// (identifyListed).
+		fi.parts = partRefs(e.parts)
+	}
 	return fi, true, nil
 }
 

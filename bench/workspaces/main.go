@@ -120,10 +120,8 @@ func run(entries, n int, out, profiles string, log *slog.Logger) error {
 		log.Info("measured", "case", r.Case, "workspaces", r.Workspaces, "heap_mib", r.HeapMiB, "rss_mib", r.RSSMiB, "fds", r.FDs,
 			"first_walk_s", r.FirstWalk, "other_walks_s", r.OtherWalks)
 		rows = append(rows, r)
-		for _, d := range []string{"uppers"} {
-			if err := os.RemoveAll(filepath.Join(scratch, d)); err != nil {
-				return err
-			}
+		if err := os.RemoveAll(filepath.Join(scratch, "uppers")); err != nil {
+			return err
 		}
 	}
 	body := section(rows, n, entries)
@@ -300,7 +298,11 @@ func section(rows []result, n, entries int) string {
 	b.WriteString("(Options.Lowers); *shared*: all use one billyunion.Shared (Options.Shared). Each case runs in a process of its own.\n\n")
 	b.WriteString("| case | workspaces | entries | heap in use | RSS | descriptors | first walk | each later walk |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %.1f MiB | %.1f MiB | %d | %.2f s | %.2f s |\n", r.Case, r.Workspaces, r.Entries, r.HeapMiB, r.RSSMiB, r.FDs, r.FirstWalk, r.OtherWalks)
+		later := "–"
+		if r.Workspaces > 1 {
+			later = fmt.Sprintf("%.2f s", r.OtherWalks)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d | %.1f MiB | %.1f MiB | %d | %.2f s | %s |\n", r.Case, r.Workspaces, r.Entries, r.HeapMiB, r.RSSMiB, r.FDs, r.FirstWalk, later)
 	}
 	return b.String()
 }

@@ -32,6 +32,9 @@
 //	attr.go      chmod, chown, utimes, truncate, xattrs
 //	diff.go      Diff: what an upper layer changes in its lowers, by path (A, C, D),
 //	             from the union over the upper against the lowers' union
+//	workspace.go Workspace: snapshots of an upper and its index, and resetting a
+//	             closed workspace to its lowers or a snapshot, crash-safe (one
+//	             RENAME_EXCHANGE, then a redoable finish; Recover)
 //	file.go      open files, switching to the upper copy after a copy-up
 //	stem.go      the identity rule: the layer object a union object stems from
 //	inode.go     inode numbers from stems (layer filesystem index in high bits), FileInfo

@@ -41,7 +41,8 @@
 //
 // Files: copyup.go (Copier, building and placing objects), data.go (a regular file's data,
 // by the methods above), extents.go (a file's extent map, FIEMAP, for checking a copy
-// shares its source's blocks).
+// shares its source's blocks), tree.go (TreeCopy: whole layer trees, overlay xattrs and
+// hard links kept, for snapshots).
 package copyup
 
 import (

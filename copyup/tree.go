@@ -1,0 +1,197 @@
+package copyup
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+)
+
+// TreeCopy copies whole layer trees (a workspace's upper and its index, for a
+// snapshot): every object with its type, mode, owner, times and every xattr, the
+// overlay's own included, since a copy of a layer must mean what the layer meant;
+// regular files' data as a copy-up copies it (FICLONE first, so a snapshot on XFS or
+// btrfs shares the data); and an object with several links, met more than once in the
+// trees one TreeCopy copies, linked again rather than copied twice. Close releases it.
+type TreeCopy struct {
+	data Copier
+	// links maps a source object (device, inode) with several links to where its first
+	// copy is: a destination root kept open below and the path from it.
+	links map[[2]uint64]copied
+	roots []int
+	// Method is the slowest data-copy method any file needed.
+	Method Method
+	// Files and Bytes count the regular files copied (not linked) and their sizes.
+	Files, Bytes int64
+}
+
+type copied struct {
+	root int
+	path string
+}
+
+// NewTreeCopy returns a TreeCopy.
+func NewTreeCopy() *TreeCopy {
+	return &TreeCopy{data: Copier{log: slog.New(slog.DiscardHandler)}, links: map[[2]uint64]copied{}}
+}
+
+// Close releases the destination roots kept open for links.
+func (t *TreeCopy) Close() error {
+	var err error
+	for _, fd := range t.roots {
+		err = errors.Join(err, unix.Close(fd))
+	}
+	t.roots = nil
+	return err
+}
+
+// Copy copies the directory srcName in srcDir, with everything below it, to dstName in
+// dstDir, which must not exist. Nothing is synced: call unix.Syncfs on the destination
+// filesystem once the copies are done.
+func (t *TreeCopy) Copy(srcDir int, srcName string, dstDir int, dstName string) error {
+	st, err := layer.Lstat(srcDir, srcName)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", srcName, layer.Errno(err))
+	}
+	if !layer.IsDir(&st) {
+		return fmt.Errorf("copy %s: not a directory: %w", srcName, unix.ENOTDIR)
+	}
+	if err := unix.Mkdirat(dstDir, dstName, 0o700); err != nil {
+		return fmt.Errorf("copy %s: %w", dstName, err)
+	}
+	root, err := layer.OpenDir(dstDir, dstName)
+	if err != nil {
+		return err
+	}
+	t.roots = append(t.roots, root)
+	src, err := layer.OpenDir(srcDir, srcName)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	if err := t.dir(src, root, root, ""); err != nil {
+		return err
+	}
+	return t.finish(srcDir, srcName, dstDir, dstName, &st)
+}
+
+// dir copies the entries of src into dst, whose path from root is rel.
+func (t *TreeCopy) dir(src, dst, root int, rel string) error {
+	names, err := layer.ReadNames(src, "")
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := t.entry(src, dst, root, joinRel(rel, name), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func joinRel(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
+func (t *TreeCopy) entry(src, dst, root int, rel, name string) error {
+	st, err := layer.Lstat(src, name)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", rel, layer.Errno(err))
+	}
+	key := [2]uint64{st.Dev, st.Ino}
+	if !layer.IsDir(&st) && st.Nlink > 1 {
+		if first, ok := t.links[key]; ok {
+			if err := unix.Linkat(first.root, first.path, dst, name, 0); err != nil {
+				return fmt.Errorf("copy %s: linking to %s: %w", rel, first.path, err)
+			}
+			return nil
+		}
+		t.links[key] = copied{root: root, path: rel}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(dst, name, 0o700); err != nil {
+			return fmt.Errorf("copy %s: %w", rel, err)
+		}
+		in, err := layer.OpenDir(src, name)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(in)
+		out, err := layer.OpenDir(dst, name)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(out)
+		if err := t.dir(in, out, root, rel); err != nil {
+			return err
+		}
+	case unix.S_IFREG:
+		if err := t.file(src, dst, name, &st); err != nil {
+			return fmt.Errorf("copy %s: %w", rel, err)
+		}
+	case unix.S_IFLNK:
+		target, err := layer.Readlink(src, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, dst, name); err != nil {
+			return fmt.Errorf("copy %s: %w", rel, err)
+		}
+	default: // whiteouts (0/0 devices), other devices, fifos, sockets
+		if err := unix.Mknodat(dst, name, st.Mode, int(st.Rdev)); err != nil {
+			return fmt.Errorf("copy %s: %w", rel, err)
+		}
+	}
+	return t.finish(src, name, dst, name, &st)
+}
+
+func (t *TreeCopy) file(src, dst int, name string, st *unix.Stat_t) error {
+	in, err := layer.OpenFile(src, name, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := layer.OpenFile(dst, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	used, err := t.data.copyContents(int(in.Fd()), int(out.Fd()))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return layer.Errno(err)
+	}
+	t.Method = max(t.Method, used)
+	t.Files++
+	t.Bytes += st.Size
+	return nil
+}
+
+// finish gives the copy every xattr of the source, then its owner, mode and times.
+func (t *TreeCopy) finish(srcDir int, srcName string, dstDir int, dstName string, st *unix.Stat_t) error {
+	names, err := layer.Listxattr(srcDir, srcName)
+	if err != nil {
+		return fmt.Errorf("copy %s: listing xattrs: %w", srcName, err)
+	}
+	for _, n := range names {
+		v, err := layer.Getxattr(srcDir, srcName, n)
+		if err == unix.ENODATA {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: reading xattr %s: %w", srcName, n, err)
+		}
+		if err := layer.Setxattr(dstDir, dstName, n, v); err != nil {
+			return fmt.Errorf("copy %s: setting xattr %s: %w", srcName, n, err)
+		}
+	}
+	return SetAttrs(dstDir, dstName, st)
+}

@@ -504,3 +504,50 @@ func TestResolveDuringRenames(t *testing.T) {
 		s.expect(c, c.path)
 	}
 }
+
+// Workspaces on one billyunion.Shared share a path cache; a lower object renamed in one
+// workspace still resolves in each to its own path there, and never to another object.
+func TestSharedPathCacheAcrossWorkspaces(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	lower := filepath.Join(root, "l")
+	must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(lower, "d", "f"), []byte("lower"), 0o644))
+	must(t, os.WriteFile(filepath.Join(lower, "d", "g"), []byte("other"), 0o644))
+	shared, err := billyunion.NewShared(billyunion.SharedOptions{Lowers: []string{lower}, XattrPrefix: "trusted.overlay."})
+	must(t, err)
+	t.Cleanup(func() { shared.Close() })
+	var fss []*billyunion.FS
+	var hs []*Handles
+	for i := 0; i < 2; i++ {
+		up, wk := filepath.Join(root, fmt.Sprint("u", i)), filepath.Join(root, fmt.Sprint("w", i))
+		must(t, os.MkdirAll(up, 0o755))
+		must(t, os.MkdirAll(wk, 0o755))
+		fs, err := billyunion.New(billyunion.Options{Upper: up, Work: wk, XattrPrefix: "trusted.overlay.", Shared: shared})
+		must(t, err)
+		t.Cleanup(func() { fs.Close() })
+		h, err := New(fs, Options{Export: 7}) // one export id: only the cache tells them apart
+		must(t, err)
+		fss, hs = append(fss, fs), append(hs, h)
+	}
+	if hs[0].paths != hs[1].paths {
+		t.Fatal("the workspaces' Handles do not share the path cache")
+	}
+	fhA, err := hs[0].ToHandle([]string{"d", "f"})
+	must(t, err)
+	fhB, err := hs[1].ToHandle([]string{"d", "f"})
+	must(t, err)
+	if !sameObject(fhA, fhB) {
+		t.Fatal("a lower file has different handles in two workspaces")
+	}
+	must(t, fss[0].Rename("/d/f", "/d/renamed"))
+	hs[0].Forget(fhA)
+	for round := 0; round < 2; round++ { // the second round starts from the other's cached path
+		for i, want := range []string{"d/renamed", "d/f"} {
+			p, err := hs[i].FromHandle(fhA)
+			if err != nil || strings.Join(p, "/") != want {
+				t.Fatalf("round %d: workspace %d resolves the file to %v (%v), want %s", round, i, p, err, want)
+			}
+		}
+	}
+}

@@ -32,8 +32,8 @@ import (
 //	ovlnfs-snapshots/NAME/index   a copy of WORK/index, links to the upper kept as links
 //	ovlnfs-snapshots/NAME/info    JSON: when it was taken, files and bytes copied
 //	ovlnfs-snapshots/.tmp-NAME    a snapshot being taken (removed by Recover)
-//	ovlnfs-reset.new              a reset in progress: the new upper and index, then the
-//	                              old ones once swapped in (see Reset)
+//	ovlnfs-reset.new              a reset in progress: the new upper's entries and index,
+//	                              the old entries moved out, the phase (see Reset)
 type Workspace struct {
 	Upper, Work string
 	// XattrPrefix is the overlay's xattr namespace, as Options.XattrPrefix ("" picks as
@@ -242,11 +242,13 @@ func (w Workspace) RemoveSnapshot(name string) error {
 	return os.RemoveAll(filepath.Join(dir, tmp))
 }
 
-// Reset replaces the upper and the index with empty ones (snapshot ""), which shows the
-// lowers alone, or with copies of the snapshot's. The new upper root keeps the old one's
-// attributes and its origin. It is built beside, synced, and swapped in with one
-// renameat2(RENAME_EXCHANGE): the moment the workspace changes. The upper must not be a
-// mount point (it could not be swapped).
+// Reset replaces what the upper and the index hold with nothing (snapshot ""), which shows
+// the lowers alone, or with copies of the snapshot's. The upper root itself stays (its
+// inode names the union's root and the layer set in every file handle, so clients stay
+// mounted): the new contents are built beside and synced, the old entries moved out of
+// the root and the new ones in, one rename each, in phases a journal records, so that
+// Recover can take back a reset killed before all the old entries were out, and finish
+// one killed after.
 func (w Workspace) Reset(snapshot string) error {
 	if snapshot != "" {
 		if err := ValidSnapshotName(snapshot); err != nil {
@@ -281,12 +283,10 @@ func (w Workspace) Reset(snapshot string) error {
 		return err
 	}
 	defer unix.Close(fresh)
-	parent, base := filepath.Split(w.Upper)
-	pfd, err := unix.Open(parent, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	abandon := func(err error) error {
+		_ = layer.RemoveAll(work, resetDirName)
 		return err
 	}
-	defer unix.Close(pfd)
 	_, indexErr := layer.Lstat(work, indexDirName)
 	hasIndex := indexErr == nil
 	if snap >= 0 {
@@ -304,45 +304,102 @@ func (w Workspace) Reset(snapshot string) error {
 		}
 		err = errors.Join(err, tc.Close())
 	} else {
-		err = w.emptyLike(pfd, base, fresh, "upper")
+		// Empty, with the root's own attributes, which the root then keeps.
+		err = w.emptyLike(unix.AT_FDCWD, w.Upper, fresh, "upper")
 		if err == nil && hasIndex {
 			err = w.emptyLike(work, indexDirName, fresh, "index")
 		}
 	}
+	if err == nil {
+		err = unix.Mkdirat(fresh, "old", 0o700)
+	}
 	if err != nil {
-		_ = layer.RemoveAll(work, resetDirName)
-		return err
+		return abandon(err)
 	}
 	token := make([]byte, 16)
 	_, _ = rand.Read(token)
 	mark := []byte(hex.EncodeToString(token))
-	for _, n := range []string{"upper", "index"} {
-		if _, err := layer.Lstat(fresh, n); err != nil {
-			continue
-		}
-		if err := layer.Setxattr(fresh, n, w.resetMark(), mark); err != nil {
-			_ = layer.RemoveAll(work, resetDirName)
-			return fmt.Errorf("marking the new %s: %w", n, err)
+	if _, err := layer.Lstat(fresh, "index"); err == nil {
+		if err := layer.Setxattr(fresh, "index", w.resetMark(), mark); err != nil {
+			return abandon(fmt.Errorf("marking the new index: %w", err))
 		}
 	}
 	if err := writeFileAt(fresh, resetTokenFile, mark); err != nil {
-		_ = layer.RemoveAll(work, resetDirName)
-		return err
+		return abandon(err)
 	}
 	if err := unix.Syncfs(work); err != nil {
-		_ = layer.RemoveAll(work, resetDirName)
-		return err
+		return abandon(err)
 	}
 	w.step("prepared")
-	if err := unix.Renameat2(pfd, base, fresh, "upper", unix.RENAME_EXCHANGE); err != nil {
-		_ = layer.RemoveAll(work, resetDirName)
-		return fmt.Errorf("swapping in the new upper %s (is it a mount point?): %w", w.Upper, err)
+	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return abandon(err)
 	}
-	if err := unix.Fsync(pfd); err != nil {
+	defer unix.Close(upper)
+	if err := w.setPhase(work, fresh, phaseOut); err != nil {
+		return abandon(err)
+	}
+	if err := w.moveAll(upper, fresh, "old", true); err != nil {
+		return err // Recover moves them back
+	}
+	return w.finishReset(work, upper, fresh, mark)
+}
+
+// The phases of a reset, in WORK/ovlnfs-reset.new/phase.
+const (
+	phaseFile = "phase"
+	phaseOut  = "out" // the old entries are being moved out of the upper root
+	phaseIn   = "in"  // they are all out; the new ones are being moved in
+)
+
+func (w Workspace) setPhase(work, fresh int, phase string) error {
+	tmp := phaseFile + ".tmp"
+	_ = unix.Unlinkat(fresh, tmp, 0)
+	if err := writeFileAt(fresh, tmp, []byte(phase)); err != nil {
 		return err
 	}
-	w.step("swapped")
-	return w.finishReset(work, pfd, base, fresh, mark)
+	f, err := layer.OpenFile(fresh, tmp, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = errors.Join(f.Sync(), f.Close())
+	if err == nil {
+		err = unix.Renameat(fresh, tmp, fresh, phaseFile)
+	}
+	if err == nil {
+		err = fsyncDir(work, resetDirName)
+	}
+	return err
+}
+
+// moveAll renames every entry of the directory from into dirName inside fresh (out), or
+// every entry of dirName inside fresh into from (!out), and syncs both directories.
+func (w Workspace) moveAll(upper, fresh int, dirName string, out bool) error {
+	other, err := layer.OpenDir(fresh, dirName)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(other)
+	src, dst := upper, other
+	if !out {
+		src, dst = other, upper
+	}
+	names, err := layer.ReadNames(src, "")
+	if err != nil {
+		return err
+	}
+	for i, n := range names {
+		if i == len(names)/2 {
+			w.step("half moved " + map[bool]string{true: "out", false: "in"}[out])
+		}
+		if err := unix.Renameat(src, n, dst, n); err != nil {
+			return fmt.Errorf("moving %s: %w", n, err)
+		}
+	}
+	if err := unix.Fsync(upper); err != nil {
+		return err
+	}
+	return fsyncDir(fresh, dirName)
 }
 
 // dropUpperRecord removes the upper record of a new index: it names the old upper root,
@@ -398,10 +455,23 @@ func (w Workspace) emptyLike(srcDir int, srcName string, dstDir int, dstName str
 	return copyup.SetAttrs(dstDir, dstName, &st)
 }
 
-// finishReset completes a reset whose upper has been swapped in: the index swapped too
-// (once), the moves index dropped (the union rebuilds it from the new upper), the marks
-// removed, the old upper and index deleted. Each step can be redone after a kill.
-func (w Workspace) finishReset(work, upperParent int, upperBase string, fresh int, mark []byte) error {
+// finishReset completes a reset whose old entries are all out of the upper root: the new
+// ones moved in, the root given the snapshot's attributes, the index swapped (once), the
+// moves index dropped (the union rebuilds it from the new upper), the old entries
+// deleted. Each step can be redone after a kill.
+func (w Workspace) finishReset(work, upper, fresh int, mark []byte) error {
+	if err := w.setPhase(work, fresh, phaseIn); err != nil {
+		return err
+	}
+	w.step("all out")
+	if err := w.moveAll(upper, fresh, "upper", false); err != nil {
+		return err
+	}
+	if st, err := layer.Lstat(fresh, "upper"); err == nil {
+		if err := copyup.SetAttrs(upper, ".", &st); err != nil {
+			return err
+		}
+	}
 	marked := func(dir int, name string) bool {
 		v, err := layer.Getxattr(dir, name, w.resetMark())
 		return err == nil && string(v) == string(mark)
@@ -427,22 +497,14 @@ func (w Workspace) finishReset(work, upperParent int, upperBase string, fresh in
 	if err := unix.Fsync(work); err != nil {
 		return err
 	}
-	w.step("index unmarked")
-	if marked(upperParent, upperBase) {
-		if err := layer.Removexattr(upperParent, upperBase, w.resetMark()); err != nil {
-			return err
-		}
-	}
-	if err := unix.Fsync(upperParent); err != nil {
-		return err
-	}
-	w.step("upper unmarked")
-	// What is left in ovlnfs-reset.new is the old upper and index.
+	w.step("finished")
+	// What is left in ovlnfs-reset.new is the old entries and index.
 	return layer.RemoveAll(work, resetDirName)
 }
 
-// Recover finishes a reset that was interrupted after its new upper was swapped in, or
-// discards one interrupted before, and removes snapshots left half taken or half removed.
+// Recover takes back a reset that was interrupted while moving the old entries out of
+// the upper root, or finishes one interrupted later, and removes snapshots left half
+// taken or half removed.
 func (w Workspace) Recover() error {
 	work, err := w.openWork()
 	if err != nil {
@@ -466,18 +528,21 @@ func (w Workspace) Recover() error {
 		return err
 	}
 	defer unix.Close(fresh)
-	mark, err := os.ReadFile(filepath.Join(w.Work, resetDirName, resetTokenFile))
-	parent, base := filepath.Split(w.Upper)
-	pfd, perr := unix.Open(parent, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if perr != nil {
-		return perr
+	phase, _ := os.ReadFile(filepath.Join(w.Work, resetDirName, phaseFile))
+	mark, _ := os.ReadFile(filepath.Join(w.Work, resetDirName, resetTokenFile))
+	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
 	}
-	defer unix.Close(pfd)
-	if err == nil {
-		if v, xerr := layer.Getxattr(pfd, base, w.resetMark()); xerr == nil && string(v) == string(mark) {
-			return w.finishReset(work, pfd, base, fresh, mark) // swapped in: go forward
+	defer unix.Close(upper)
+	switch string(phase) {
+	case phaseIn:
+		return w.finishReset(work, upper, fresh, mark) // forward
+	case phaseOut:
+		// Back: what was moved out goes back in; nothing new was moved in yet.
+		if err := w.moveAll(upper, fresh, "old", false); err != nil {
+			return fmt.Errorf("taking back an interrupted reset: %w", err)
 		}
 	}
-	// Not swapped in (or already finished but for the removal): the old workspace stands.
 	return layer.RemoveAll(work, resetDirName)
 }

@@ -124,7 +124,8 @@ func TestSnapshotAndReset(t *testing.T) {
 // workspace (before the swap) or the new one (from the swap on), never a mix, and a union
 // opens on it.
 func TestResetKilled(t *testing.T) {
-	for i, step := range []string{"prepared", "swapped", "index swapped", "index unmarked", "upper unmarked"} {
+	backward := map[string]bool{"prepared": true, "half moved out": true}
+	for i, step := range []string{"prepared", "half moved out", "all out", "half moved in", "index swapped", "finished"} {
 		t.Run(step, func(t *testing.T) {
 			lowers, upper, work := diffFixture(t)
 			fs := openWorkspace(t, lowers, upper, work)
@@ -158,7 +159,7 @@ func TestResetKilled(t *testing.T) {
 			got := treeOf(t, fs)
 			must(t, fs.Close())
 			want, name := after, "the snapshot's"
-			if step == "prepared" {
+			if backward[step] {
 				want, name = before, "the old"
 			}
 			if !maps.Equal(got, want) {

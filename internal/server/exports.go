@@ -27,8 +27,10 @@ import (
 
 // export is one served export.
 type export struct {
-	cfg     Export // as configured; cfg.Clients is what it started with
-	id      uint32 // in every handle of the export, and its fsid
+	cfg Export // as configured; cfg.Clients is what it started with
+	id  uint32 // in every handle of the export, and its fsid
+	// union, handles, nfs and procs are replaced when a reset reopens the union:
+	// guarded by inflight (written exclusively, read by a call holding it shared).
 	union   *billyunion.FS
 	handles *handles.Handles
 	nfs     *nfs3.Server
@@ -152,12 +154,30 @@ func (s *Server) openExport(cfg Export) (*export, error) {
 		}
 		e.work = lock
 	}
+	if err := s.openParts(e); err != nil {
+		_ = e.releaseWork()
+		if cfg.Path == "/" {
+			return nil, err // the one export of the flags: the union's error says it all
+		}
+		return nil, errorf(&cfg, "%v", err)
+	}
+	return e, nil
+}
+
+// openParts opens e's union, handles and NFSv3 server (its workdir locked already). An
+// interrupted reset of the workspace is finished or undone first.
+func (s *Server) openParts(e *export) error {
+	cfg := e.cfg
 	logger := s.logger
 	if cfg.Path != "/" {
 		logger = logger.With("export", cfg.Path)
 	}
-	var err error
-	e.union, err = billyunion.New(billyunion.Options{
+	if cfg.Upper != "" {
+		if err := workspaceOf(&cfg).Recover(); err != nil {
+			return fmt.Errorf("recovering an interrupted reset: %w", err)
+		}
+	}
+	union, err := billyunion.New(billyunion.Options{
 		Lowers:          cfg.Lowers,
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
@@ -169,34 +189,31 @@ func (s *Server) openExport(cfg Export) (*export, error) {
 		Logger:          logger.With("component", "union"),
 	})
 	if err != nil {
-		_ = e.releaseWork()
-		if cfg.Path == "/" {
-			return nil, err // the one export of the flags: the union's error says it all
-		}
-		return nil, errorf(&cfg, "%v", err)
+		return err
 	}
-	e.id = exportID(cfg.Path, e.union.LayerSetID())
-	fail := func(err error) (*export, error) {
-		_ = e.union.Close()
-		_ = e.releaseWork()
-		return nil, errorf(&cfg, "%v", err)
+	id := exportID(cfg.Path, union.LayerSetID())
+	if e.id != 0 && id != e.id {
+		_ = union.Close()
+		return fmt.Errorf("the layers' identity changed (export id %08x, was %08x)", id, e.id)
 	}
-	e.handles, err = handles.New(e.union, handles.Options{CacheEntries: s.cfg.HandleCacheEntries, Export: e.id,
+	hs, err := handles.New(union, handles.Options{CacheEntries: s.cfg.HandleCacheEntries, Export: id,
 		Logger: logger.With("component", "handles")})
 	if err != nil {
-		return fail(err)
+		_ = union.Close()
+		return err
 	}
 	statfsPath := cfg.Upper
-	if e.union.ReadOnly() || statfsPath == "" {
+	if union.ReadOnly() || statfsPath == "" {
 		statfsPath = cfg.Lowers[0]
 	}
-	e.nfs, err = nfs3.New(nfs3.Config{Union: e.union, Handles: e.handles, StatfsPath: statfsPath,
+	nfs, err := nfs3.New(nfs3.Config{Union: union, Handles: hs, StatfsPath: statfsPath,
 		ActAsCaller: s.cfg.ActAsCaller, Admit: e.admit, RefuseAppleDouble: cfg.RefuseAppleDouble, Logger: logger})
 	if err != nil {
-		return fail(err)
+		_ = union.Close()
+		return err
 	}
-	e.procs = e.nfs.Program().Procedures
-	return e, nil
+	e.id, e.union, e.handles, e.nfs, e.procs = id, union, hs, nfs, nfs.Program().Procedures
+	return nil
 }
 
 func unwrapPathError(err error) error {
@@ -326,6 +343,10 @@ func (s *Server) mountTarget(dirpath string, remote net.Addr) (gonfs.Target, err
 		if !grant.Admits(remote) {
 			return gonfs.Target{}, fmt.Errorf("client %s mounts from an unprivileged port and %s is secure (insecure admits it): %w", remote, e.cfg.Path, syscall.EACCES)
 		}
+		if !e.enter() {
+			return gonfs.Target{}, fmt.Errorf("export %s is being removed: %w", e.cfg.Path, syscall.ENOENT)
+		}
+		defer e.leave()
 		return gonfs.Target{Union: e.union, Handles: e.handles, Export: e.cfg.Path, Below: below}, nil
 	}
 	return gonfs.Target{}, fmt.Errorf("no export holds %s: %w", dirpath, syscall.ENOENT)
@@ -376,7 +397,11 @@ func (s *Server) lockKey(fh []byte, client netip.Addr) (string, error) {
 	if _, ok := e.rules.Load().Match(client); !ok {
 		return "", syscall.EACCES
 	}
+	if !e.enter() {
+		return "", syscall.ESTALE
+	}
 	key, err := e.handles.Identity(fh)
+	e.leave()
 	if err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -559,5 +560,107 @@ func TestLocksFollowClientRules(t *testing.T) {
 	res, err := two.Test(true, two.LockOf(aliceFile, 2, 0, 0))
 	if err != nil || res.Stat != nlm.StatStaleFH {
 		t.Fatalf("TEST through alice by 127.0.0.2: %+v %v, want stale", res, err)
+	}
+}
+
+// TestSnapshotAndResetWhileServing: a workspace snapshotted, changed and reset while a
+// client holds handles and another keeps calling: after a reset to the snapshot the
+// snapshot's tree is served, a handle of an object made since answers STALE, and so does
+// one of a file the workspace made before (restored, it is a copy), while the root's and
+// a copied-up lower file's keep working; a reset to the lowers serves the lowers; the calls on the workspace's root and
+// on another export never fail, they only wait.
+func TestSnapshotAndResetWhileServing(t *testing.T) {
+	root, lower := t.TempDir(), sharedLower(t)
+	ws := workspace(t, root, "/ws", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	other := workspace(t, root, "/other", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	s := startExports(t, []server.Export{ws, other})
+	c := rpctest.Dial(t, s.addr)
+	wsRoot := c.Mount("/ws")
+	made := c.Create(wsRoot, "made")
+	write(t, c, made, "in the snapshot")
+	shared := c.Lookup(wsRoot, "shared.txt")
+	write(t, c, shared, "copied up before the snapshot\n")
+
+	stop := make(chan struct{})
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		lc := rpctest.Dial(t, s.addr)
+		r := lc.Mount("/ws")
+		o := lc.Create(lc.Mount("/other"), "busy")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if st := getattrStatus(lc, r); st != nfs3.StatusOK {
+				t.Errorf("GETATTR of the workspace root during the resets: %d", st)
+				return
+			}
+			lc.Write(o, 0, []byte("other export"), rpctest.FileSync)
+			calls.Add(2)
+		}
+	})
+
+	if _, err := s.srv.Snapshot("/ws", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	later := c.Create(wsRoot, "later")
+	if st, _ := c.NFS(nfs3.ProcRemove, rpctest.DirOp(c.Lookup(wsRoot, "src"), "a.c")); st != nfs3.StatusOK {
+		t.Fatalf("REMOVE src/a.c: %d", st)
+	}
+	if err := s.srv.Reset("/ws", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if st := getattrStatus(c, later); st != nfs3.StatusStale {
+		t.Errorf("a handle of a file made after the snapshot: status %d, want STALE", st)
+	}
+	// A file the workspace made is a copy once restored, a new object: its old handle is
+	// STALE, its name finds the copy. Objects of the lowers keep their identity.
+	if st := getattrStatus(c, made); st != nfs3.StatusStale {
+		t.Errorf("the old handle of a restored upper-only file: status %d, want STALE", st)
+	}
+	made = c.Lookup(wsRoot, "made")
+	if got := string(readAll(c, made)); got != "in the snapshot" {
+		t.Errorf("a file of the snapshot: %q", got)
+	}
+	if got := string(readAll(c, shared)); got != "copied up before the snapshot\n" {
+		t.Errorf("the copied-up file, by its old handle: %q", got)
+	}
+	if got := listNames(t, c, wsRoot); !slices.Equal(got, []string{"made", "shared.txt", "src"}) {
+		t.Errorf("after the reset to s1 the root lists %v", got)
+	}
+	if got := listNames(t, c, c.Lookup(wsRoot, "src")); !slices.Equal(got, []string{"a.c"}) {
+		t.Errorf("src lists %v after the reset (a.c was removed after the snapshot)", got)
+	}
+
+	if err := s.srv.Reset("/ws", ""); err != nil {
+		t.Fatal(err)
+	}
+	if st := getattrStatus(c, made); st != nfs3.StatusStale {
+		t.Errorf("a handle of an upper-only file after the reset to the lowers: status %d, want STALE", st)
+	}
+	if got := string(readAll(c, shared)); got != "lower\n" {
+		t.Errorf("the lower file after the reset to the lowers: %q", got)
+	}
+	if entries, _ := os.ReadDir(ws.Upper); len(entries) != 0 {
+		t.Errorf("the upper holds %d entries after the reset to the lowers", len(entries))
+	}
+	list, err := s.srv.Snapshots("/ws")
+	if err != nil || len(list) != 1 || list[0].Name != "s1" {
+		t.Errorf("snapshots: %+v %v", list, err)
+	}
+	if err := s.srv.Reset("/ws", "nope"); err == nil {
+		t.Error("a reset to a missing snapshot was taken")
+	}
+	if err := s.srv.Reset("/nope", ""); !errors.Is(err, server.ErrNoExport) {
+		t.Errorf("a reset of no export: %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if calls.Load() == 0 {
+		t.Error("no call ran during the resets")
 	}
 }

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+)
+
+// workspaceOf is an export's writable part, for snapshots and resets.
+func workspaceOf(cfg *Export) billyunion.Workspace {
+	return billyunion.Workspace{Upper: cfg.Upper, Work: cfg.Work, XattrPrefix: cfg.XattrPrefix}
+}
+
+// ErrNoExport is returned for an export path the server does not serve.
+var ErrNoExport = errors.New("no such export")
+
+// frozen runs fn on the workspace of the export at path while the export is frozen: the
+// calls using it have finished and new ones wait (other exports go on). With reopen, the
+// union is closed before fn and opened again after it, whatever fn did; the export keeps
+// its id, so handles of objects that still exist stay valid and the others answer STALE.
+func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspace) error) error {
+	s.reconfigure.Lock() // no reload meanwhile
+	defer s.reconfigure.Unlock()
+	var e *export
+	for _, x := range s.exports.Load().byPath {
+		if x.cfg.Path == path {
+			e = x
+		}
+	}
+	if e == nil {
+		return fmt.Errorf("export %s: %w", path, ErrNoExport)
+	}
+	if e.cfg.Upper == "" {
+		return fmt.Errorf("export %s is read-only: it has no upper layer: %w", path, syscall.EROFS)
+	}
+	e.inflight.Lock()
+	defer e.inflight.Unlock()
+	if e.retired {
+		return fmt.Errorf("export %s: %w", path, ErrNoExport)
+	}
+	if !reopen {
+		return fn(workspaceOf(&e.cfg))
+	}
+	e.nfs.Close()
+	closeErr := e.union.Close()
+	err := fn(workspaceOf(&e.cfg))
+	if oerr := s.openParts(e); oerr != nil {
+		// Without a union the export cannot serve: retire it, so its calls answer STALE
+		// rather than fail on a closed union, and say so.
+		e.retired = true
+		_ = e.releaseWork()
+		var rest []*export
+		for _, x := range s.exports.Load().byPath {
+			if x != e {
+				rest = append(rest, x)
+			}
+		}
+		s.exports.Store(newExportSet(rest))
+		s.logger.Error("export retired: its union does not open again", "export", path, "err", oerr)
+		return errors.Join(err, fmt.Errorf("export %s cannot be opened again and is no longer served: %w", path, oerr))
+	}
+	return errors.Join(closeErr, err)
+}
+
+// Snapshot takes the snapshot name of the export's workspace, frozen meanwhile.
+func (s *Server) Snapshot(path, name string) (billyunion.SnapshotInfo, error) {
+	var info billyunion.SnapshotInfo
+	err := s.frozen(path, false, func(ws billyunion.Workspace) error {
+		var err error
+		info, err = ws.Snapshot(name)
+		return err
+	})
+	return info, err
+}
+
+// Reset empties the export's upper (snapshot "") or makes it the snapshot's, while
+// serving: clients see the new tree, and handles of objects it lacks answer STALE.
+func (s *Server) Reset(path, snapshot string) error {
+	s.logger.Info("resetting a workspace", "export", path, "snapshot", snapshot)
+	return s.frozen(path, true, func(ws billyunion.Workspace) error { return ws.Reset(snapshot) })
+}
+
+// Snapshots lists the export's snapshots.
+func (s *Server) Snapshots(path string) ([]billyunion.SnapshotInfo, error) {
+	var out []billyunion.SnapshotInfo
+	err := s.frozen(path, false, func(ws billyunion.Workspace) error {
+		var err error
+		out, err = ws.Snapshots()
+		return err
+	})
+	return out, err
+}
+
+// RemoveSnapshot removes one of the export's snapshots.
+func (s *Server) RemoveSnapshot(path, name string) error {
+	return s.frozen(path, false, func(ws billyunion.Workspace) error { return ws.RemoveSnapshot(name) })
+}

@@ -27,14 +27,16 @@ import (
 
 // export is one served export.
 type export struct {
-	cfg Export // as configured; cfg.Clients is what it started with
-	id  uint32 // in every handle of the export, and its fsid
+	server *Server
+	cfg    Export // as configured; cfg.Clients is what it started with
+	id     uint32 // in every handle of the export, and its fsid
 	// union, handles, nfs and procs are replaced when a reset reopens the union:
 	// guarded by inflight (written exclusively, read by a call holding it shared).
 	union   *billyunion.FS
 	handles *handles.Handles
 	nfs     *nfs3.Server
 	procs   []oncrpc.Procedure // nfs.Program().Procedures
+	shared  *sharedLowers      // the lower work the union shares; guarded as union
 	work    *workdirLock       // nil for a read-only export
 	// rules are the client rules now: a reload that changes only them swaps them here.
 	rules atomic.Pointer[clients.Rules]
@@ -141,7 +143,7 @@ func (s *Server) openExport(cfg Export) (*export, error) {
 	if len(cfg.Lowers) == 0 {
 		return nil, errorf(&cfg, "no lower layer")
 	}
-	e := &export{cfg: cfg}
+	e := &export{cfg: cfg, server: s}
 	rules := slices.Clone(cfg.Clients)
 	e.rules.Store(&rules)
 	if cfg.Upper != "" {
@@ -177,8 +179,12 @@ func (s *Server) openParts(e *export) error {
 			return fmt.Errorf("recovering an interrupted reset: %w", err)
 		}
 	}
+	shared, err := s.acquireShared(cfg)
+	if err != nil {
+		return err
+	}
 	union, err := billyunion.New(billyunion.Options{
-		Lowers:          cfg.Lowers,
+		Shared:          shared.lowers,
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,
@@ -189,18 +195,22 @@ func (s *Server) openParts(e *export) error {
 		Logger:          logger.With("component", "union"),
 	})
 	if err != nil {
+		s.releaseShared(shared)
+		return err
+	}
+	fail := func(err error) error {
+		_ = union.Close()
+		s.releaseShared(shared)
 		return err
 	}
 	id := exportID(cfg.Path, union.LayerSetID())
 	if e.id != 0 && id != e.id {
-		_ = union.Close()
-		return fmt.Errorf("the layers' identity changed (export id %08x, was %08x)", id, e.id)
+		return fail(fmt.Errorf("the layers' identity changed (export id %08x, was %08x)", id, e.id))
 	}
 	hs, err := handles.New(union, handles.Options{CacheEntries: s.cfg.HandleCacheEntries, Export: id,
 		Logger: logger.With("component", "handles")})
 	if err != nil {
-		_ = union.Close()
-		return err
+		return fail(err)
 	}
 	statfsPath := cfg.Upper
 	if union.ReadOnly() || statfsPath == "" {
@@ -209,11 +219,56 @@ func (s *Server) openParts(e *export) error {
 	nfs, err := nfs3.New(nfs3.Config{Union: union, Handles: hs, StatfsPath: statfsPath,
 		ActAsCaller: s.cfg.ActAsCaller, Admit: e.admit, RefuseAppleDouble: cfg.RefuseAppleDouble, Logger: logger})
 	if err != nil {
-		_ = union.Close()
-		return err
+		return fail(err)
 	}
-	e.id, e.union, e.handles, e.nfs, e.procs = id, union, hs, nfs, nfs.Program().Procedures
+	e.id, e.union, e.handles, e.nfs, e.procs, e.shared = id, union, hs, nfs, nfs.Program().Procedures, shared
 	return nil
+}
+
+// sharedLowers is one billyunion.Shared and how many open unions use it.
+type sharedLowers struct {
+	key    string
+	lowers *billyunion.Shared
+	users  int // guarded by Server.reconfigure
+}
+
+// sharedKey names the lower work a configuration can share: the same lowers, in order,
+// under the same xattr namespace.
+func sharedKey(cfg Export) string {
+	return cfg.XattrPrefix + "\x00" + strings.Join(cfg.Lowers, "\x00")
+}
+
+// acquireShared is the Shared of cfg's lowers, made on first use. The caller holds
+// Server.reconfigure (or is New, before serving).
+func (s *Server) acquireShared(cfg Export) (*sharedLowers, error) {
+	key := sharedKey(cfg)
+	if sl := s.shared[key]; sl != nil {
+		sl.users++
+		return sl, nil
+	}
+	lowers, err := billyunion.NewShared(billyunion.SharedOptions{Lowers: cfg.Lowers, XattrPrefix: cfg.XattrPrefix,
+		DirCacheEntries: s.cfg.DirCacheEntries, HandleCacheEntries: s.cfg.HandleCacheEntries,
+		Logger: s.logger.With("component", "shared-lowers")})
+	if err != nil {
+		return nil, err
+	}
+	sl := &sharedLowers{key: key, lowers: lowers, users: 1}
+	s.shared[key] = sl
+	return sl, nil
+}
+
+// releaseShared lets go of one use of sl, closing it after the last (its unions closed).
+func (s *Server) releaseShared(sl *sharedLowers) {
+	if sl == nil {
+		return
+	}
+	if sl.users--; sl.users > 0 {
+		return
+	}
+	delete(s.shared, sl.key)
+	if err := sl.lowers.Close(); err != nil {
+		s.logger.Warn("closing shared lowers", "err", err)
+	}
 }
 
 func unwrapPathError(err error) error {
@@ -253,6 +308,8 @@ func (e *export) retire() error {
 	e.retired = true
 	e.nfs.Close()
 	err := e.union.Close()
+	e.server.releaseShared(e.shared)
+	e.shared = nil
 	return errors.Join(err, e.releaseWork())
 }
 

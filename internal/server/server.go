@@ -93,8 +93,11 @@ type Server struct {
 	cfg Config // the tunables; cfg.Exports is what New was given
 	// exports is the set calls are routed by, replaced whole by Reconfigure.
 	exports atomic.Pointer[exportSet]
-	// reconfigure orders Reconfigure calls and Close.
+	// reconfigure orders Reconfigure calls, snapshots, resets and Close.
 	reconfigure sync.Mutex
+	// shared holds the lower work of exports over the same lowers, by sharedKey;
+	// guarded by reconfigure.
+	shared map[string]*sharedLowers
 	// nfsProcs is the NFSv3 dispatch table's shape (names, flags), the same for every
 	// export; routing fills in the handlers.
 	nfsProcs []oncrpc.Procedure
@@ -114,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Exports) == 0 {
 		return nil, errors.New("server: no export to serve")
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger}
+	s := &Server{cfg: cfg, logger: cfg.Logger, shared: map[string]*sharedLowers{}}
 	set, err := s.openSet(cfg.Exports)
 	if err != nil {
 		return nil, err

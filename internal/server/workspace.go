@@ -45,6 +45,11 @@ func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspac
 	}
 	e.nfs.Close()
 	closeErr := e.union.Close()
+	// The union's use of the shared lowers ends only once the new union has one, so they
+	// stay open across.
+	oldShared := e.shared
+	defer s.releaseShared(oldShared)
+	e.shared = nil
 	err := fn(workspaceOf(&e.cfg))
 	if oerr := s.openParts(e); oerr != nil {
 		// Without a union the export cannot serve: retire it, so its calls answer STALE

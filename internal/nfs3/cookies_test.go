@@ -30,7 +30,11 @@ func TestReaddirGoesOnWhenSnapshotIsGone(t *testing.T) {
 	big := c.Lookup(root, "big")
 	var others [][]byte
 	for i := range 4 {
-		others = append(others, c.Lookup(root, fmt.Sprintf("other%d", i)))
+		o := c.Lookup(root, fmt.Sprintf("other%d", i))
+		// An upper part, so that the directory is listed in the union's own cache (a
+		// lower-only one is listed in the shared lowers' cache) and pushes big out of it.
+		c.Create(o, "up")
+		others = append(others, o)
 	}
 	for i := range 500 {
 		c.Create(big, fmt.Sprintf("up-%04d", i))

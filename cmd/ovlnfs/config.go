@@ -66,6 +66,8 @@ type serveConfig struct {
 	configFile string
 	exports    []server.Export
 	lockState  string
+	// controlSocket is where ovlnfs snapshot and reset reach the server ("" for none).
+	controlSocket string
 }
 
 // maxGomaxprocs bounds --gomaxprocs (the runtime's own limit is far higher; no machine
@@ -126,12 +128,14 @@ type rawServeFlags struct {
 	requirePrivilegedPort       bool
 	gomaxprocs                  string
 	configFile                  string
+	controlSocket               string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&raw.configFile, "config", "", "an exports file declaring many exports, their layers and their clients (docs/exports.md); re-read on SIGHUP; replaces --lowerdir, --upperdir, --workdir, -o and --read-only")
+	fs.StringVar(&raw.controlSocket, "control", "", "PATH of a unix socket (made mode 0600) on which ovlnfs snapshot and ovlnfs reset reach this server; none by default")
 	fs.StringVar(&raw.lowerdir, "lowerdir", "", "colon-separated lower layers, top-most first (required); escape a ':' in a path as '\\:'")
 	fs.StringVar(&raw.upperdir, "upperdir", "", "writable upper layer; omit it for a read-only union")
 	fs.StringVar(&raw.workdir, "workdir", "", "work directory on the upper's filesystem (default: a directory beside the upper)")
@@ -170,7 +174,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
 		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen,
-		requirePrivilegedPort: raw.requirePrivilegedPort}
+		requirePrivilegedPort: raw.requirePrivilegedPort, controlSocket: raw.controlSocket}
 	switch {
 	case raw.gomaxprocs == "auto":
 		cfg.gomaxprocs = 0

@@ -41,6 +41,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "diff":
 		return runDiff(args[1:], stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, args[1:], stdout, stderr)
+	case "reset":
+		return runReset(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "ovlnfs: unknown command %q (try 'ovlnfs --help')\n", args[0])
 		return exitBadConfig
@@ -78,11 +82,15 @@ Usage:
   ovlnfs serve -o lowerdir=L1:L2,upperdir=U,workdir=W [flags]
   ovlnfs serve --config=FILE [flags]
   ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U | --config=FILE /EXPORT
-  ovlnfs --help | ovlnfs serve --help | ovlnfs diff --help
+  ovlnfs snapshot --control=SOCKET [list|rm] /EXPORT [NAME]
+  ovlnfs reset --control=SOCKET [--to=SNAPSHOT] /EXPORT
+  ovlnfs --help | ovlnfs COMMAND --help
 
 Commands:
-  serve   serve the union (or the exports of an exports file) until SIGINT or SIGTERM
-  diff    list what an upper layer changes, as docker diff does (A, C, D)
+  serve     serve the union (or the exports of an exports file) until SIGINT or SIGTERM
+  diff      list what an upper layer changes, as docker diff does (A, C, D)
+  snapshot  take, list or remove snapshots of a served workspace
+  reset     throw a served workspace's changes away, or go back to a snapshot
 
 The layers follow the kernel overlay: lower layers are read-only (the first is the top-most),
 changes go to the upper layer, the workdir is private scratch space on the upper's

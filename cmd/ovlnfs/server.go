@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ovlnfs/ovlnfs/internal/clients"
+	"github.com/ovlnfs/ovlnfs/internal/control"
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
 	"github.com/ovlnfs/ovlnfs/internal/procs"
 	"github.com/ovlnfs/ovlnfs/internal/server"
@@ -97,6 +98,22 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		}
 	}()
 
+	if cfg.controlSocket != "" {
+		cl, err := control.Listen(cfg.controlSocket)
+		if err != nil {
+			return refused("--control: %v", err)
+		}
+		go func() {
+			if err := control.Serve(cl, srv, logger.With("component", "control")); err != nil {
+				logger.Error("control socket failed", "err", err)
+			}
+		}()
+		defer func() {
+			cl.Close()
+			_ = os.Remove(cfg.controlSocket)
+		}()
+	}
+
 	var udpAddr net.Addr
 	if mountUDP != nil {
 		udpAddr = mountUDP.LocalAddr()
@@ -164,6 +181,9 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	}
 	started := []any{"listen", listener.Addr().String(), "mount_udp", udpListen, "nlm", nlmListen,
 		"grace", grace, "portmap", pm.summary}
+	if cfg.controlSocket != "" {
+		started = append(started, "control", cfg.controlSocket)
+	}
 	if cfg.configFile != "" {
 		started = append(started, "config", cfg.configFile, "exports", exportPaths(exports))
 	} else {

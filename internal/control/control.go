@@ -1,0 +1,206 @@
+// Package control is the control interface of a running server: a unix socket that
+// `ovlnfs snapshot` and `ovlnfs reset` talk to. A connection carries one request, a JSON
+// object on one line, and gets one response line back. The socket is made mode 0600, and
+// a connection from a user other than the server's own (or root) is refused, by its peer
+// credentials, before it is read.
+//
+// Files: control.go (Request, Response, Handler, Serve, Listen, Call).
+//
+// Lock order: this package takes no locks.
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion"
+)
+
+// The operations.
+const (
+	OpSnapshot       = "snapshot"
+	OpSnapshots      = "snapshots"
+	OpRemoveSnapshot = "snapshot-rm"
+	OpReset          = "reset"
+)
+
+// Request is one operation on one export's workspace.
+type Request struct {
+	Op     string `json:"op"`
+	Export string `json:"export"`
+	// Name is the snapshot taken, removed or reset to ("" for a reset: to the lowers).
+	Name string `json:"name,omitempty"`
+}
+
+// Response is the answer: Error is empty on success.
+type Response struct {
+	Error     string                    `json:"error,omitempty"`
+	Snapshot  *billyunion.SnapshotInfo  `json:"snapshot,omitempty"`
+	Snapshots []billyunion.SnapshotInfo `json:"snapshots,omitempty"`
+	Took      string                    `json:"took,omitempty"`
+}
+
+// Handler carries out requests (internal/server's Server).
+type Handler interface {
+	Snapshot(export, name string) (billyunion.SnapshotInfo, error)
+	Snapshots(export string) ([]billyunion.SnapshotInfo, error)
+	RemoveSnapshot(export, name string) error
+	Reset(export, snapshot string) error
+}
+
+// maxRequest bounds a request line.
+const maxRequest = 64 << 10
+
+// Listen makes the control socket at path, mode 0600. A socket file left by a process
+// that is gone is replaced; one a running process answers on is refused.
+func Listen(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another process answers on it", path)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Serve answers connections on l until it is closed (then it returns nil).
+func Serve(l net.Listener, h Handler, logger *slog.Logger) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go serveConn(c, h, logger)
+	}
+}
+
+func serveConn(c net.Conn, h Handler, logger *slog.Logger) {
+	defer c.Close()
+	reply := func(r Response) {
+		b, _ := json.Marshal(r)
+		_, _ = c.Write(append(b, '\n'))
+	}
+	if err := allowed(c); err != nil {
+		logger.Warn("control connection refused", "err", err)
+		reply(Response{Error: err.Error()})
+		return
+	}
+	line, err := bufio.NewReaderSize(c, maxRequest).ReadSlice('\n')
+	if err != nil {
+		reply(Response{Error: "a request is one JSON object on one line"})
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	start := time.Now()
+	logger.Info("control request", "op", req.Op, "export", req.Export, "name", req.Name)
+	var resp Response
+	switch req.Op {
+	case OpSnapshot:
+		var info billyunion.SnapshotInfo
+		info, err = h.Snapshot(req.Export, req.Name)
+		resp.Snapshot = &info
+	case OpSnapshots:
+		resp.Snapshots, err = h.Snapshots(req.Export)
+	case OpRemoveSnapshot:
+		err = h.RemoveSnapshot(req.Export, req.Name)
+	case OpReset:
+		err = h.Reset(req.Export, req.Name)
+	default:
+		err = fmt.Errorf("unknown operation %q (known: %s, %s, %s, %s)", req.Op, OpSnapshot, OpSnapshots, OpRemoveSnapshot, OpReset)
+	}
+	if err != nil {
+		logger.Warn("control request failed", "op", req.Op, "export", req.Export, "err", err)
+		resp = Response{Error: err.Error()}
+	}
+	resp.Took = time.Since(start).Round(time.Millisecond).String()
+	reply(resp)
+}
+
+// allowed refuses a peer that is neither root nor the server's own user.
+func allowed(c net.Conn) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return errors.New("not a unix socket connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("uid %d may not control this server (only root and uid %d)", cred.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+// Call sends req to the server at the control socket path and returns its response;
+// the error is the server's refusal or failure, or that of reaching it.
+func Call(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Response{}, err
+	}
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return Response{}, err
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return Response{}, fmt.Errorf("control socket %s: no answer: %w", path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}

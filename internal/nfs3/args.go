@@ -91,6 +91,9 @@ func (rq *request) checkNewEntry(d *dirArgs) (*syscall.Stat_t, error) {
 	if err == nil {
 		err = newName(d.name)
 	}
+	if err == nil && rq.readOnly {
+		err = syscall.EROFS // before any permission: a read-only filesystem refuses all
+	}
 	if err == nil && rq.statOrNil(d.child()) == nil {
 		err = rq.who.mayChangeDir(dirSt)
 		if err == nil {

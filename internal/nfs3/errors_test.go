@@ -96,23 +96,32 @@ func TestRenameLowerDirWithoutRedirects(t *testing.T) {
 	}
 }
 
-// TestErrorStatusesReadOnly: a read-only export answers ROFS for every change.
+// TestErrorStatusesReadOnly: a read-only export answers ROFS for every change, to a caller
+// the permissions would refuse too (a user who may not write the directory nor own the
+// file): as on a read-only mount and from knfsd, ROFS comes before EACCES and EPERM.
 func TestErrorStatusesReadOnly(t *testing.T) {
 	_, c, root := rpctest.StartMounted(t, rpctest.Options{Files: map[string]string{"file.txt": "lower file\n"}, ReadOnly: true})
 	file := c.Lookup(root, "file.txt")
-	for _, tc := range []struct {
-		name string
-		proc nfs3.Proc
-		args []byte
-	}{
-		{"MKDIR", nfs3.ProcMkdir, append(rpctest.DirOp(root, "d"), rpctest.SattrMode(0o755)...)},
-		{"CREATE", nfs3.ProcCreate, rpctest.CreateArgs(root, "f", rpctest.CreateUnchecked, rpctest.SattrMode(0o644))},
-		{"REMOVE", nfs3.ProcRemove, rpctest.DirOp(root, "file.txt")},
-		{"SETATTR", nfs3.ProcSetattr, rpctest.SetattrArgs(file, rpctest.Sattr{Mode: new(uint32(0o600))}, nil)},
-		{"WRITE", nfs3.ProcWrite, rpctest.WriteArgs(file, 0, []byte("x"), rpctest.FileSync)},
-	} {
-		if st, _ := c.NFS(tc.proc, tc.args); st != nfs3.StatusROFS {
-			t.Errorf("%s on a read-only export: status %d, want 30 (ROFS)", tc.name, st)
+	for _, who := range []string{"root", "a user"} {
+		if who == "a user" {
+			c.As(54321, 54321) // owns nothing here: the directories are not writable for it
+		}
+		for _, tc := range []struct {
+			name string
+			proc nfs3.Proc
+			args []byte
+		}{
+			{"MKDIR", nfs3.ProcMkdir, append(rpctest.DirOp(root, "d"), rpctest.SattrMode(0o755)...)},
+			{"CREATE", nfs3.ProcCreate, rpctest.CreateArgs(root, "f", rpctest.CreateUnchecked, rpctest.SattrMode(0o644))},
+			{"CREATE of an existing name", nfs3.ProcCreate, rpctest.CreateArgs(root, "file.txt", rpctest.CreateUnchecked, rpctest.SattrMode(0o644))},
+			{"REMOVE", nfs3.ProcRemove, rpctest.DirOp(root, "file.txt")},
+			{"RENAME", nfs3.ProcRename, rpctest.RenameArgs(root, "file.txt", root, "moved.txt")},
+			{"SETATTR", nfs3.ProcSetattr, rpctest.SetattrArgs(file, rpctest.Sattr{Mode: new(uint32(0o600))}, nil)},
+			{"WRITE", nfs3.ProcWrite, rpctest.WriteArgs(file, 0, []byte("x"), rpctest.FileSync)},
+		} {
+			if st, _ := c.NFS(tc.proc, tc.args); st != nfs3.StatusROFS {
+				t.Errorf("%s by %s on a read-only export: status %d, want 30 (ROFS)", tc.name, who, st)
+			}
 		}
 	}
 }

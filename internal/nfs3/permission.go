@@ -16,6 +16,9 @@ import (
 // checked too, with knfsd's exceptions (mayRead, mayWrite), since a client need not ask
 // ACCESS first; and as the server writes with its own privileges, a WRITE drops the
 // setuid and setgid bits the kernel drops for an unprivileged writer (privilegesDropped).
+// A read-only export (or grant) answers ROFS to a change before any of these checks, as a
+// read-only mount and knfsd do: the client learns why the change cannot be, not whose
+// permissions would also have stopped it.
 // As with knfsd and no_root_squash, uid 0 on a client is root here. A call without AUTH_UNIX (AUTH_NONE)
 // acts as the server process and is checked as "other" by ACCESS.
 

@@ -23,6 +23,9 @@ func (rq *request) removeEntry(dir bool) error {
 			err = existingName(d.name)
 		}
 	}
+	if err == nil && rq.readOnly {
+		err = syscall.EROFS // before the permission checks, as the kernel and knfsd
+	}
 	if err == nil {
 		err = rq.who.mayRemove(dirPre, rq.statOrNil(d.child()))
 	}

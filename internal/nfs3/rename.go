@@ -54,6 +54,9 @@ func rename(rq *request) error {
 // replacing what is there; moving a directory to another parent also rewrites its "..",
 // which needs write permission on it.
 func (rq *request) mayRename(from *dirArgs, fromDir *syscall.Stat_t, to *dirArgs, toDir *syscall.Stat_t) error {
+	if rq.readOnly {
+		return syscall.EROFS // before the permission checks, as the kernel and knfsd
+	}
 	if !rq.who.checked() {
 		return nil
 	}

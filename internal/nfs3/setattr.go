@@ -24,6 +24,9 @@ func setattr(rq *request) error {
 	if err == nil && guard && (uint32(pre.Ctim.Sec) != guardSec || uint32(pre.Ctim.Nsec) != guardNsec) {
 		err = errNotSync
 	}
+	if err == nil && rq.readOnly {
+		err = syscall.EROFS // before the owner checks, as the kernel and knfsd
+	}
 	if err == nil {
 		err = rq.who.maySetattr(pre, &s)
 	}

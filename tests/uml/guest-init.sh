@@ -16,6 +16,8 @@
 #            that locks needs, and mount with "vers=3" alone, without nolock; a second
 #            mount of the export (nosharecache) goes on /run/nfs2, and the workload gets
 #            both mount points
+#   NOMOUNT  yes: mount nothing; the workload (run with no argument) mounts what it needs
+#            from $SRV, port $PORT, and unmounts it; no manifest
 # Every outcome is written to $OUT; the host decides pass or fail.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 BB=/bin/busybox
@@ -56,6 +58,18 @@ done
 $BB ip link set lo up
 $BB ip addr add "$GUEST_IP/24" dev eth0
 $BB ip link set eth0 up
+
+if [ "${NOMOUNT:-no}" = yes ]; then
+	sh "/run/tests/${WORKLOAD:-workload.sh}" >/mnt/transcript.txt 2>&1
+	echo "guest: workload exit status $?"
+	cd /
+	if grep -q " nfs " /proc/mounts; then
+		echo "guest: the workload left NFS mounts:"
+		grep " nfs " /proc/mounts
+		finish 92
+	fi
+	finish 0
+fi
 
 mkdir -p /run/nfs
 MOUNTOPTS="vers=3,nolock"

@@ -237,6 +237,10 @@ func (s *Server) Kill() {
 	<-s.exited
 }
 
+// Signal sends sig to the server process (SIGHUP: re-read its exports file). A prefix
+// like "ip netns exec NS" execs the server in its own place, so the process is the server.
+func (s *Server) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
 // Exited is closed once the server process has exited.
 func (s *Server) Exited() <-chan struct{} { return s.exited }
 

@@ -4,7 +4,8 @@
 # /ws/alice (root squashed) and /ws/bob (no_root_squash), an export for another host only
 # (/other), a read-only rule (/ws/dave) and a read-only export (/base). The guest runs as
 # root. In the middle the host changes the file twice, told by files in $OUT (/mnt here):
-#   /mnt/ready-reload -> the host adds /ws/carol, removes /ws/bob, SIGHUPs -> /mnt/reloaded
+#   /mnt/ready-reload -> the host adds /ws/carol, removes /ws/bob, takes the guest out of
+#                        /ws/dave's rules, SIGHUPs                      -> /mnt/reloaded
 #   /mnt/ready-broken -> the host writes a file naming an unknown layer  -> /mnt/refused
 # while a loop writes and reads through alice's mount. Every line is checked by the host;
 # "FAIL" marks what the script itself finds wrong.
@@ -120,6 +121,10 @@ sleep 2 # past bob's attribute cache (actimeo=1): what follows asks the server
 echo "bob stat: $(err stat /run/bob/shared.txt)"
 echo "bob ls: $(err ls /run/bob/pub)"
 echo "bob create: $(err touch /run/bob/pub/after-removal)"
+# dave's rule no longer admits the guest: the server answers its calls AUTH_TOOWEAK.
+echo "dave refused stat: $(err stat /run/dave/shared.txt)"
+echo "dave refused ls: $(err ls /run/dave/pub)"
+echo "dave refused read: $(err cat /run/dave/pub/from-base.txt)"
 n2=$(cat /tmp/during.count)
 [ "$n2" -gt "$n1" ] && echo "during went on after the reload" || echo "FAIL during stopped after the reload: $n1 $n2"
 

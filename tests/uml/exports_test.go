@@ -17,8 +17,9 @@ import (
 const otherIP = "10.213.77.3"
 
 // exportsFile is the exports file of TestKernelClientExports, in its three versions: the
-// first, the one the first SIGHUP loads (carol added, bob removed, dave's rule unchanged)
-// and a broken one (a lowers line naming no layer) the second SIGHUP is refused.
+// first, the one the first SIGHUP loads (carol added, bob removed, dave's rules no longer
+// admitting the guest) and a broken one (a lowers line naming no layer) the second SIGHUP
+// is refused.
 func exportsFile(root, version string) string {
 	ws := func(name, lowers, clients string) string {
 		return fmt.Sprintf("export /ws/%s\n    lowers  %s\n    upper   %s\n    work    %s\n    clients %s\n",
@@ -30,8 +31,10 @@ func exportsFile(root, version string) string {
 	b.WriteString(ws("alice", "top base", guestIP+"(rw)"))
 	if version == "first" {
 		b.WriteString(ws("bob", "top base", guestIP+"(rw,no_root_squash)"))
+		b.WriteString(ws("dave", "top base", guestIP+"(ro) "+otherIP+"(rw)"))
+	} else {
+		b.WriteString(ws("dave", "top base", otherIP+"(rw)"))
 	}
-	b.WriteString(ws("dave", "top base", guestIP+"(ro) "+otherIP+"(rw)"))
 	fmt.Fprintf(&b, "export /other\n    lowers top base\n    upper %s\n    work %s\n    clients %s(rw) 127.0.0.1(rw)\n",
 		filepath.Join(root, "other", "upper"), filepath.Join(root, "other", "work"), otherIP)
 	b.WriteString("export /base\n    lowers top base\n    clients 10.213.77.0/24(rw)\n")
@@ -66,8 +69,9 @@ func lineOf(text, s string) int {
 //   - /other admits only another host: mount.nfs is told "access denied by server";
 //   - a ro rule (/ws/dave) and an export without upper (/base): writes get EROFS;
 //   - SIGHUP with /ws/carol added and /ws/bob removed: "configuration reloaded"; the guest
-//     mounts carol; bob's mount, still there, gets ESTALE; a loop writing through alice
-//     meanwhile sees no error;
+//     mounts carol; bob's mount, still there, gets ESTALE; dave's, whose rules no longer
+//     admit the guest, EACCES (the server answers AUTH_TOOWEAK); a loop writing through
+//     alice meanwhile sees no error;
 //   - SIGHUP with a file naming an unknown layer: "reload refused" with the file and line;
 //     alice and carol go on working.
 func TestKernelClientExports(t *testing.T) {
@@ -211,6 +215,10 @@ func TestKernelClientExports(t *testing.T) {
 		if !logHas(server.Log(), "export retired", "export=/ws/bob") {
 			t.Error("no log line says /ws/bob was retired")
 		}
+		// dave's calls after the reload: refused with AUTH_TOOWEAK, not answered.
+		if !logHas(server.Log(), "msg=rpc", "call=NFS.", `err="oncrpc: caller not allowed"`) {
+			t.Error("no NFS call was refused (AUTH_TOOWEAK) in the server log")
+		}
 		t.Logf("refused: %s", refusedLine)
 		at := fmt.Sprintf("%s:%d:", config, lineOf(brokenText, "lowers  top nosuchlayer"))
 		if !strings.Contains(refusedLine, at) || !strings.Contains(refusedLine, "nosuchlayer") {
@@ -276,11 +284,14 @@ func checkExportsTranscript(t *testing.T, transcript string) {
 		"dave mkdir: ":             "Read-only file system",
 		"dave rm: ":                "Read-only file system",
 		// The client's own refusal after ACCESS granted no write bits (see the script).
-		"dave append: ": "Permission denied",
-		"base write: ":  "Read-only file system",
-		"bob stat: ":    "Stale file handle",
-		"bob ls: ":      "Stale file handle",
-		"bob create: ":  "Stale file handle",
+		"dave append: ":       "Permission denied",
+		"base write: ":        "Read-only file system",
+		"bob stat: ":          "Stale file handle",
+		"bob ls: ":            "Stale file handle",
+		"bob create: ":        "Stale file handle",
+		"dave refused stat: ": "Permission denied",
+		"dave refused ls: ":   "Permission denied",
+		"dave refused read: ": "Permission denied",
 	} {
 		found := ""
 		for _, l := range strings.Split(transcript, "\n") {

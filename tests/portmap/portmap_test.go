@@ -204,7 +204,7 @@ func checkClients(t *testing.T, s *sandbox, host string, wantPortmapper bool) {
 		t.Errorf("rpcinfo -u %s nfs 3 answered: %s", host, out)
 	}
 	out := s.must("showmount", "-e", host)
-	if !strings.Contains(out, "Export list for "+host+":") || !regexp.MustCompile(`(?m)^/ +\(everyone\)$`).MatchString(out) {
+	if !strings.Contains(out, "Export list for "+host+":") || !regexp.MustCompile(`(?m)^/ +\*$`).MatchString(out) {
 		t.Errorf("showmount -e %s:\n%s", host, out)
 	}
 	// libnfs finds the ports through the portmapper when the URL gives none.

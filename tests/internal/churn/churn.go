@@ -35,7 +35,9 @@ func Run(addr string, visible int, stop <-chan struct{}, counts *Counts) error {
 		return err
 	}
 	defer client.Close()
-	target, err := (&nfsc.Mount{Client: client}).Mount("/", rpc.AuthNull)
+	// As root (AUTH_UNIX 0): a call without credentials is the anonymous user's, who may
+	// not change the fixture's directory.
+	target, err := (&nfsc.Mount{Client: client}).Mount("/", rpc.NewAuthUnix("churn", 0, 0).Auth())
 	if err != nil {
 		return fmt.Errorf("mount: %w", err)
 	}

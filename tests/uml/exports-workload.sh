@@ -42,6 +42,20 @@ writer() {
 	echo "$2 wrote $i"
 }
 
+# during: how many files the loop on alice (below) has written and read back. The loop
+# rewrites its count file in place, so a read that falls between the truncation and the
+# write finds it empty: read again.
+during() {
+	c=$(cat /tmp/during.count 2>/dev/null)
+	j=0
+	while [ -z "$c" ] && [ $j -lt 300 ]; do
+		sleep 0.1
+		c=$(cat /tmp/during.count 2>/dev/null)
+		j=$((j + 1))
+	done
+	echo "${c:-0}"
+}
+
 # err CMD...: the command's first line of error output, or "ok".
 err() {
 	if "$@" >/tmp/err.out 2>&1; then echo ok; else head -1 /tmp/err.out; fi
@@ -108,10 +122,10 @@ echo "== reload"
 wd=$!
 ls /run/bob >/dev/null
 sleep 1
-echo "during before reload: $(cat /tmp/during.count)"
+echo "during before reload: $(during)"
 echo ready >/mnt/ready-reload
 waitfile /mnt/reloaded
-n1=$(cat /tmp/during.count)
+n1=$(during)
 mnt carol /ws/carol
 echo carol >/run/carol/pub/carol-file || echo "FAIL write carol"
 echo "carol read: $(cat /run/carol/pub/carol-file)"
@@ -125,15 +139,15 @@ echo "bob create: $(err touch /run/bob/pub/after-removal)"
 echo "dave refused stat: $(err stat /run/dave/shared.txt)"
 echo "dave refused ls: $(err ls /run/dave/pub)"
 echo "dave refused read: $(err cat /run/dave/pub/from-base.txt)"
-n2=$(cat /tmp/during.count)
+n2=$(during)
 [ "$n2" -gt "$n1" ] && echo "during went on after the reload" || echo "FAIL during stopped after the reload: $n1 $n2"
 
 echo "== refused reload"
 echo ready >/mnt/ready-broken
 waitfile /mnt/refused
-n3=$(cat /tmp/during.count)
+n3=$(during)
 sleep 1
-n4=$(cat /tmp/during.count)
+n4=$(during)
 [ "$n4" -gt "$n3" ] && echo "during went on after the refused reload" || echo "FAIL during stopped after the refused reload: $n3 $n4"
 echo "alice after refusal: $( (echo after >/run/alice/pub/after-refusal && cat /run/alice/pub/after-refusal) 2>&1)"
 echo "carol after refusal: $(cat /run/carol/pub/carol-file 2>&1)"

@@ -308,6 +308,9 @@ func checkExportsTranscript(t *testing.T, transcript string) {
 		t.Error("the writing loop on alice did not report")
 	} else {
 		t.Logf("alice's loop wrote and read %s files across the reloads", m[1])
+		if !lines["during files: "+m[1]] {
+			t.Errorf("alice lists another number of during-* files than the loop wrote (%s)", m[1])
+		}
 	}
 	if strings.Contains(transcript, "FAIL") || strings.Contains(transcript, "mount /other: ok") {
 		t.Error("the transcript reports failures (FAIL lines, or /other mounted)")

@@ -32,6 +32,9 @@
 //	attr.go      chmod, chown, utimes, truncate, xattrs
 //	diff.go      Diff: what an upper layer changes in its lowers, by path (A, C, D),
 //	             from the union over the upper against the lowers' union
+//	check.go     Check: a layer set's consistency (work leftovers, stale index
+//	             entries, dangling origins and redirects, useless whiteouts), and
+//	             the repairs that lose no data
 //	workspace.go Workspace: snapshots of an upper and its index, and resetting a
 //	             closed workspace to its lowers or a snapshot, crash-safe (one
 //	             RENAME_EXCHANGE, then a redoable finish; Recover)

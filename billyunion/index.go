@@ -2,6 +2,7 @@ package billyunion
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -121,14 +122,37 @@ func (fs *FS) openIndex(work string) error {
 // object is gone, or which is an orphan (its only link, and a union count
 // of zero) is removed.
 func (fs *FS) cleanIndex(fd int) error {
+	return fs.scanIndex(fd, func(name, why string) error {
+		if strings.HasPrefix(name, "#") {
+			if err := layer.RemoveAll(fd, name); err != nil {
+				return fmt.Errorf("removing the leftover %s: %w", name, err)
+			}
+			return nil
+		}
+		fs.log.Warn("removing a stale index entry", "index", name, "why", why)
+		if err := unix.Unlinkat(fd, name, 0); err != nil {
+			return fmt.Errorf("removing the stale entry %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// errNotIndexEntry is scanIndex's refusal of a name that is no origin record.
+var errNotIndexEntry = errors.New("no index entry")
+
+// scanIndex finds, in the index directory fd, what cleanIndex removes, and calls stale
+// for each: temporaries (named "#..."), and non-directories whose origin xattr is not
+// their name, whose lower object is gone, or which are orphans. A name that is no origin
+// record is an error (errNotIndexEntry), as for the kernel.
+func (fs *FS) scanIndex(fd int, stale func(name, why string) error) error {
 	names, err := layer.ReadNames(fd, "")
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
 		if strings.HasPrefix(n, "#") {
-			if err := layer.RemoveAll(fd, n); err != nil {
-				return fmt.Errorf("removing the leftover %s: %w", n, err)
+			if err := stale(n, "a temporary"); err != nil {
+				return err
 			}
 			continue
 		}
@@ -137,7 +161,7 @@ func (fs *FS) cleanIndex(fd int) error {
 			_, err = layer.DecodeOrigin(rec)
 		}
 		if err != nil {
-			return fmt.Errorf("entry %s is no index entry (as the kernel, refusing it; start with -o index=off or move it away)", n)
+			return fmt.Errorf("entry %s is no index entry (as the kernel, refusing it; start with -o index=off or move it away): %w", n, errNotIndexEntry)
 		}
 		st, err := layer.Lstat(fd, n)
 		if err != nil {
@@ -163,9 +187,8 @@ func (fs *FS) cleanIndex(fd int) error {
 		if why == "" {
 			continue
 		}
-		fs.log.Warn("removing a stale index entry", "index", n, "why", why)
-		if err := unix.Unlinkat(fd, n, 0); err != nil {
-			return fmt.Errorf("removing the stale entry %s: %w", n, err)
+		if err := stale(n, why); err != nil {
+			return err
 		}
 	}
 	return nil

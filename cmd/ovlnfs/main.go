@@ -45,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runSnapshot(ctx, args[1:], stdout, stderr)
 	case "reset":
 		return runReset(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "ovlnfs: unknown command %q (try 'ovlnfs --help')\n", args[0])
 		return exitBadConfig
@@ -84,6 +86,7 @@ Usage:
   ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U | --config=FILE /EXPORT
   ovlnfs snapshot --control=SOCKET [list|rm] /EXPORT [NAME]
   ovlnfs reset --control=SOCKET [--to=SNAPSHOT] /EXPORT
+  ovlnfs check [--repair] --lowerdir=L1[:L2...] [--upperdir=U] | --config=FILE /EXPORT
   ovlnfs --help | ovlnfs COMMAND --help
 
 Commands:
@@ -91,6 +94,7 @@ Commands:
   diff      list what an upper layer changes, as docker diff does (A, C, D)
   snapshot  take, list or remove snapshots of a served workspace
   reset     throw a served workspace's changes away, or go back to a snapshot
+  check     a consistency check of a layer set, with --repair the repairs that lose nothing
 
 The layers follow the kernel overlay: lower layers are read-only (the first is the top-most),
 changes go to the upper layer, the workdir is private scratch space on the upper's

@@ -58,3 +58,14 @@ func (l *workdirLock) release() error {
 	_ = l.file.Truncate(0)
 	return l.file.Close()
 }
+
+// HoldWorkdir takes a workdir's lock as a server does, for a tool that changes the
+// workspace while no server serves it (ovlnfs check --repair); an error wrapping
+// ErrWorkdirBusy names the server that holds it.
+func HoldWorkdir(workdir string) (release func() error, err error) {
+	l, err := lockWorkdir(workdir, false)
+	if err != nil {
+		return nil, err
+	}
+	return l.release, nil
+}

@@ -71,7 +71,7 @@ func testDifferential(t *testing.T, v variant) {
 		seeds = []uint64{v}
 	}
 	start := time.Now()
-	var next, ran, opsRan, skipped, accepted, dirRenames, redirected, linkedOps, indexEntries atomic.Int64
+	var next, ran, opsRan, skipped, accepted, dirRenames, redirected, linkedOps, indexEntries, diffed atomic.Int64
 	var mu sync.Mutex
 	var failures []string
 	var wg sync.WaitGroup
@@ -98,6 +98,9 @@ func testDifferential(t *testing.T, v variant) {
 				linkedOps.Add(int64(st.linkedOps))
 				indexEntries.Add(int64(st.indexEntries))
 				redirected.Add(int64(st.redirected))
+				if st.diffed {
+					diffed.Add(1)
+				}
 				if err != nil {
 					mu.Lock()
 					failures = append(failures, err.Error())
@@ -110,8 +113,8 @@ func testDifferential(t *testing.T, v variant) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	t.Logf("differential (%s): %d sequences, %d operations compared (%d skipped on special files; %d directory renames, %d of them with a redirect; %d on names of files with several names; %d index entries at the ends), %d divergent sequences, %d ended early at a deliberate divergence, %s",
-		v.name, ran.Load(), opsRan.Load(), skipped.Load(), dirRenames.Load(), redirected.Load(), linkedOps.Load(), indexEntries.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
+	t.Logf("differential (%s): %d sequences, %d operations compared (%d skipped on special files; %d directory renames, %d of them with a redirect; %d on names of files with several names; %d index entries at the ends; %d kernel uppers diffed), %d divergent sequences, %d ended early at a deliberate divergence, %s",
+		v.name, ran.Load(), opsRan.Load(), skipped.Load(), dirRenames.Load(), redirected.Load(), linkedOps.Load(), indexEntries.Load(), diffed.Load(), len(failures), accepted.Load(), time.Since(start).Round(time.Millisecond))
 	if len(failures) == 0 && ran.Load() != int64(len(seeds)) {
 		t.Fatalf("ran %d of %d sequences", ran.Load(), len(seeds))
 	}
@@ -127,6 +130,8 @@ type seqStats struct {
 	// (variant.hardLinks); indexEntries the kernel's index entries at the
 	// end of the sequence.
 	linkedOps, indexEntries int
+	// diffed: billyunion.Diff of the kernel's upper was compared at the end.
+	diffed bool
 }
 
 // sides is one sequence's pair of overlays over identical layer copies.
@@ -287,6 +292,11 @@ func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 		if idx, err := indexEntries(filepath.Join(s.kdir, "w", "index")); err == nil {
 			st.indexEntries = len(idx)
 		}
+	} else {
+		if err := s.checkDiff(); err != nil {
+			return st, fail(nops, "ovlnfs diff", err.Error())
+		}
+		st.diffed = true
 	}
 	return st, nil
 }

@@ -59,6 +59,12 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 	if fs.originUUIDs {
 		source.UUID = fs.layerUUID[top.li]
 	}
+	if fs.isCommitted(top.li) {
+		// Keep the identity the object had before its commit (stem.go).
+		if rec, err := layer.Getxattr(src.fd, e.name, fs.x.Origin()); err == nil && len(rec) > 0 {
+			source.Origin = rec
+		}
+	}
 	err := fs.copier.Do(key, source, unchanged, func(tmp string) error {
 		unlock := fs.locks.lock(upper.st.Ino)
 		defer unlock()

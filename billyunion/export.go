@@ -396,7 +396,8 @@ func under(abs, root string) (string, bool) {
 
 // LayerSetID identifies the configuration: which layers, in which roles
 // and order, by their roots' file handles and filesystem ids (not their
-// paths, which may change). Two unions on the same layers agree on it.
+// paths, which may change), less the lowers committed from the upper
+// (Options.CommittedLowers). Two unions on the same layers agree on it.
 func (fs *FS) LayerSetID() uint32 {
 	h := fnv.New32a()
 	var b []byte
@@ -404,6 +405,9 @@ func (fs *FS) LayerSetID() uint32 {
 		b = append(b, 'U')
 	}
 	for li, l := range fs.layers {
+		if first := btoi(fs.hasUpper); li >= first && li < first+fs.committed {
+			continue
+		}
 		id, err := fs.handleAt(li, l.Root, "")
 		if err == nil {
 			b = id.AppendBinary(b)
@@ -429,4 +433,11 @@ func (fs *FS) checkHandles() error {
 		}
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

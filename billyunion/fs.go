@@ -63,6 +63,10 @@ type Options struct {
 	// "on" refuses to start when the upper root's origin or the index
 	// directory's upper record does not match the layers.
 	Index string
+	// CommittedLowers is how many of the topmost lower layers were committed from the
+	// upper (Workspace.Commit): LayerSetID leaves them out, so that the union's identity,
+	// and every file handle that carries it, outlives a commit.
+	CommittedLowers int
 	// Shared, when set, is the lower work this union shares with the other unions
 	// over the same lowers (shared.go): their descriptors, the listings of
 	// lower-only directories, the origin-decode and handle path caches. Lowers
@@ -102,7 +106,9 @@ type FS struct {
 	// shared is the lower work shared with other unions (shared.go), or nil;
 	// sharedListings is its listing cache for lower-only directories of unions
 	// like this one.
-	shared         *Shared
+	shared *Shared
+	// committed: Options.CommittedLowers.
+	committed      int
 	sharedListings *readdircache.Cache[os.FileInfo]
 	// rootPaths holds each layer root's path as the kernel reports it
 	// (export.go matches reconnected handles against them).
@@ -144,10 +150,14 @@ func New(opts Options) (*FS, error) {
 	if len(opts.Lowers) == 0 {
 		return nil, fmt.Errorf("billyunion: at least one lower layer is required: %w", syscall.EINVAL)
 	}
+	if opts.CommittedLowers < 0 || opts.CommittedLowers > len(opts.Lowers) {
+		return nil, fmt.Errorf("billyunion: %d committed lowers of %d: %w", opts.CommittedLowers, len(opts.Lowers), syscall.EINVAL)
+	}
 	if opts.Upper != "" && opts.Work == "" {
 		return nil, fmt.Errorf("billyunion: an upper layer needs a work directory: %w", syscall.EINVAL)
 	}
-	fs := &FS{log: opts.Logger, locks: newLockTable(), owner: owner{uid: os.Geteuid(), gid: os.Getegid()}, indexFD: -1}
+	fs := &FS{log: opts.Logger, locks: newLockTable(), owner: owner{uid: os.Geteuid(), gid: os.Getegid()}, indexFD: -1,
+		committed: opts.CommittedLowers}
 	if fs.log == nil {
 		fs.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -100,6 +100,13 @@ func (e *entry) merged() bool { return e.isDir() && len(e.parts) > 1 }
 
 func (fs *FS) isUpper(li int) bool { return fs.hasUpper && li == 0 }
 
+// isCommitted: layer li is a lower committed from the upper (Options.CommittedLowers),
+// whose objects keep the identities their origin records give, as in the upper.
+func (fs *FS) isCommitted(li int) bool {
+	first := btoi(fs.hasUpper)
+	return li >= first && li < first+fs.committed
+}
+
 func (fs *FS) inUpper(e *entry) bool { return e.exists() && fs.isUpper(e.parts[0].li) }
 
 // hasLower reports whether any part of e comes from a lower layer.

@@ -17,8 +17,9 @@ import (
 // The stem of
 //
 //   - the root is its top layer's root, as in the kernel;
-//   - an upper object with a usable origin record is the object it was
-//     copied up from: decoded from the record with open_by_handle_at, or,
+//   - an upper object (or one of a layer committed from the upper, which
+//     keeps the identity it had there) with a usable origin record is the
+//     object it was copied up from: decoded from the record with open_by_handle_at, or,
 //     where that fails (no CAP_DAC_READ_SEARCH, or the origin is gone), a
 //     directory's topmost lower part and a non-directory's lower object of
 //     the same name and type, which is the origin in every case but a rename
@@ -88,7 +89,7 @@ func (fs *FS) stemOf(parent *dir, name string, parts []part, root bool) (stem, e
 	}
 	top := &parts[0]
 	self := at(top)
-	if root || !fs.isUpper(top.li) {
+	if root || !fs.isUpper(top.li) && !fs.isCommitted(top.li) {
 		return self, nil
 	}
 	var err error

@@ -353,6 +353,12 @@ const (
 )
 
 func (w Workspace) setPhase(work, fresh int, phase string) error {
+	return w.setJournalPhase(work, resetDirName, fresh, phase)
+}
+
+// setJournalPhase records phase in the journal directory name (descriptor fresh) inside
+// the workdir, durably.
+func (w Workspace) setJournalPhase(work int, name string, fresh int, phase string) error {
 	tmp := phaseFile + ".tmp"
 	_ = unix.Unlinkat(fresh, tmp, 0)
 	if err := writeFileAt(fresh, tmp, []byte(phase)); err != nil {
@@ -367,7 +373,7 @@ func (w Workspace) setPhase(work, fresh int, phase string) error {
 		err = unix.Renameat(fresh, tmp, fresh, phaseFile)
 	}
 	if err == nil {
-		err = fsyncDir(work, resetDirName)
+		err = fsyncDir(work, name)
 	}
 	return err
 }
@@ -519,6 +525,9 @@ func (w Workspace) Recover() error {
 			}
 		}
 		unix.Close(snaps)
+	}
+	if err := w.recoverCommit(work); err != nil {
+		return err
 	}
 	fresh, err := layer.OpenDir(work, resetDirName)
 	if errors.Is(err, unix.ENOENT) {

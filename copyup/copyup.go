@@ -149,6 +149,10 @@ type Source struct {
 	// several links (the kernel's index=on), so it records its origin
 	// whatever the link count.
 	Indexed bool
+	// Origin, when set, is the origin record the copy gets instead of one naming the
+	// source: a source in a layer committed from an upper carries the record of what it
+	// was copied up from, and the copy keeps that identity.
+	Origin []byte
 }
 
 // Copier runs copy-ups, at most one at a time per key.
@@ -245,8 +249,10 @@ func (c *Copier) build(src Source, tmp string) error {
 	var origin []byte
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 || src.Indexed {
 		var err error
-		if origin, err = layer.EncodeOrigin(src.Dir, src.Name, src.UUID); err != nil {
-			return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
+		if origin = src.Origin; origin == nil {
+			if origin, err = layer.EncodeOrigin(src.Dir, src.Name, src.UUID); err != nil {
+				return fmt.Errorf("copy-up %s: encoding origin: %w", src.Name, err)
+			}
 		}
 	}
 	wd := c.work.fd

@@ -1,0 +1,306 @@
+package billyunion
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/copyup"
+)
+
+// A commit bakes a workspace's upper into a new lower layer, put on top of its lowers,
+// and starts the upper over empty. The new layer is a directory on the upper's
+// filesystem, and the upper's entries are moved into it, not copied: every object keeps
+// its inode, so its file handles (which name layer objects by their filesystem's
+// handles) keep finding it, and clients see no STALE. The layer keeps the overlay's
+// format (whiteouts, opaque directories, redirects), so the kernel overlay mounts it as a
+// lower under the old ones.
+//
+// The layers committed so far are recorded in WORK/ovlnfs-stack (JSON, top-most first);
+// a union of the workspace has them on top of its configured lowers (Committed).
+//
+// Like a reset, a commit moves entries out of the upper root in phases a journal in
+// WORK/ovlnfs-commit.new records: a commit killed while moving is taken back (the
+// entries moved back, the new layer removed), one killed after the stack file names the
+// new layer is finished (the index emptied of the moved files' entries, the upper root's
+// origin pointed at the new top lower). Recover does both.
+
+const (
+	stackFile     = "ovlnfs-stack"
+	commitDirName = "ovlnfs-commit.new"
+	commitInto    = "into" // the journal's file naming the new layer's path
+)
+
+// CommitInfo describes a finished commit.
+type CommitInfo struct {
+	Layer   string `json:"layer"`   // the new lower layer
+	Entries int    `json:"entries"` // entries of the upper root moved into it
+}
+
+// Committed is the layers commits added to the workspace, top-most first: a union of it
+// has them above its configured lowers (Options.CommittedLowers counts them).
+func (w Workspace) Committed() ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(w.Work, stackFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var layers []string
+	if err := json.Unmarshal(b, &layers); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(w.Work, stackFile), err)
+	}
+	return layers, nil
+}
+
+// Commit moves the upper's contents into the new layer directory into (absolute, not
+// existing, its parent on the upper's filesystem) and records it on top of the
+// workspace's committed layers. lowers are the workspace's configured lowers (for the
+// upper root's origin with the index). No union may have the workspace open.
+func (w Workspace) Commit(into string) (CommitInfo, error) {
+	if err := w.Recover(); err != nil {
+		return CommitInfo{}, err
+	}
+	if !filepath.IsAbs(into) || filepath.Clean(into) != into {
+		return CommitInfo{}, fmt.Errorf("commit: the new layer %q must be an absolute, clean path: %w", into, syscall.EINVAL)
+	}
+	if _, err := os.Lstat(into); err == nil {
+		return CommitInfo{}, fmt.Errorf("commit: %s exists: %w", into, syscall.EEXIST)
+	}
+	var pst, ust unix.Stat_t
+	if err := unix.Stat(filepath.Dir(into), &pst); err != nil {
+		return CommitInfo{}, fmt.Errorf("commit: %s: %w", filepath.Dir(into), err)
+	}
+	if err := unix.Stat(w.Upper, &ust); err != nil {
+		return CommitInfo{}, err
+	}
+	if pst.Dev != ust.Dev {
+		return CommitInfo{}, fmt.Errorf("commit: %s is not on the upper's filesystem (the upper's entries are moved, not copied): %w", into, syscall.EXDEV)
+	}
+	if within(into, w.Upper) || within(into, w.Work) {
+		return CommitInfo{}, fmt.Errorf("commit: %s lies inside the upper or the workdir: %w", into, syscall.EINVAL)
+	}
+	work, err := w.openWork()
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	defer unix.Close(work)
+	if err := unix.Mkdirat(work, commitDirName, 0o700); err != nil {
+		return CommitInfo{}, err
+	}
+	journal, err := layer.OpenDir(work, commitDirName)
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	defer unix.Close(journal)
+	abandon := func(err error) (CommitInfo, error) {
+		_ = os.Remove(into)
+		_ = layer.RemoveAll(work, commitDirName)
+		return CommitInfo{}, err
+	}
+	if err := writeFileAt(journal, commitInto, []byte(into)); err != nil {
+		return abandon(err)
+	}
+	if err := w.emptyLike(unix.AT_FDCWD, w.Upper, unix.AT_FDCWD, into); err != nil {
+		return abandon(err)
+	}
+	// The root of a lower layer is no merged directory's copy: no overlay marks.
+	if err := w.stripRootMarks(into); err != nil {
+		return abandon(err)
+	}
+	if err := unix.Syncfs(work); err != nil {
+		return abandon(err)
+	}
+	if err := w.setJournalPhase(work, commitDirName, journal, phaseOut); err != nil {
+		return abandon(err)
+	}
+	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return abandon(err)
+	}
+	defer unix.Close(upper)
+	dst, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return abandon(err)
+	}
+	defer unix.Close(dst)
+	names, err := layer.ReadNames(upper, "")
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	for i, n := range names {
+		if i == len(names)/2 {
+			w.step("half committed")
+		}
+		if err := unix.Renameat(upper, n, dst, n); err != nil {
+			return CommitInfo{}, fmt.Errorf("commit: moving %s: %w", n, err) // Recover moves them back
+		}
+	}
+	if err := errors.Join(unix.Fsync(upper), unix.Fsync(dst)); err != nil {
+		return CommitInfo{}, err
+	}
+	w.step("all moved")
+	stack, err := w.Committed()
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	// The commit's moment: the stack names the new layer.
+	if err := w.writeStack(work, append([]string{into}, stack...)); err != nil {
+		return CommitInfo{}, err
+	}
+	w.step("stacked")
+	if err := w.finishCommit(work, upper, into); err != nil {
+		return CommitInfo{}, err
+	}
+	return CommitInfo{Layer: into, Entries: len(names)}, nil
+}
+
+// stripRootMarks removes the overlay's marks of a directory's contents from the new
+// layer's root.
+func (w Workspace) stripRootMarks(root string) error {
+	x := copyup.Xattrs{Prefix: w.prefix()}
+	for _, n := range []string{x.Origin(), x.Impure(), x.Opaque(), x.Redirect(), x.UUID()} {
+		if err := layer.Removexattr(unix.AT_FDCWD, root, n); err != nil && err != unix.ENODATA {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w Workspace) writeStack(work int, layers []string) error {
+	b, err := json.Marshal(layers)
+	if err != nil {
+		return err
+	}
+	tmp := stackFile + ".tmp"
+	_ = unix.Unlinkat(work, tmp, 0)
+	f, err := layer.OpenFile(work, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	err = errors.Join(err, f.Sync(), f.Close())
+	if err == nil {
+		err = unix.Renameat(work, tmp, work, stackFile)
+	}
+	if err == nil {
+		err = unix.Fsync(work)
+	}
+	return err
+}
+
+// finishCommit completes a commit the stack names: the index emptied (its entries link
+// files that are lower files now, which a later copy-up must not write through), the
+// moves index dropped (the union rebuilds it from the upper), the upper root's origin
+// pointed at the new top lower (the index checks it at start, as the kernel does), the
+// journal removed. Each step can be redone.
+func (w Workspace) finishCommit(work, upper int, into string) error {
+	if idx, err := layer.OpenDir(work, indexDirName); err == nil {
+		names, rerr := layer.ReadNames(idx, "")
+		for _, n := range names {
+			if err := layer.RemoveAll(idx, n); err != nil {
+				rerr = errors.Join(rerr, err)
+			}
+		}
+		unix.Close(idx)
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if err := layer.RemoveAll(work, movesDir); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	x := copyup.Xattrs{Prefix: w.prefix()}
+	if _, err := layer.Getxattr(upper, "", x.Origin()); err == nil {
+		top, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		var uuid [16]byte
+		if old, err := layer.Getxattr(upper, "", x.Origin()); err == nil {
+			if o, err := layer.DecodeOrigin(old); err == nil {
+				uuid = o.UUID
+			}
+		}
+		rec, err := layer.EncodeOrigin(top, "", uuid)
+		unix.Close(top)
+		if err != nil {
+			return err
+		}
+		if err := layer.Setxattr(upper, "", x.Origin(), rec); err != nil {
+			return err
+		}
+	}
+	if err := unix.Syncfs(work); err != nil {
+		return err
+	}
+	return layer.RemoveAll(work, commitDirName)
+}
+
+// recoverCommit takes back or finishes an interrupted commit (Recover calls it).
+func (w Workspace) recoverCommit(work int) error {
+	journal, err := layer.OpenDir(work, commitDirName)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(journal)
+	intoB, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, commitInto))
+	into := string(intoB)
+	phase, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, phaseFile))
+	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(upper)
+	stack, err := w.Committed()
+	if err != nil {
+		return err
+	}
+	if into != "" && len(stack) > 0 && stack[0] == into {
+		return w.finishCommit(work, upper, into) // stacked: forward
+	}
+	if into != "" && string(phase) == phaseOut {
+		// Back: what was moved goes back into the upper root.
+		if dst, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err == nil {
+			names, rerr := layer.ReadNames(dst, "")
+			for _, n := range names {
+				if rerr == nil {
+					rerr = unix.Renameat(dst, n, upper, n)
+				}
+			}
+			unix.Close(dst)
+			if rerr != nil {
+				return fmt.Errorf("taking back an interrupted commit: %w", rerr)
+			}
+			if err := unix.Fsync(upper); err != nil {
+				return err
+			}
+		}
+	}
+	if into != "" {
+		if err := os.Remove(into); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("taking back an interrupted commit: removing %s: %w", into, err)
+		}
+	}
+	return layer.RemoveAll(work, commitDirName)
+}
+
+// within reports whether p is dir or lies below it (both clean and absolute).
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !filepath.IsAbs(rel) && (rel == "." || !startsWithDotDot(rel))
+}
+
+func startsWithDotDot(rel string) bool {
+	return len(rel) >= 3 && rel[:3] == "../"
+}

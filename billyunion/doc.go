@@ -35,6 +35,9 @@
 //	check.go     Check: a layer set's consistency (work leftovers, stale index
 //	             entries, dangling origins and redirects, useless whiteouts), and
 //	             the repairs that lose no data
+//	commit.go    Workspace.Commit: the upper baked into a new lower layer by moving
+//	             its entries (identities kept), the stack of committed layers,
+//	             crash-safe
 //	workspace.go Workspace: snapshots of an upper and its index, and resetting a
 //	             closed workspace to its lowers or a snapshot, crash-safe (one
 //	             RENAME_EXCHANGE, then a redoable finish; Recover)

@@ -130,9 +130,16 @@ func checkOptions(lowerdir, upperdir, workdir, options, config string, args []st
 			return none, err
 		}
 		for _, e := range loaded.exports {
-			if e.Path == args[0] {
-				return billyunion.CheckOptions{Lowers: e.Lowers, Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}, nil
+			if e.Path != args[0] {
+				continue
 			}
+			var committed []string
+			if e.Upper != "" {
+				if committed, err = (billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}).Committed(); err != nil {
+					return none, err
+				}
+			}
+			return billyunion.CheckOptions{Lowers: append(committed, e.Lowers...), Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}, nil
 		}
 		return none, refuse("check: %s declares no export %s", config, args[0])
 	}

@@ -114,7 +114,12 @@ func diffOptions(lowerdir, upperdir, options, config string, args []string) (bil
 			if e.Upper == "" {
 				return none, refuse("diff: export %s is read-only: it has no upper to diff", e.Path)
 			}
-			return billyunion.DiffOptions{Lowers: e.Lowers, Upper: e.Upper, XattrPrefix: e.XattrPrefix, RedirectDir: e.RedirectDir}, nil
+			// Layers committed from the upper lie above the configured lowers.
+			committed, err := billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}.Committed()
+			if err != nil {
+				return none, err
+			}
+			return billyunion.DiffOptions{Lowers: append(committed, e.Lowers...), Upper: e.Upper, XattrPrefix: e.XattrPrefix, RedirectDir: e.RedirectDir}, nil
 		}
 		return none, refuse("diff: %s declares no export %s", config, args[0])
 	}

@@ -47,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runReset(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "commit":
+		return runCommit(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "ovlnfs: unknown command %q (try 'ovlnfs --help')\n", args[0])
 		return exitBadConfig
@@ -86,6 +88,7 @@ Usage:
   ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U | --config=FILE /EXPORT
   ovlnfs snapshot --control=SOCKET [list|rm] /EXPORT [NAME]
   ovlnfs reset --control=SOCKET [--to=SNAPSHOT] /EXPORT
+  ovlnfs commit --control=SOCKET /EXPORT LAYERDIR
   ovlnfs check [--repair] --lowerdir=L1[:L2...] [--upperdir=U] | --config=FILE /EXPORT
   ovlnfs --help | ovlnfs COMMAND --help
 
@@ -94,6 +97,7 @@ Commands:
   diff      list what an upper layer changes, as docker diff does (A, C, D)
   snapshot  take, list or remove snapshots of a served workspace
   reset     throw a served workspace's changes away, or go back to a snapshot
+  commit    bake a served workspace's changes into a new lower layer, keeping every handle
   check     a consistency check of a layer set, with --repair the repairs that lose nothing
 
 The layers follow the kernel overlay: lower layers are read-only (the first is the top-most),

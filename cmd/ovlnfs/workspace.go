@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -128,4 +129,45 @@ func callControl(ctx context.Context, socket string, req control.Request, stderr
 		return resp, exitFailure
 	}
 	return resp, exitOK
+}
+
+// runCommit is `ovlnfs commit`: bake a served workspace's upper into a new lower layer.
+func runCommit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("control", "", "the server's control socket (serve --control)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: ovlnfs commit --control=SOCKET /EXPORT LAYERDIR
+
+Bakes what the workspace changed into a new lower layer, LAYERDIR (made by the commit, on
+the upper's filesystem), puts it on top of the workspace's lowers and starts the upper
+over empty, while serving. The upper's entries are moved, not copied, so it costs one
+rename per entry of the upper's root, and every object keeps its identity: clients stay
+mounted, with their handles, open files and current directories. The new layer keeps the
+overlay format: the kernel overlay mounts it under the old lowers (lowerdir=LAYERDIR:...).
+The committed layers are recorded in the workdir (ovlnfs-stack) and stay on top of the
+exports file's lowers. A commit killed at any point leaves the old workspace or the new.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() != 2 || !strings.HasPrefix(fs.Arg(0), "/") {
+		fs.Usage()
+		return exitBadConfig
+	}
+	into, err := filepath.Abs(fs.Arg(1))
+	if err != nil {
+		fmt.Fprintf(stderr, "ovlnfs: commit: %v\n", err)
+		return exitBadConfig
+	}
+	resp, code := callControl(ctx, *socket, control.Request{Op: control.OpCommit, Export: fs.Arg(0), Name: into}, stderr)
+	if code != exitOK {
+		return code
+	}
+	fmt.Fprintf(stdout, "%s committed into %s (%d entries) in %s\n", fs.Arg(0), resp.Commit.Layer, resp.Commit.Entries, resp.Took)
+	return exitOK
 }

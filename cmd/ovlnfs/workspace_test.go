@@ -11,8 +11,8 @@ import (
 	"github.com/ovlnfs/ovlnfs/internal/rpctest"
 )
 
-// TestSnapshotAndResetCommands: ovlnfs snapshot and ovlnfs reset reach a running serve
-// through its control socket, and a client sees the reset tree.
+// TestSnapshotAndResetCommands: ovlnfs snapshot, reset and commit reach a running serve
+// through its control socket, and a client sees the reset tree and the committed one.
 func TestSnapshotAndResetCommands(t *testing.T) {
 	l := newLayout(t)
 	dir := t.TempDir()
@@ -55,6 +55,18 @@ func TestSnapshotAndResetCommands(t *testing.T) {
 	}
 	if code, out, _ := cli("snapshot", "--control="+sock, "rm", "/ws", "s1"); code != exitOK || !strings.Contains(out, "removed") {
 		t.Errorf("snapshot rm: %d %q", code, out)
+	}
+	c.Create(root, "baked")
+	layer := filepath.Join(dir, "layer-1")
+	if code, out, errs := cli("commit", "--control="+sock, "/ws", layer); code != exitOK || !strings.Contains(out, "/ws committed into "+layer) {
+		t.Fatalf("commit: %d %q %q", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(layer, "baked")); err != nil {
+		t.Errorf("the committed layer lacks the file: %v", err)
+	}
+	c.Lookup(root, "baked")
+	if code, out, _ := runCLI(t, context.Background(), "diff", "--config="+p, "/ws"); code != exitOK || out != "" {
+		t.Errorf("diff after the commit (the committed layer among the lowers): %d %q", code, out)
 	}
 	for _, c := range []struct {
 		args []string

@@ -1,5 +1,5 @@
 // Package control is the control interface of a running server: a unix socket that
-// `ovlnfs snapshot` and `ovlnfs reset` talk to. A connection carries one request, a JSON
+// `ovlnfs snapshot`, `ovlnfs reset` and `ovlnfs commit` talk to. A connection carries one request, a JSON
 // object on one line, and gets one response line back. The socket is made mode 0600, and
 // a connection from a user other than the server's own (or root) is refused, by its peer
 // credentials, before it is read.
@@ -31,13 +31,15 @@ const (
 	OpSnapshots      = "snapshots"
 	OpRemoveSnapshot = "snapshot-rm"
 	OpReset          = "reset"
+	OpCommit         = "commit"
 )
 
 // Request is one operation on one export's workspace.
 type Request struct {
 	Op     string `json:"op"`
 	Export string `json:"export"`
-	// Name is the snapshot taken, removed or reset to ("" for a reset: to the lowers).
+	// Name is the snapshot taken, removed or reset to ("" for a reset: to the lowers),
+	// or the new layer's directory of a commit.
 	Name string `json:"name,omitempty"`
 }
 
@@ -46,6 +48,7 @@ type Response struct {
 	Error     string                    `json:"error,omitempty"`
 	Snapshot  *billyunion.SnapshotInfo  `json:"snapshot,omitempty"`
 	Snapshots []billyunion.SnapshotInfo `json:"snapshots,omitempty"`
+	Commit    *billyunion.CommitInfo    `json:"commit,omitempty"`
 	Took      string                    `json:"took,omitempty"`
 }
 
@@ -55,6 +58,7 @@ type Handler interface {
 	Snapshots(export string) ([]billyunion.SnapshotInfo, error)
 	RemoveSnapshot(export, name string) error
 	Reset(export, snapshot string) error
+	Commit(export, into string) (billyunion.CommitInfo, error)
 }
 
 // maxRequest bounds a request line.
@@ -135,8 +139,12 @@ func serveConn(c net.Conn, h Handler, logger *slog.Logger) {
 		err = h.RemoveSnapshot(req.Export, req.Name)
 	case OpReset:
 		err = h.Reset(req.Export, req.Name)
+	case OpCommit:
+		var info billyunion.CommitInfo
+		info, err = h.Commit(req.Export, req.Name)
+		resp.Commit = &info
 	default:
-		err = fmt.Errorf("unknown operation %q (known: %s, %s, %s, %s)", req.Op, OpSnapshot, OpSnapshots, OpRemoveSnapshot, OpReset)
+		err = fmt.Errorf("unknown operation %q (known: %s, %s, %s, %s, %s)", req.Op, OpSnapshot, OpSnapshots, OpRemoveSnapshot, OpReset, OpCommit)
 	}
 	if err != nil {
 		logger.Warn("control request failed", "op", req.Op, "export", req.Export, "err", err)

@@ -179,12 +179,23 @@ func (s *Server) openParts(e *export) error {
 			return fmt.Errorf("recovering an interrupted reset: %w", err)
 		}
 	}
-	shared, err := s.acquireShared(cfg)
+	// Layers committed from the upper (ovlnfs commit) lie above the configured lowers.
+	var committed []string
+	if cfg.Upper != "" {
+		var err error
+		if committed, err = workspaceOf(&cfg).Committed(); err != nil {
+			return err
+		}
+	}
+	stacked := cfg
+	stacked.Lowers = append(slices.Clone(committed), cfg.Lowers...)
+	shared, err := s.acquireShared(stacked)
 	if err != nil {
 		return err
 	}
 	union, err := billyunion.New(billyunion.Options{
 		Shared:          shared.lowers,
+		CommittedLowers: len(committed),
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,

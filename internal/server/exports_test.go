@@ -664,3 +664,76 @@ func TestSnapshotAndResetWhileServing(t *testing.T) {
 		t.Error("no call ran during the resets")
 	}
 }
+
+// TestCommitWhileServing: a workspace committed while a client holds handles of what it
+// made, of a copied-up lower file and of directories: every handle keeps working with the
+// same content and fileid, the tree is the same, the upper is empty, new writes land in it,
+// and a second commit stacks another layer.
+func TestCommitWhileServing(t *testing.T) {
+	root, lower := t.TempDir(), sharedLower(t)
+	ws := workspace(t, root, "/ws", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	s := startExports(t, []server.Export{ws})
+	c := rpctest.Dial(t, s.addr)
+	wsRoot := c.Mount("/ws")
+	made := c.Create(wsRoot, "made")
+	write(t, c, made, "made before the commit")
+	shared := c.Lookup(wsRoot, "shared.txt")
+	write(t, c, shared, "copied up before the commit\n")
+	src := c.Lookup(wsRoot, "src")
+	newDir := c.Mkdir(wsRoot, "newdir")
+	inNew := c.Create(newDir, "inner")
+	before := map[string]rpctest.Fattr{}
+	for name, fh := range map[string][]byte{"made": made, "shared": shared, "src": src, "newdir": newDir, "inner": inNew, "root": wsRoot} {
+		before[name] = c.Getattr(fh)
+	}
+	layer1 := filepath.Join(root, "layer-1")
+	info, err := s.srv.Commit("/ws", layer1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Layer != layer1 {
+		t.Errorf("commit: %+v", info)
+	}
+	for name, fh := range map[string][]byte{"made": made, "shared": shared, "src": src, "newdir": newDir, "inner": inNew, "root": wsRoot} {
+		st, r := c.NFS(nfs3.ProcGetattr, rpctest.Opaque(fh))
+		if st != nfs3.StatusOK {
+			t.Errorf("%s after the commit: status %d", name, st)
+			continue
+		}
+		if a := rpctest.GetFattr(r); a.Fileid != before[name].Fileid {
+			t.Errorf("%s: fileid %d after the commit, %d before", name, a.Fileid, before[name].Fileid)
+		}
+	}
+	if got := string(readAll(c, made)); got != "made before the commit" {
+		t.Errorf("made reads %q", got)
+	}
+	if got := string(readAll(c, shared)); got != "copied up before the commit\n" {
+		t.Errorf("shared.txt reads %q", got)
+	}
+	if entries, _ := os.ReadDir(ws.Upper); len(entries) != 0 {
+		t.Errorf("the upper holds %d entries after the commit", len(entries))
+	}
+	write(t, c, made, "written after")
+	if _, err := os.Stat(filepath.Join(ws.Upper, "made")); err != nil {
+		t.Errorf("a write after the commit is not in the upper: %v", err)
+	}
+	if got := string(readAll(c, made)); got != "written afterhe commit" {
+		t.Errorf("made after a write: %q", got)
+	}
+	if a := c.Getattr(made); a.Fileid != before["made"].Fileid {
+		t.Errorf("made's fileid changed when copied up from the committed layer")
+	}
+	if got := listNames(t, c, wsRoot); !slices.Equal(got, []string{"made", "newdir", "shared.txt", "src"}) {
+		t.Errorf("the root lists %v", got)
+	}
+	layer2 := filepath.Join(root, "layer-2")
+	if _, err := s.srv.Commit("/ws", layer2); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readAll(c, made)); got != "written afterhe commit" {
+		t.Errorf("made after the second commit: %q", got)
+	}
+	if _, err := s.srv.Commit("/ws", layer2); err == nil {
+		t.Error("a commit into an existing directory was taken")
+	}
+}

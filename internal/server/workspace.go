@@ -102,3 +102,18 @@ func (s *Server) Snapshots(path string) ([]billyunion.SnapshotInfo, error) {
 func (s *Server) RemoveSnapshot(path, name string) error {
 	return s.frozen(path, false, func(ws billyunion.Workspace) error { return ws.RemoveSnapshot(name) })
 }
+
+// Commit bakes the export's upper into the new lower layer into (a directory to make on
+// the upper's filesystem) while serving: the export frozen, its upper's entries moved
+// into the layer, the union opened again over it with an empty upper. Objects keep their
+// identities, so clients' handles, open files and current directories stay valid.
+func (s *Server) Commit(path, into string) (billyunion.CommitInfo, error) {
+	s.logger.Info("committing a workspace", "export", path, "into", into)
+	var info billyunion.CommitInfo
+	err := s.frozen(path, true, func(ws billyunion.Workspace) error {
+		var err error
+		info, err = ws.Commit(into)
+		return err
+	})
+	return info, err
+}

@@ -92,37 +92,31 @@ func checkWork(opts CheckOptions, add func(Finding)) error {
 		}
 		add(f)
 	}
-	if entries, err := os.ReadDir(filepath.Join(opts.Work, snapshotsDirName)); err == nil {
-		for _, e := range entries {
-			if !strings.HasPrefix(e.Name(), snapshotTemp) {
-				continue
-			}
-			p := filepath.Join(opts.Work, snapshotsDirName, e.Name())
-			f := Finding{Kind: "snapshot-partial", Where: p, Detail: "a snapshot half taken or half removed"}
-			if opts.Repair {
-				f.Repaired = os.RemoveAll(p) == nil
-			}
-			add(f)
-		}
-	}
-	for _, dir := range []string{"work", movesDir} {
+	// Leftovers: entries of a workdir directory that keep says are not, removed by a repair.
+	leftovers := func(dir, kind, detail string, keep func(name string) bool) {
 		entries, err := os.ReadDir(filepath.Join(opts.Work, dir))
 		if err != nil {
-			continue
+			return
 		}
 		for _, e := range entries {
-			// The moves index's own files are records; only its temporaries are leftovers.
-			if dir == movesDir && !strings.HasPrefix(e.Name(), tempRecordPrefix) {
+			if keep(e.Name()) {
 				continue
 			}
 			p := filepath.Join(opts.Work, dir, e.Name())
-			f := Finding{Kind: "work-leftover", Where: p, Detail: "left by an interrupted change"}
+			f := Finding{Kind: kind, Where: p, Detail: detail}
 			if opts.Repair {
 				f.Repaired = os.RemoveAll(p) == nil
 			}
 			add(f)
 		}
 	}
+	isTemp := func(prefix string) func(string) bool {
+		return func(name string) bool { return !strings.HasPrefix(name, prefix) }
+	}
+	leftovers(snapshotsDirName, "snapshot-partial", "a snapshot half taken or half removed", isTemp(snapshotTemp))
+	leftovers("work", "work-leftover", "left by an interrupted change", func(string) bool { return false })
+	// The moves index's own files are records; only its temporaries are leftovers.
+	leftovers(movesDir, "work-leftover", "left by an interrupted change", isTemp(tempRecordPrefix))
 	return nil
 }
 

@@ -16,11 +16,7 @@ import (
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	lowerdir := fs.String("lowerdir", "", "colon-separated lower layers, top-most first")
-	upperdir := fs.String("upperdir", "", "the upper layer (omit it to check lowers alone)")
-	workdir := fs.String("workdir", "", "the workdir (default: beside the upper, as serve)")
-	options := fs.String("o", "", "kernel-style option string (lowerdir=, upperdir=, workdir=, userxattr)")
-	config := fs.String("config", "", "an exports file: check the export named by the argument")
+	layers := addLayerFlags(fs)
 	repair := fs.Bool("repair", false, "repair what can be repaired without losing data (the workspace must not be served)")
 	asJSON := fs.Bool("json", false, "print the findings as a JSON array")
 	fs.Usage = func() {
@@ -43,7 +39,12 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	opts, err := checkOptions(*lowerdir, *upperdir, *workdir, *options, *config, fs.Args())
+	named, err := layers.resolve("check", fs.Args())
+	if err == nil && named.workIsAuto && named.upper != "" {
+		if _, werr := existingDir("workdir", named.work); werr != nil {
+			err = refuse("check: no workdir at %s (give --workdir)", named.work)
+		}
+	}
 	if err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
@@ -53,7 +54,8 @@ Flags:
 		}
 		return exitBadConfig
 	}
-	opts.Repair = *repair
+	opts := billyunion.CheckOptions{Lowers: named.lowers, Upper: named.upper, Work: named.work,
+		XattrPrefix: named.xattrPrefix, Repair: *repair}
 	var findings []billyunion.Finding
 	if opts.Upper != "" {
 		release, err := server.HoldWorkdir(opts.Work)
@@ -112,74 +114,4 @@ Flags:
 		return exitFailure
 	}
 	return exitOK
-}
-
-// checkOptions names the layer set to check: by flags or -o, or an export of an exports
-// file.
-func checkOptions(lowerdir, upperdir, workdir, options, config string, args []string) (billyunion.CheckOptions, error) {
-	var none billyunion.CheckOptions
-	if config != "" {
-		if lowerdir != "" || upperdir != "" || workdir != "" || options != "" {
-			return none, refuse("check: --config names the layers; --lowerdir, --upperdir, --workdir and -o contradict it")
-		}
-		if len(args) != 1 {
-			return none, refuse("check --config: name one export, like /ws/alice")
-		}
-		loaded, err := loadExportsFile(config)
-		if err != nil {
-			return none, err
-		}
-		for _, e := range loaded.exports {
-			if e.Path != args[0] {
-				continue
-			}
-			var committed []string
-			if e.Upper != "" {
-				if committed, err = (billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}).Committed(); err != nil {
-					return none, err
-				}
-			}
-			return billyunion.CheckOptions{Lowers: append(committed, e.Lowers...), Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}, nil
-		}
-		return none, refuse("check: %s declares no export %s", config, args[0])
-	}
-	if len(args) > 0 {
-		return none, refuse("check: unexpected argument %q", args[0])
-	}
-	var lowerSpec []string
-	for _, l := range splitEscaped(lowerdir, ':') {
-		if l != "" {
-			lowerSpec = append(lowerSpec, unescape(l))
-		}
-	}
-	upper, work := upperdir, workdir
-	var mo mountOptions
-	if options != "" {
-		var err error
-		if mo, err = parseMountOptions(options); err != nil {
-			return none, err
-		}
-		if mo.lowers != nil {
-			lowerSpec = mo.lowers
-		}
-		if mo.upper != "" {
-			upper = mo.upper
-		}
-		if mo.work != "" {
-			work = mo.work
-		}
-	}
-	if len(lowerSpec) == 0 {
-		return none, refuse("check: give the lower layers (--lowerdir or -o lowerdir=), or --config and an export")
-	}
-	lowers, upper, work, workIsAuto, err := checkLayers(lowerSpec, upper, work)
-	if err != nil {
-		return none, err
-	}
-	if workIsAuto && upper != "" {
-		if _, err := existingDir("workdir", work); err != nil {
-			return none, refuse("check: no workdir at %s (give --workdir)", work)
-		}
-	}
-	return billyunion.CheckOptions{Lowers: lowers, Upper: upper, Work: work, XattrPrefix: mo.xattrPrefix}, nil
 }

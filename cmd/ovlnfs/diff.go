@@ -16,10 +16,7 @@ import (
 func runDiff(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	lowerdir := fs.String("lowerdir", "", "colon-separated lower layers, top-most first")
-	upperdir := fs.String("upperdir", "", "the upper layer whose changes are listed")
-	options := fs.String("o", "", "kernel-style option string (lowerdir=, upperdir=, userxattr, redirect_dir=)")
-	config := fs.String("config", "", "an exports file: diff the export named by the argument")
+	layers := addLayerFlags(fs)
 	asJSON := fs.Bool("json", false, "print a JSON array of {kind, path, type, size}")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U
@@ -41,7 +38,10 @@ Flags:
 		}
 		return exitBadConfig
 	}
-	opts, err := diffOptions(*lowerdir, *upperdir, *options, *config, fs.Args())
+	named, err := layers.resolve("diff", fs.Args())
+	if err == nil && named.upper == "" {
+		err = refuse("diff: the layers have no upper: nothing to diff")
+	}
 	if err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
@@ -51,7 +51,8 @@ Flags:
 		}
 		return exitBadConfig
 	}
-	changes, err := billyunion.Diff(opts)
+	changes, err := billyunion.Diff(billyunion.DiffOptions{Lowers: named.lowers, Upper: named.upper,
+		XattrPrefix: named.xattrPrefix, RedirectDir: named.redirectDir})
 	if err != nil {
 		fmt.Fprintf(stderr, "ovlnfs: diff: %v\n", err)
 		return exitFailure
@@ -90,85 +91,4 @@ func kindName(k billyunion.ChangeKind) string {
 		return "deleted"
 	}
 	return "changed"
-}
-
-// diffOptions names the workspace to diff: by layers (flags or -o), or an export of an
-// exports file.
-func diffOptions(lowerdir, upperdir, options, config string, args []string) (billyunion.DiffOptions, error) {
-	var none billyunion.DiffOptions
-	if config != "" {
-		if lowerdir != "" || upperdir != "" || options != "" {
-			return none, refuse("diff: --config names the layers; --lowerdir, --upperdir and -o contradict it")
-		}
-		if len(args) != 1 {
-			return none, refuse("diff --config: name one export, like /ws/alice")
-		}
-		loaded, err := loadExportsFile(config)
-		if err != nil {
-			return none, err
-		}
-		for _, e := range loaded.exports {
-			if e.Path != args[0] {
-				continue
-			}
-			if e.Upper == "" {
-				return none, refuse("diff: export %s is read-only: it has no upper to diff", e.Path)
-			}
-			// Layers committed from the upper lie above the configured lowers.
-			committed, err := billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}.Committed()
-			if err != nil {
-				return none, err
-			}
-			return billyunion.DiffOptions{Lowers: append(committed, e.Lowers...), Upper: e.Upper, XattrPrefix: e.XattrPrefix, RedirectDir: e.RedirectDir}, nil
-		}
-		return none, refuse("diff: %s declares no export %s", config, args[0])
-	}
-	if len(args) > 0 {
-		return none, refuse("diff: unexpected argument %q (the layers are given with --lowerdir and --upperdir, or -o)", args[0])
-	}
-	var lowerSpec []string
-	for _, l := range splitEscaped(lowerdir, ':') {
-		if l != "" {
-			lowerSpec = append(lowerSpec, unescape(l))
-		}
-	}
-	upper := upperdir
-	var mo mountOptions
-	if options != "" {
-		var err error
-		if mo, err = parseMountOptions(options); err != nil {
-			return none, err
-		}
-		if mo.lowers != nil {
-			if lowerSpec != nil {
-				return none, refuse("lowerdir given both as --lowerdir and in -o")
-			}
-			lowerSpec = mo.lowers
-		}
-		if mo.upper != "" {
-			if upper != "" {
-				return none, refuse("upperdir given both as --upperdir and in -o")
-			}
-			upper = mo.upper
-		}
-		if err := checkUnionOptions(mo); err != nil {
-			return none, err
-		}
-	}
-	if len(lowerSpec) == 0 || upper == "" {
-		return none, refuse("diff: give the lower layers and the upper (--lowerdir and --upperdir, or -o), or --config and an export")
-	}
-	opts := billyunion.DiffOptions{XattrPrefix: mo.xattrPrefix, RedirectDir: mo.redirectDir}
-	for _, l := range lowerSpec {
-		dir, err := existingDir("lowerdir", l)
-		if err != nil {
-			return none, err
-		}
-		opts.Lowers = append(opts.Lowers, dir)
-	}
-	var err error
-	if opts.Upper, err = existingDir("upperdir", upper); err != nil {
-		return none, err
-	}
-	return opts, nil
 }

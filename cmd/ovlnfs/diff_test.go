@@ -52,7 +52,8 @@ func TestDiffCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"diff", "--lowerdir=" + l.l1}, "give the lower layers and the upper"},
+		{[]string{"diff", "--lowerdir=" + l.l1}, "no upper: nothing to diff"},
+		{[]string{"diff"}, "give the lower layers"},
 		{[]string{"diff", "--config=" + p, "/nope"}, "declares no export /nope"},
 		{[]string{"diff", "--config=" + p}, "name one export"},
 		{[]string{"diff", "--config=" + p, "--upperdir=" + upper, "/ws"}, "contradict"},

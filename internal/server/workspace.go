@@ -69,15 +69,20 @@ func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspac
 	return errors.Join(closeErr, err)
 }
 
-// Snapshot takes the snapshot name of the export's workspace, frozen meanwhile.
-func (s *Server) Snapshot(path, name string) (billyunion.SnapshotInfo, error) {
-	var info billyunion.SnapshotInfo
-	err := s.frozen(path, false, func(ws billyunion.Workspace) error {
+// frozenResult is frozen for an operation with a result.
+func frozenResult[T any](s *Server, path string, reopen bool, fn func(ws billyunion.Workspace) (T, error)) (T, error) {
+	var out T
+	err := s.frozen(path, reopen, func(ws billyunion.Workspace) error {
 		var err error
-		info, err = ws.Snapshot(name)
+		out, err = fn(ws)
 		return err
 	})
-	return info, err
+	return out, err
+}
+
+// Snapshot takes the snapshot name of the export's workspace, frozen meanwhile.
+func (s *Server) Snapshot(path, name string) (billyunion.SnapshotInfo, error) {
+	return frozenResult(s, path, false, func(ws billyunion.Workspace) (billyunion.SnapshotInfo, error) { return ws.Snapshot(name) })
 }
 
 // Reset empties the export's upper (snapshot "") or makes it the snapshot's, while
@@ -89,13 +94,7 @@ func (s *Server) Reset(path, snapshot string) error {
 
 // Snapshots lists the export's snapshots.
 func (s *Server) Snapshots(path string) ([]billyunion.SnapshotInfo, error) {
-	var out []billyunion.SnapshotInfo
-	err := s.frozen(path, false, func(ws billyunion.Workspace) error {
-		var err error
-		out, err = ws.Snapshots()
-		return err
-	})
-	return out, err
+	return frozenResult(s, path, false, func(ws billyunion.Workspace) ([]billyunion.SnapshotInfo, error) { return ws.Snapshots() })
 }
 
 // RemoveSnapshot removes one of the export's snapshots.
@@ -109,11 +108,5 @@ func (s *Server) RemoveSnapshot(path, name string) error {
 // identities, so clients' handles, open files and current directories stay valid.
 func (s *Server) Commit(path, into string) (billyunion.CommitInfo, error) {
 	s.logger.Info("committing a workspace", "export", path, "into", into)
-	var info billyunion.CommitInfo
-	err := s.frozen(path, true, func(ws billyunion.Workspace) error {
-		var err error
-		info, err = ws.Commit(into)
-		return err
-	})
-	return info, err
+	return frozenResult(s, path, true, func(ws billyunion.Workspace) (billyunion.CommitInfo, error) { return ws.Commit(into) })
 }

@@ -131,20 +131,9 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 		return abandon(err)
 	}
 	defer unix.Close(dst)
-	names, err := layer.ReadNames(upper, "")
+	moved, err := w.moveEntries(upper, dst, "half committed")
 	if err != nil {
-		return CommitInfo{}, err
-	}
-	for i, n := range names {
-		if i == len(names)/2 {
-			w.step("half committed")
-		}
-		if err := unix.Renameat(upper, n, dst, n); err != nil {
-			return CommitInfo{}, fmt.Errorf("commit: moving %s: %w", n, err) // Recover moves them back
-		}
-	}
-	if err := errors.Join(unix.Fsync(upper), unix.Fsync(dst)); err != nil {
-		return CommitInfo{}, err
+		return CommitInfo{}, fmt.Errorf("commit: %w", err) // Recover moves them back
 	}
 	w.step("all moved")
 	stack, err := w.Committed()
@@ -159,7 +148,7 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 	if err := w.finishCommit(work, upper, into); err != nil {
 		return CommitInfo{}, err
 	}
-	return CommitInfo{Layer: into, Entries: len(names)}, nil
+	return CommitInfo{Layer: into, Entries: moved}, nil
 }
 
 // stripRootMarks removes the overlay's marks of a directory's contents from the new
@@ -272,18 +261,10 @@ func (w Workspace) recoverCommit(work int) error {
 	if into != "" && string(phase) == phaseOut {
 		// Back: what was moved goes back into the upper root.
 		if dst, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err == nil {
-			names, rerr := layer.ReadNames(dst, "")
-			for _, n := range names {
-				if rerr == nil {
-					rerr = unix.Renameat(dst, n, upper, n)
-				}
-			}
+			_, err := w.moveEntries(dst, upper, "")
 			unix.Close(dst)
-			if rerr != nil {
-				return fmt.Errorf("taking back an interrupted commit: %w", rerr)
-			}
-			if err := unix.Fsync(upper); err != nil {
-				return err
+			if err != nil {
+				return fmt.Errorf("taking back an interrupted commit: %w", err)
 			}
 		}
 	}

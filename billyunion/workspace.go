@@ -47,7 +47,7 @@ type Workspace struct {
 var errKilled = errors.New("killed (test)")
 
 func (w Workspace) step(name string) {
-	if w.killAt == name {
+	if w.killAt != "" && w.killAt == name {
 		panic(errKilled)
 	}
 }
@@ -390,22 +390,26 @@ func (w Workspace) moveAll(upper, fresh int, dirName string, out bool) error {
 	if !out {
 		src, dst = other, upper
 	}
+	_, err = w.moveEntries(src, dst, "half moved "+map[bool]string{true: "out", false: "in"}[out])
+	return err
+}
+
+// moveEntries renames every entry of the directory src into dst (the test step half
+// halfway) and syncs both; it returns how many it moved.
+func (w Workspace) moveEntries(src, dst int, half string) (int, error) {
 	names, err := layer.ReadNames(src, "")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for i, n := range names {
 		if i == len(names)/2 {
-			w.step("half moved " + map[bool]string{true: "out", false: "in"}[out])
+			w.step(half)
 		}
 		if err := unix.Renameat(src, n, dst, n); err != nil {
-			return fmt.Errorf("moving %s: %w", n, err)
+			return i, fmt.Errorf("moving %s: %w", n, err)
 		}
 	}
-	if err := unix.Fsync(upper); err != nil {
-		return err
-	}
-	return fsyncDir(fresh, dirName)
+	return len(names), errors.Join(unix.Fsync(src), unix.Fsync(dst))
 }
 
 // dropUpperRecord removes the upper record of a new index: it names the old upper root,

@@ -88,10 +88,23 @@ func StartServer(t testing.TB, opts Options) *Server {
 	cfg := server.Config{Exports: []server.Export{ex},
 		ActAsCaller: os.Geteuid() == 0, DirCacheEntries: opts.DirCacheEntries,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))}
+	return &Server{Addr: Serve(t, cfg), Layout: l, Log: log}
+}
+
+// Serve builds a server of cfg, serves it on 127.0.0.1 and stops it at the test's
+// cleanup, failing the test if it does not stop cleanly; it returns the address.
+func Serve(t testing.TB, cfg server.Config) string {
+	t.Helper()
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
+	return ServeBuilt(t, srv)
+}
+
+// ServeBuilt serves srv on 127.0.0.1 as Serve does.
+func ServeBuilt(t testing.TB, srv *server.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +125,7 @@ func StartServer(t testing.TB, opts Options) *Server {
 			t.Errorf("close: %v", err)
 		}
 	})
-	return &Server{Addr: ln.Addr().String(), Layout: l, Log: log}
+	return ln.Addr().String()
 }
 
 // LockedBuffer is a bytes.Buffer safe for a logger and a test to share.

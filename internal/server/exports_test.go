@@ -39,27 +39,8 @@ func startExports(t *testing.T, exports []server.Export) *exportsServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := srv.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return &exportsServer{srv: srv, addr: ln.Addr().String(), log: log}
+	addr := rpctest.ServeBuilt(t, srv)
+	return &exportsServer{srv: srv, addr: addr, log: log}
 }
 
 // sharedLower is a lower layer every workspace of a test stacks.

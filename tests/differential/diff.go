@@ -2,7 +2,6 @@ package differential
 
 import (
 	"fmt"
-	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -58,36 +57,21 @@ type object struct {
 	dir   bool
 }
 
+// hostObjects is walkHost's tree of root with each object's ctime.
 func hostObjects(root string) (map[string]object, error) {
-	out := map[string]object{}
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) && p != root {
-				return nil // an xattr whiteout the kernel lists and hides
-			}
-			return err
+	tree, err := walkHost(root, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]object, len(tree))
+	for rel, e := range tree {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, rel), &st); err != nil {
+			return nil, err
 		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			rel = ""
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		o := object{entryInfo: infoFromStat(st), ctime: st.Ctim.Nano(), dir: fi.IsDir()}
-		switch o.kind {
-		case "file":
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			o.content = digest(f)
-			f.Close()
-		case "symlink":
-			o.content, _ = os.Readlink(p)
-		}
-		out[rel] = o
-		return nil
-	})
-	return out, err
+		out[rel] = object{entryInfo: e, ctime: st.Ctim.Nano(), dir: e.kind == "dir"}
+	}
+	return out, nil
 }
 
 func unionObjects(fs *billyunion.FS) (map[string]object, error) {

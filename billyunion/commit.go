@@ -135,6 +135,9 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 	if err != nil {
 		return CommitInfo{}, fmt.Errorf("commit: %w", err) // Recover moves them back
 	}
+	if err := errors.Join(unix.Fsync(upper), unix.Fsync(dst)); err != nil {
+		return CommitInfo{}, err
+	}
 	w.step("all moved")
 	stack, err := w.Committed()
 	if err != nil {
@@ -263,6 +266,9 @@ func (w Workspace) recoverCommit(work int) error {
 		if dst, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err == nil {
 			_, err := w.moveEntries(dst, upper, "")
 			unix.Close(dst)
+			if err == nil {
+				err = unix.Fsync(upper)
+			}
 			if err != nil {
 				return fmt.Errorf("taking back an interrupted commit: %w", err)
 			}

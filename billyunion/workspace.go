@@ -390,12 +390,18 @@ func (w Workspace) moveAll(upper, fresh int, dirName string, out bool) error {
 	if !out {
 		src, dst = other, upper
 	}
-	_, err = w.moveEntries(src, dst, "half moved "+map[bool]string{true: "out", false: "in"}[out])
-	return err
+	if _, err := w.moveEntries(src, dst, "half moved "+map[bool]string{true: "out", false: "in"}[out]); err != nil {
+		return err
+	}
+	if err := unix.Fsync(upper); err != nil {
+		return err
+	}
+	return fsyncDir(fresh, dirName)
 }
 
 // moveEntries renames every entry of the directory src into dst (the test step half
-// halfway) and syncs both; it returns how many it moved.
+// halfway); it returns how many it moved. The caller syncs the two directories (an
+// O_PATH descriptor syncs nothing).
 func (w Workspace) moveEntries(src, dst int, half string) (int, error) {
 	names, err := layer.ReadNames(src, "")
 	if err != nil {
@@ -409,7 +415,7 @@ func (w Workspace) moveEntries(src, dst int, half string) (int, error) {
 			return i, fmt.Errorf("moving %s: %w", n, err)
 		}
 	}
-	return len(names), errors.Join(unix.Fsync(src), unix.Fsync(dst))
+	return len(names), nil
 }
 
 // dropUpperRecord removes the upper record of a new index: it names the old upper root,

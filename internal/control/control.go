@@ -196,11 +196,14 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, err
 	}
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return Response{}, err
-	}
+	// A refused peer is answered before its request is read, and the connection closed:
+	// the write may fail while the answer waits to be read.
+	_, werr := c.Write(append(b, '\n'))
 	line, err := bufio.NewReader(c).ReadBytes('\n')
 	if err != nil {
+		if werr != nil {
+			return Response{}, fmt.Errorf("control socket %s: %w", path, werr)
+		}
 		return Response{}, fmt.Errorf("control socket %s: no answer: %w", path, err)
 	}
 	var resp Response

@@ -362,11 +362,8 @@ func (s *Server) route(proc int) oncrpc.Handler {
 		for {
 			set := s.exports.Load()
 			e := set.byID[firstHandleExport(call)]
-			if e == nil {
-				for _, any := range set.byPath {
-					e = any
-					break
-				}
+			if e == nil && len(set.byPath) > 0 {
+				e = set.byPath[0]
 			}
 			if e == nil {
 				return oncrpc.ErrSystem // no export at all: only while closing

@@ -156,6 +156,9 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 	argv := append(append(append([]string{}, prefix...), binary, "serve"), args...)
 	s := &Server{started: make(chan struct{}), exited: make(chan struct{})}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
+	// The server dies with the test process even when a timeout's panic skips the
+	// cleanups: a test stops every process it starts.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

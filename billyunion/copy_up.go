@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +35,7 @@ func (fs *FS) copyUpChild(d *dir, e *entry) error {
 
 // copyUpPlain is copyUpChild without the index.
 func (fs *FS) copyUpPlain(d *dir, e *entry) error {
+	start := time.Now()
 	top := *e.top()
 	src := d.partFor(top.li)
 	upper := d.parts[0]
@@ -74,7 +76,7 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
 			return layer.Errno(err)
 		}
-		fs.copyUps.Add(1)
+		fs.countCopyUp(&top.st, true, start)
 		return nil
 	})
 	return fs.copyUpResult(d, e, err)
@@ -86,6 +88,7 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 // copy is built, linked into the index and then placed at the name. Either
 // way the union's link count does not change, and the nlink xattr says so.
 func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
+	start := time.Now()
 	top := *e.top()
 	src := d.partFor(top.li)
 	upper := d.parts[0]
@@ -138,7 +141,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 		if err := fs.setNlink(upper.fd, e.name, &ist, shown); err != nil {
 			fs.log.Warn("index: recording the link count", "path", joinPath(append(d.path, e.name)), "err", err)
 		}
-		fs.copyUps.Add(1)
+		fs.countCopyUp(&top.st, false, start)
 		return nil
 	}
 	key := strconv.FormatUint(upper.st.Ino, 10) + "/" + e.name
@@ -172,7 +175,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 				fs.log.Warn("index: recording the link count", "path", joinPath(append(d.path, e.name)), "err", err)
 			}
 		}
-		fs.copyUps.Add(1)
+		fs.countCopyUp(&top.st, true, start)
 		return nil
 	})
 	return fs.copyUpResult(d, e, err)
@@ -228,4 +231,20 @@ func (fs *FS) copyUpResult(d *dir, e *entry, err error) error {
 		return layer.Errno(err)
 	}
 	return err
+}
+
+// countCopyUp counts a finished copy-up of the object of stat st, begun at start; copied
+// says whether its data was copied (a link to an existing index entry copies none).
+func (fs *FS) countCopyUp(st *unix.Stat_t, copied bool, start time.Time) {
+	fs.copyUps.Add(1)
+	if copied && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		fs.copyUpBytes.Add(uint64(st.Size))
+	}
+	fs.copyUpNanos.Add(int64(time.Since(start)))
+}
+
+// CopyUpStats is how many copy-ups the union has finished, the bytes of regular files
+// they copied, and the time they took.
+func (fs *FS) CopyUpStats() (count, bytes uint64, took time.Duration) {
+	return fs.copyUps.Load(), fs.copyUpBytes.Load(), time.Duration(fs.copyUpNanos.Load())
 }

@@ -93,6 +93,10 @@ type FS struct {
 	// copyUps counts completed copy-ups; files opened read-only on a lower
 	// layer compare it to notice that their object moved up.
 	copyUps atomic.Uint64
+	// copyUpBytes and copyUpNanos add up the copy-ups' regular-file bytes and time
+	// (CopyUpStats).
+	copyUpBytes atomic.Uint64
+	copyUpNanos atomic.Int64
 	// owner owns the objects the union creates unless a Caller creates
 	// them: the server process itself.
 	owner owner

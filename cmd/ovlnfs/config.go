@@ -68,6 +68,8 @@ type serveConfig struct {
 	lockState  string
 	// controlSocket is where ovlnfs snapshot and reset reach the server ("" for none).
 	controlSocket string
+	// metricsListen, when set, is where Prometheus metrics are served (/metrics).
+	metricsListen string
 }
 
 // maxGomaxprocs bounds --gomaxprocs (the runtime's own limit is far higher; no machine
@@ -129,6 +131,7 @@ type rawServeFlags struct {
 	gomaxprocs                  string
 	configFile                  string
 	controlSocket               string
+	metricsListen               string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -154,6 +157,7 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 	fs.Func("dircache-entries", fmt.Sprintf("merged directory listings kept in memory, 1 to %d (default %d; as many recent snapshots are kept for clients paging through them)", maxDirCacheEntries, billyunion.DefaultDirCacheEntries),
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
+	fs.StringVar(&raw.metricsListen, "metrics-listen", "", "HOST:PORT to serve Prometheus metrics on (/metrics): NFS operations, errors, bytes and latencies, copy-ups and listing-cache counts per export; off by default")
 	fs.StringVar(&raw.pprofListen, "pprof-listen", "", "HOST:PORT to serve Go's runtime profiles on over HTTP (/debug/pprof/), for profiling; unauthenticated, so keep it on loopback")
 	fs.IntVar(&raw.handleCacheEntries, "handle-cache-entries", 0, "file handles whose current path is kept in memory (default 262144); a handle not cached is resolved from disk, never answered STALE")
 	return fs
@@ -174,7 +178,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
 		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen,
-		requirePrivilegedPort: raw.requirePrivilegedPort, controlSocket: raw.controlSocket}
+		requirePrivilegedPort: raw.requirePrivilegedPort, controlSocket: raw.controlSocket, metricsListen: raw.metricsListen}
 	switch {
 	case raw.gomaxprocs == "auto":
 		cfg.gomaxprocs = 0
@@ -254,9 +258,12 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	if _, err := net.ResolveTCPAddr("tcp", cfg.listen); err != nil {
 		return nil, refuse("--listen %q is not HOST:PORT: %v", cfg.listen, err)
 	}
-	if cfg.pprofListen != "" {
-		if _, err := net.ResolveTCPAddr("tcp", cfg.pprofListen); err != nil {
-			return nil, refuse("--pprof-listen %q is not HOST:PORT: %v", cfg.pprofListen, err)
+	for _, l := range []struct{ flag, addr string }{{"--pprof-listen", cfg.pprofListen}, {"--metrics-listen", cfg.metricsListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, err := net.ResolveTCPAddr("tcp", l.addr); err != nil {
+			return nil, refuse("%s %q is not HOST:PORT: %v", l.flag, l.addr, err)
 		}
 	}
 	if err := checkPortmap(cfg); err != nil {

@@ -20,10 +20,22 @@ func servePprof(l net.Listener, logger *slog.Logger) (stop func()) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return serveHTTP(l, mux, "profile", logger)
+}
+
+// serveMetrics serves the Prometheus metrics at /metrics on l until stop is called.
+func serveMetrics(l net.Listener, h http.Handler, logger *slog.Logger) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	return serveHTTP(l, mux, "metrics", logger)
+}
+
+// serveHTTP serves mux on l until the returned stop is called.
+func serveHTTP(l net.Listener, mux *http.ServeMux, what string, logger *slog.Logger) (stop func()) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("profile server failed", "err", err)
+			logger.Error(what+" server failed", "err", err)
 		}
 	}()
 	// Close, not the listener alone: a client's keep-alive connection would outlive it.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/control"
+	"github.com/ovlnfs/ovlnfs/internal/metrics"
 	"github.com/ovlnfs/ovlnfs/internal/portmap"
 	"github.com/ovlnfs/ovlnfs/internal/procs"
 	"github.com/ovlnfs/ovlnfs/internal/server"
@@ -70,6 +71,16 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		}
 		defer servePprof(pl, logger)()
 	}
+	var m *metrics.Metrics
+	metricsAddr := ""
+	if cfg.metricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.metricsListen)
+		if err != nil {
+			return refused("cannot listen on %s for metrics: %v", cfg.metricsListen, unwrapOpError(err))
+		}
+		m, metricsAddr = metrics.New(), ml.Addr().String()
+		defer serveMetrics(ml, m.Handler(), logger)()
+	}
 
 	exports := cfg.exports
 	if cfg.configFile == "" {
@@ -87,6 +98,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		NLM:         cfg.nlm,
 		Grace:       cfg.grace,
 		LockState:   cfg.lockState,
+		Metrics:     m,
 		Logger:      logger,
 	})
 	if err != nil {
@@ -183,6 +195,9 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		"grace", grace, "portmap", pm.summary}
 	if cfg.controlSocket != "" {
 		started = append(started, "control", cfg.controlSocket)
+	}
+	if cfg.metricsListen != "" {
+		started = append(started, "metrics", metricsAddr)
 	}
 	if cfg.configFile != "" {
 		started = append(started, "config", cfg.configFile, "exports", exportPaths(exports))

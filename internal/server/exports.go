@@ -15,11 +15,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/handles"
 	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/gonfs"
+	"github.com/ovlnfs/ovlnfs/internal/metrics"
 	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
@@ -38,6 +40,8 @@ type export struct {
 	procs   []oncrpc.Procedure // nfs.Program().Procedures
 	shared  *sharedLowers      // the lower work the union shares; guarded as union
 	work    *workdirLock       // nil for a read-only export
+	// unreport stops the metrics' reports of the export (nil without metrics).
+	unreport func()
 	// rules are the client rules now: a reload that changes only them swaps them here.
 	rules atomic.Pointer[clients.Rules]
 	// inflight is held shared by each call using the export, and exclusively to retire
@@ -163,7 +167,23 @@ func (s *Server) openExport(cfg Export) (*export, error) {
 		}
 		return nil, errorf(&cfg, "%v", err)
 	}
+	if m := s.cfg.Metrics; m != nil {
+		e.unreport = m.AddExport(cfg.Path, e.stats)
+	}
 	return e, nil
+}
+
+// stats is the export's union statistics for the metrics.
+func (e *export) stats() metrics.ExportStats {
+	if !e.enter() {
+		return metrics.ExportStats{}
+	}
+	defer e.leave()
+	var st metrics.ExportStats
+	st.CopyUps, st.CopyUpBytes, st.CopyUpTime = e.union.CopyUpStats()
+	ls := e.union.ListingStats()
+	st.ListingHits, st.ListingMisses = ls.Hits, ls.Misses
+	return st
 }
 
 // openParts opens e's union, handles and NFSv3 server (its workdir locked already). An
@@ -317,6 +337,9 @@ func (e *export) retire() error {
 		return nil
 	}
 	e.retired = true
+	if e.unreport != nil {
+		e.unreport()
+	}
 	e.nfs.Close()
 	err := e.union.Close()
 	e.server.releaseShared(e.shared)
@@ -371,11 +394,36 @@ func (s *Server) route(proc int) oncrpc.Handler {
 			if !e.enter() {
 				continue // retired since: Reconfigure published its successor set first
 			}
+			start := time.Now()
 			err := e.procs[proc].Handle(ctx, call, reply)
 			e.leave()
+			if m := s.cfg.Metrics; m != nil && err == nil {
+				observe(m, e.cfg.Path, s.nfsProcs[proc].Name, uint32(proc), reply, time.Since(start))
+			}
 			return err
 		}
 	}
+}
+
+// observe counts one answered call: its status (the first word of every NFSv3 result),
+// the bytes a READ returned (the reply's data) or a WRITE wrote (its count, 16 bytes
+// before the results' end: count, committed, verifier).
+func observe(m *metrics.Metrics, export, name string, proc uint32, reply *oncrpc.Reply, d time.Duration) {
+	res := reply.Results()
+	if len(res) < 4 {
+		m.Observe(export, name, 0, d, 0, 0) // NULL
+		return
+	}
+	status := binary.BigEndian.Uint32(res)
+	read, written := 0, 0
+	switch {
+	case status != 0:
+	case proc == uint32(nfs3.ProcRead):
+		read = len(reply.Data)
+	case proc == uint32(nfs3.ProcWrite) && len(res) >= 20:
+		written = int(binary.BigEndian.Uint32(res[len(res)-16:]))
+	}
+	m.Observe(export, name, status, d, read, written)
 }
 
 // firstHandleExport is the export id of the call's first argument read as a file handle,

@@ -33,6 +33,7 @@ import (
 
 	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/gonfs"
+	"github.com/ovlnfs/ovlnfs/internal/metrics"
 	"github.com/ovlnfs/ovlnfs/internal/mount"
 	"github.com/ovlnfs/ovlnfs/internal/nfs3"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
@@ -86,7 +87,10 @@ type Config struct {
 	// PeerPortmapPort is where clients' portmappers are asked for their lock manager and
 	// status monitor (0: 111); tests move it.
 	PeerPortmapPort uint16
-	Logger          *slog.Logger
+	// Metrics, when set, counts every NFS call and reports each export's union
+	// (internal/metrics).
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Server is a running set of exports.

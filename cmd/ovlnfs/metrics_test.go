@@ -75,6 +75,7 @@ func TestMetrics(t *testing.T) {
 		`ovlnfs_copyups_total{export="/"}`:                                          1,
 		`ovlnfs_copyup_bytes_total{export="/"}`:                                     1000,
 		`ovlnfs_nfs_operation_duration_seconds_count{export="/",procedure="WRITE"}`: 11,
+		`ovlnfs_nfs_connections`:                                                    1,
 	} {
 		if got, ok := m[series]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)

@@ -192,3 +192,10 @@ func (m *Manager) Locks(key string) []Lock {
 	}
 	return append([]Lock(nil), f.held...)
 }
+
+// Held is the number of byte ranges locked, over every file and owner.
+func (m *Manager) Held() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.locks
+}

@@ -1,10 +1,11 @@
 // Package metrics is the server's Prometheus metrics (prometheus/client_golang, served
 // by promhttp on an opt-in address): per export, the NFS operations by procedure, the
 // errors by status, the bytes read and written, each procedure's latency, the copy-ups
-// (count, bytes, time) and the merged-listing cache's hits and misses. No label names a
+// (count, bytes, time) and the merged-listing cache's hits and misses; and the connected
+// clients and the locks held. No label names a
 // file or a client address, so the series stay bounded by the configuration.
 //
-// Files: metrics.go (Metrics, New, Observe, AddExport, Handler).
+// Files: metrics.go (Metrics, New, Observe, AddExport, AddGauge, Handler).
 //
 // Lock order: exports.mu is a leaf, held for a map operation; the client library's own
 // locks are below it.
@@ -129,6 +130,12 @@ func (m *Metrics) AddExport(export string, stats func() ExportStats) (remove fun
 			delete(e.stats, export)
 		}
 	}
+}
+
+// AddGauge reports f's value at every scrape as the gauge name (a server-wide figure:
+// connected clients, locks held).
+func (m *Metrics) AddGauge(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
 // Handler serves the metrics in Prometheus's text format.

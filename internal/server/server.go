@@ -169,6 +169,14 @@ func (s *Server) assemble() error {
 			return err
 		}
 	}
+	if m := cfg.Metrics; m != nil {
+		m.AddGauge("ovlnfs_nfs_connections", "TCP connections to NFS and MOUNT being served.",
+			func() float64 { return float64(s.rpc.Connections()) })
+		if s.lock != nil {
+			m.AddGauge("ovlnfs_locks_held", "Byte ranges locked through the lock manager (NLM).",
+				func() float64 { return float64(s.lock.table.Held()) })
+		}
+	}
 	return nil
 }
 

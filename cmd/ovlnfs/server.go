@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/control"
@@ -211,6 +214,12 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	logger.Info("ovlnfs started", append(started, "pid", os.Getpid())...)
+	notify := func(state string) {
+		if err := sdNotify(state); err != nil {
+			logger.Warn("cannot tell systemd", "state", state, "err", err)
+		}
+	}
+	notify("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
 	status := exitOK
 wait:
 	for {
@@ -223,9 +232,12 @@ wait:
 			status = exitFailure
 			break wait
 		case <-hup:
+			notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
 			reload(cfg, srv, logger)
+			notify("READY=1")
 		}
 	}
+	notify("STOPPING=1")
 	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	// Clients stop being sent here first, then no new connection is accepted, then the
@@ -270,6 +282,15 @@ func reload(cfg *serveConfig, srv *server.Server, logger *slog.Logger) {
 		return
 	}
 	logger.Info("configuration reloaded", "config", cfg.configFile, "exports", exportPaths(loaded.exports))
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
 }
 
 // exportPaths lists exports for a log line.

@@ -843,12 +843,34 @@ func (h *harness) kernelWalk() (map[string]entry, string) {
 	}
 	defer unmount(h.mnt)
 	h.st.kernelRuns++
+	k, err := walkTree(h.mnt)
+	if err != nil {
+		h.fatalf("walking the kernel overlay: %v", err)
+	}
+	return k, opts
+}
+
+// kernelSays describes what the kernel overlay shows of w's subtree against the model,
+// for a failure message (the server is stopped for it).
+func (h *harness) kernelSays(w int) string {
+	h.srv.Kill()
+	k, _ := h.kernelWalk()
+	d := diffTrees(h.models[w].flatten(fmt.Sprintf("w%d", w)), subtree(k, w))
+	if d == "" {
+		return "the kernel overlay shows the state before"
+	}
+	return "the kernel overlay, against the state before:\n" + d
+}
+
+// walkTree lists the tree below root as path -> entry, as observe does through NFS (st_ino
+// for the fileid).
+func walkTree(root string) (map[string]entry, error) {
 	k := map[string]entry{}
-	err := filepath.WalkDir(h.mnt, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(h.mnt, p)
+		rel, _ := filepath.Rel(root, p)
 		if rel == "." {
 			return nil
 		}
@@ -882,22 +904,7 @@ func (h *harness) kernelWalk() (map[string]entry, string) {
 		k[rel] = e
 		return nil
 	})
-	if err != nil {
-		h.fatalf("walking the kernel overlay: %v", err)
-	}
-	return k, opts
-}
-
-// kernelSays describes what the kernel overlay shows of w's subtree against the model,
-// for a failure message (the server is stopped for it).
-func (h *harness) kernelSays(w int) string {
-	h.srv.Kill()
-	k, _ := h.kernelWalk()
-	d := diffTrees(h.models[w].flatten(fmt.Sprintf("w%d", w)), subtree(k, w))
-	if d == "" {
-		return "the kernel overlay shows the state before"
-	}
-	return "the kernel overlay, against the state before:\n" + d
+	return k, err
 }
 
 // linkGroups lists the sets of non-directory names that share an inode number.

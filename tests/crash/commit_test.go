@@ -76,29 +76,39 @@ func TestCommitResetKilled(t *testing.T) {
 	}
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_COMMIT_KILLS=%d", seed, kills)
 	bin := testenv.BuildOvlnfs(t)
+	base := commitTestDir(t)
 	r := rand.New(rand.NewPCG(seed, 0xc0317))
 	st := &wsStats{}
 	began := time.Now()
 	// One unkilled run of each operation measures how long it takes from the server's
-	// log line to the CLI's exit: the kill delays spread over that.
-	var took [numOps]time.Duration
+	// log line to the CLI's exit, and when its journal is there: the kill delays spread
+	// over the first, most of them over the second.
+	var took [numOps]timing
 	for op := range numOps {
-		ws := newWorkspace(t, bin, r, t.TempDir(), op)
-		took[op] = ws.run(op, 0, true, st)
+		ws := newWorkspace(t, bin, r, mkdirTemp(t, base), op)
+		took[op] = ws.calibrate(op)
 		ws.dispose()
-		t.Logf("%v: %v unkilled (server log line to CLI exit)", op, took[op].Round(10*time.Microsecond))
+		t.Logf("%v unkilled: %v from the server's log line to the CLI's exit, the journal there from %v to %v", op,
+			took[op].total.Round(10*time.Microsecond), took[op].from.Round(10*time.Microsecond), took[op].to.Round(10*time.Microsecond))
 	}
 	for i := range kills {
 		op := wsOp(r.IntN(int(numOps)))
-		ws := newWorkspace(t, bin, r, t.TempDir(), op)
+		ws := newWorkspace(t, bin, r, mkdirTemp(t, base), op)
 		ws.iter = i
 		// Mostly from the server's log line, up to a bit past the measured time; one in
 		// eight from the CLI's start, so that some kills land before the request.
-		delay := time.Duration(r.Int64N(int64(took[op]*5/4) + 1))
-		if r.IntN(8) == 0 {
-			delay = -time.Duration(1 + r.Int64N(int64(3*time.Millisecond)))
+		// Most kills come a moment after the journal appeared, within three quarters of the
+		// time it was there unkilled (or of 1 ms); some after the server's log line, within the
+		// operation's whole time; a few after the CLI's start, before its request.
+		tm := took[op]
+		k := kill{from: fromJournal, delay: time.Duration(r.Int64N(int64(max(tm.to-tm.from, time.Millisecond)*3/4) + 1))}
+		switch r.IntN(8) {
+		case 0:
+			k = kill{from: fromStart, delay: time.Duration(r.Int64N(int64(3 * time.Millisecond)))}
+		case 1:
+			k = kill{from: fromLog, delay: time.Duration(r.Int64N(int64(tm.total*5/4) + 1))}
 		}
-		ws.run(op, delay, false, st)
+		ws.run(op, k, nil, st)
 		if t.Failed() {
 			return
 		}
@@ -125,9 +135,32 @@ func TestCommitResetKilled(t *testing.T) {
 		if n := len(st.durations[op]); n > 0 {
 			avg = sum / time.Duration(n)
 		}
-		t.Logf("  %v: %d kills: %d before it began, %d inside it (the journal there) of which %d taken back and %d finished, %d after it (%d answered before the kill); %v on average from the log line to the kill",
+		t.Logf("  %v: %d kills: %d before it began, %d inside it (the journal there) of which %d taken back and %d finished, %d after it (%d answered before the kill); %v on average from the server's log line to the kill (of those not timed from the CLI's start)",
 			op, st.kills[op], st.beforeOp[op], st.insideOld[op]+st.insideNew[op], st.insideOld[op], st.insideNew[op], st.afterOp[op], st.answered[op], avg.Round(10*time.Microsecond))
 	}
+}
+
+// commitTestDir is where the workspaces are made: CRASHTEST_COMMIT_DIR, or a tmpfs the
+// test mounts (and unmounts), on which a commit takes milliseconds rather than the
+// hundreds a syncfs of a busy disk can take, so that a CI run of 100 kills stays short.
+func commitTestDir(t *testing.T) string {
+	if d := os.Getenv("CRASHTEST_COMMIT_DIR"); d != "" {
+		return d
+	}
+	d := t.TempDir()
+	if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size=512m,mode=0755"); err != nil {
+		testenv.Missing(t, "mounting a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unmount(d) })
+	return d
+}
+
+func mkdirTemp(t *testing.T, base string) string {
+	d, err := os.MkdirTemp(base, "ws-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // workspace is one export's layers made for one kill, and the trees it may show.
@@ -286,6 +319,23 @@ func newWorkspace(t *testing.T, bin string, r *rand.Rand, dir string, op wsOp) *
 	case opCommitAgain:
 		w.cli("commit", "--control="+w.sock, "/ws", filepath.Join(w.committed, "layer-0"))
 		w.change()
+		// The kernel overlay, over the stack, fills the upper again: copy-ups from the
+		// committed layer, whiteouts over it, many new entries in the upper root.
+		w.srv.Kill()
+		w.kernelMount(func() error {
+			for i := range 200 {
+				if err := os.WriteFile(in(fmt.Sprintf("r%03d", i)), data(r.IntN(300)), 0o644); err != nil {
+					return err
+				}
+			}
+			f, err := os.OpenFile(in("n003"), os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.Write([]byte("appended over the committed layer"))
+				err = errors.Join(err, f.Close())
+			}
+			return errors.Join(err, os.Remove(in("n004")), os.Chmod(in("m/p4"), 0o600), os.Rename(in("nd"), in("nd2")))
+		})
+		w.start()
 		w.old = w.observe()
 		w.target = w.old
 	case opResetSnap:
@@ -459,11 +509,35 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// run sends op through the CLI and kills the server delay after the server logged the
-// request (delay < 0: -delay after the CLI started), restarts it and checks the result.
-// With calibrate it kills nothing and returns the time from the log line to the CLI's
-// exit.
-func (w *workspace) run(op wsOp, delay time.Duration, calibrate bool, st *wsStats) time.Duration {
+// timing is an unkilled operation's: from the server's log line to the CLI's exit, and
+// to when its journal appeared and was gone.
+type timing struct{ total, from, to time.Duration }
+
+func (w *workspace) calibrate(op wsOp) timing {
+	w.t.Helper()
+	var tm timing
+	w.run(op, kill{}, &tm, nil)
+	return tm
+}
+
+// kill says when run kills the server: delay after the CLI started, after the server
+// logged the request or after the operation's journal appeared (or the CLI exited).
+type kill struct {
+	from  int
+	delay time.Duration
+}
+
+const (
+	fromStart = iota
+	fromLog
+	fromJournal
+)
+
+// run sends op through the CLI and kills the server as k says, restarts it and checks
+// the result.
+// With tm != nil it kills nothing, measures the operation into tm and checks the new
+// state.
+func (w *workspace) run(op wsOp, k kill, tm *timing, st *wsStats) {
 	w.t.Helper()
 	var args []string
 	marker := "resetting a workspace"
@@ -496,12 +570,28 @@ func (w *workspace) run(op wsOp, delay time.Duration, calibrate bool, st *wsStat
 		}
 		return time.Now()
 	}
-	if calibrate {
+	if tm != nil {
 		at := waitLog()
-		if err := <-exited; err != nil {
+		var err error
+		for journal, seen := w.journal(op), false; ; {
+			select {
+			case err = <-exited:
+			default:
+				if there := exists(journal); there != seen {
+					if seen = there; seen {
+						tm.from = time.Since(at)
+					} else {
+						tm.to = time.Since(at)
+					}
+				}
+				continue
+			}
+			break
+		}
+		if err != nil {
 			w.fatalf("ovlnfs %v: %v\n%s", args, err, out.String())
 		}
-		took := time.Since(at)
+		tm.total = time.Since(at)
 		// Unkilled, the new state, with the server that made it and after a restart.
 		for range 2 {
 			got := w.observe()
@@ -515,13 +605,20 @@ func (w *workspace) run(op wsOp, delay time.Duration, calibrate bool, st *wsStat
 			w.srv.Kill()
 			w.start()
 		}
-		return took
+		return
 	}
-	var killAt time.Time
-	if delay < 0 {
-		killAt = began.Add(-delay)
-	} else {
-		killAt = waitLog().Add(delay)
+	var killAt, logAt time.Time
+	switch k.from {
+	case fromStart:
+		killAt = began.Add(k.delay)
+	case fromLog:
+		logAt = waitLog()
+		killAt = logAt.Add(k.delay)
+	case fromJournal:
+		logAt = waitLog()
+		for journal := w.journal(op); !exists(journal) && len(exited) == 0; {
+		}
+		killAt = time.Now().Add(k.delay)
 	}
 	time.Sleep(time.Until(killAt))
 	// Whether the CLI had its answer: a kill after it must find the new state.
@@ -536,13 +633,14 @@ func (w *workspace) run(op wsOp, delay time.Duration, calibrate bool, st *wsStat
 	default:
 	}
 	w.srv.Kill()
+	killed := time.Now()
 	inside := exists(w.journal(op))
 	if err := <-exited; err == nil {
 		answered = true
 	}
 	st.kills[op]++
-	if delay >= 0 {
-		st.durations[op] = append(st.durations[op], delay)
+	if k.from != fromStart {
+		st.durations[op] = append(st.durations[op], killed.Sub(logAt))
 	}
 	if answered {
 		st.answered[op]++
@@ -616,7 +714,6 @@ func (w *workspace) run(op wsOp, delay time.Duration, calibrate bool, st *wsStat
 		st.beforeOp[op]++
 	}
 	w.srv.SetLogOnFailure(false)
-	return 0
 }
 
 func where(inside bool) string {
@@ -659,6 +756,21 @@ func intersect(a, b []string) []string {
 	return out
 }
 
+// kernelMount mounts the workspace with the kernel overlay (the server stopped), the
+// committed layers above the configured lowers, and runs fn on it.
+func (w *workspace) kernelMount(fn func() error) {
+	w.t.Helper()
+	lowers := append(w.stack(), w.l1, w.l2)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on", strings.Join(lowers, ":"), w.upper, w.work)
+	if err := unix.Mount("overlay", w.mnt, "overlay", 0, opts); err != nil {
+		w.fatalf("kernel overlay mount %s: %v", opts, err)
+	}
+	defer unmount(w.mnt)
+	if err := fn(); err != nil {
+		w.fatalf("on the kernel overlay (%s): %v", opts, err)
+	}
+}
+
 // kernelCompare stops the server and mounts the result with the kernel overlay, the
 // committed layers above the configured lowers, and compares its tree with what the
 // server showed last.
@@ -666,20 +778,17 @@ func (w *workspace) kernelCompare() {
 	w.t.Helper()
 	got := w.observe()
 	w.srv.Kill()
-	lowers := append(w.stack(), w.l1, w.l2)
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on", strings.Join(lowers, ":"), w.upper, w.work)
-	if err := unix.Mount("overlay", w.mnt, "overlay", 0, opts); err != nil {
-		w.fatalf("kernel overlay mount %s: %v", opts, err)
-	}
-	defer unmount(w.mnt)
-	k, err := walkTree(w.mnt)
-	if err != nil {
-		w.fatalf("walking the kernel overlay: %v", err)
-	}
-	if d := diffTrees(got, k); d != "" {
-		w.fatalf("the kernel overlay (%s) shows another tree than ovlnfs (got: kernel):\n%s", opts, d)
-	}
-	if a, b := linkGroups(got), linkGroups(k); !slices.Equal(a, b) {
-		w.fatalf("names that are one file: ovlnfs %v, kernel overlay %v", a, b)
-	}
+	w.kernelMount(func() error {
+		k, err := walkTree(w.mnt)
+		if err != nil {
+			return err
+		}
+		if d := diffTrees(got, k); d != "" {
+			return fmt.Errorf("the kernel overlay shows another tree than ovlnfs (got: kernel):\n%s", d)
+		}
+		if a, b := linkGroups(got), linkGroups(k); !slices.Equal(a, b) {
+			return fmt.Errorf("names that are one file: ovlnfs %v, kernel overlay %v", a, b)
+		}
+		return nil
+	})
 }

@@ -180,6 +180,7 @@ func (w Workspace) writeStack(work int, layers []string) error {
 	_, err = f.Write(b)
 	err = errors.Join(err, f.Sync(), f.Close())
 	if err == nil {
+		w.step("stack written")
 		err = unix.Renameat(work, tmp, work, stackFile)
 	}
 	if err == nil {
@@ -238,6 +239,10 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 
 // recoverCommit takes back or finishes an interrupted commit (Recover calls it).
 func (w Workspace) recoverCommit(work int) error {
+	// A stack file a kill left before renaming it into place: the stack is the old one.
+	if err := unix.Unlinkat(work, stackFile+".tmp", 0); err != nil && err != unix.ENOENT {
+		return err
+	}
 	journal, err := layer.OpenDir(work, commitDirName)
 	if errors.Is(err, unix.ENOENT) {
 		return nil

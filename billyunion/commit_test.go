@@ -167,7 +167,7 @@ func TestCommit(t *testing.T) {
 // workspace showing the same tree, with the new layer stacked (from the stack file's
 // update on) or not there at all (before).
 func TestCommitKilled(t *testing.T) {
-	for _, step := range []string{"half committed", "all moved", "stacked"} {
+	for _, step := range []string{"half committed", "all moved", "stack written", "stacked"} {
 		t.Run(step, func(t *testing.T) {
 			lowers, upper, work := committedFixture(t)
 			fs := openWorkspace(t, lowers, upper, work)
@@ -209,8 +209,10 @@ func TestCommitKilled(t *testing.T) {
 			if got := treeOf(t, fs); !maps.Equal(got, tree) {
 				t.Errorf("killed at %q:\n got %v\nwant %v", step, got, tree)
 			}
-			if _, err := os.Lstat(filepath.Join(work, commitDirName)); err == nil {
-				t.Errorf("the journal is left after recovery")
+			for _, n := range []string{commitDirName, stackFile + ".tmp"} {
+				if _, err := os.Lstat(filepath.Join(work, n)); err == nil {
+					t.Errorf("%s is left after recovery", n)
+				}
 			}
 		})
 	}

@@ -10,6 +10,9 @@
 // CRASHTEST_KILLS (default 100) sets the number of kills, CRASHTEST_SEED the seed of the
 // layers, workload and kill delays (printed; timing makes a run unrepeatable in detail),
 // CRASHTEST_WORKERS the number of concurrent clients (3), each with a subtree of its own.
+//
+// commit_test.go's TestCommitResetKilled kills the server inside `ovlnfs commit` and
+// `ovlnfs reset` instead (CRASHTEST_COMMIT_KILLS).
 package crash_test
 
 import (

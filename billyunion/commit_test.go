@@ -53,7 +53,8 @@ func TestCommit(t *testing.T) {
 	tree, ids, setID := treeOf(t, fs), identities(t, fs), fs.LayerSetID()
 	must(t, fs.Close())
 
-	ws := Workspace{Upper: upper, Work: work}
+	var last [2]int
+	ws := Workspace{Upper: upper, Work: work, Progress: func(done, total int) { last = [2]int{done, total} }}
 	into := filepath.Join(filepath.Dir(upper), "layer-1")
 	info, err := ws.Commit(into)
 	if err != nil {
@@ -61,6 +62,9 @@ func TestCommit(t *testing.T) {
 	}
 	if info.Layer != into || info.Entries == 0 {
 		t.Errorf("commit info %+v", info)
+	}
+	if last != [2]int{info.Entries, info.Entries} {
+		t.Errorf("the last progress report %v, want all %d entries", last, info.Entries)
 	}
 	stack, err := ws.Committed()
 	if err != nil || len(stack) != 1 || stack[0] != into {

@@ -39,9 +39,15 @@ type Workspace struct {
 	// XattrPrefix is the overlay's xattr namespace, as Options.XattrPrefix ("" picks as
 	// New does); the reset's marks use the same namespace.
 	XattrPrefix string
+	// Progress, when set, hears how far a commit or reset has moved the upper root's
+	// entries: done of total, every progressEvery entries and at the end.
+	Progress func(done, total int)
 	// killAt, in tests, stops a reset at the named step as a kill would: no cleanup.
 	killAt string
 }
+
+// progressEvery is how many entries moved make a progress report.
+const progressEvery = 1000
 
 // errKilled is the panic a test's killAt raises.
 var errKilled = errors.New("killed (test)")
@@ -414,6 +420,12 @@ func (w Workspace) moveEntries(src, dst int, half string) (int, error) {
 		if err := unix.Renameat(src, n, dst, n); err != nil {
 			return i, fmt.Errorf("moving %s: %w", n, err)
 		}
+		if w.Progress != nil && (i+1)%progressEvery == 0 {
+			w.Progress(i+1, len(names))
+		}
+	}
+	if w.Progress != nil {
+		w.Progress(len(names), len(names))
 	}
 	return len(names), nil
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -117,13 +118,17 @@ func flagExit(err error) int {
 }
 
 func callControl(ctx context.Context, socket string, req control.Request, stderr io.Writer) (control.Response, int) {
+	return callControlWithProgress(ctx, socket, req, nil, stderr)
+}
+
+func callControlWithProgress(ctx context.Context, socket string, req control.Request, progress func(control.Progress), stderr io.Writer) (control.Response, int) {
 	if socket == "" {
 		fmt.Fprintln(stderr, "ovlnfs: give the server's control socket: --control=PATH (as serve --control)")
 		return control.Response{}, exitBadConfig
 	}
 	ctx, cancel := context.WithTimeout(ctx, workspaceTimeout)
 	defer cancel()
-	resp, err := control.Call(ctx, socket, req)
+	resp, err := control.CallWithProgress(ctx, socket, req, progress)
 	if err != nil {
 		fmt.Fprintf(stderr, "ovlnfs: %s %s: %v\n", req.Op, req.Export, err)
 		return resp, exitFailure
@@ -164,7 +169,19 @@ Flags:
 		fmt.Fprintf(stderr, "ovlnfs: commit: %v\n", err)
 		return exitBadConfig
 	}
-	resp, code := callControl(ctx, *socket, control.Request{Op: control.OpCommit, Export: fs.Arg(0), Name: into}, stderr)
+	// On a terminal, a long commit shows how far it is.
+	var progress func(control.Progress)
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			progress = func(p control.Progress) {
+				fmt.Fprintf(stderr, "\rcommitting %s: %d of %d entries moved", fs.Arg(0), p.Done, p.Total)
+				if p.Done == p.Total {
+					fmt.Fprintln(stderr)
+				}
+			}
+		}
+	}
+	resp, code := callControlWithProgress(ctx, *socket, control.Request{Op: control.OpCommit, Export: fs.Arg(0), Name: into}, progress, stderr)
 	if code != exitOK {
 		return code
 	}

@@ -49,7 +49,9 @@ type Response struct {
 	Snapshot  *billyunion.SnapshotInfo  `json:"snapshot,omitempty"`
 	Snapshots []billyunion.SnapshotInfo `json:"snapshots,omitempty"`
 	Commit    *billyunion.CommitInfo    `json:"commit,omitempty"`
-	Took      string                    `json:"took,omitempty"`
+	// Progress, in a line before the answer: how far the operation is.
+	Progress *Progress `json:"progress,omitempty"`
+	Took     string    `json:"took,omitempty"`
 }
 
 // Handler carries out requests (internal/server's Server).
@@ -58,7 +60,14 @@ type Handler interface {
 	Snapshots(export string) ([]billyunion.SnapshotInfo, error)
 	RemoveSnapshot(export, name string) error
 	Reset(export, snapshot string) error
-	Commit(export, into string) (billyunion.CommitInfo, error)
+	// Commit reports its progress through progress (entries moved of the total).
+	Commit(export, into string, progress func(done, total int)) (billyunion.CommitInfo, error)
+}
+
+// Progress is a line a server sends before its answer while a long operation runs.
+type Progress struct {
+	Done  int `json:"done"`
+	Total int `json:"total"`
 }
 
 // maxRequest bounds a request line.
@@ -141,7 +150,9 @@ func serveConn(c net.Conn, h Handler, logger *slog.Logger) {
 		err = h.Reset(req.Export, req.Name)
 	case OpCommit:
 		var info billyunion.CommitInfo
-		info, err = h.Commit(req.Export, req.Name)
+		info, err = h.Commit(req.Export, req.Name, func(done, total int) {
+			reply(Response{Progress: &Progress{Done: done, Total: total}})
+		})
 		resp.Commit = &info
 	default:
 		err = fmt.Errorf("unknown operation %q (known: %s, %s, %s, %s, %s)", req.Op, OpSnapshot, OpSnapshots, OpRemoveSnapshot, OpReset, OpCommit)
@@ -183,6 +194,11 @@ func allowed(c net.Conn) error {
 // Call sends req to the server at the control socket path and returns its response;
 // the error is the server's refusal or failure, or that of reaching it.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
+	return CallWithProgress(ctx, path, req, nil)
+}
+
+// CallWithProgress is Call, with progress hearing the progress lines before the answer.
+func CallWithProgress(ctx context.Context, path string, req Request, progress func(Progress)) (Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -199,16 +215,26 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	// A refused peer is answered before its request is read, and the connection closed:
 	// the write may fail while the answer waits to be read.
 	_, werr := c.Write(append(b, '\n'))
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		if werr != nil {
-			return Response{}, fmt.Errorf("control socket %s: %w", path, werr)
-		}
-		return Response{}, fmt.Errorf("control socket %s: no answer: %w", path, err)
-	}
+	rd := bufio.NewReader(c)
 	var resp Response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return Response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+	for {
+		line, err := rd.ReadBytes('\n')
+		if err != nil {
+			if werr != nil {
+				return Response{}, fmt.Errorf("control socket %s: %w", path, werr)
+			}
+			return Response{}, fmt.Errorf("control socket %s: no answer: %w", path, err)
+		}
+		resp = Response{}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return Response{}, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+		}
+		if resp.Progress == nil {
+			break
+		}
+		if progress != nil {
+			progress(*resp.Progress)
+		}
 	}
 	if resp.Error != "" {
 		return resp, errors.New(resp.Error)

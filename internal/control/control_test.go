@@ -39,7 +39,9 @@ func (h *fakeHandler) Reset(export, snapshot string) error {
 	h.resets = append(h.resets, export+"@"+snapshot)
 	return nil
 }
-func (h *fakeHandler) Commit(export, into string) (billyunion.CommitInfo, error) {
+func (h *fakeHandler) Commit(export, into string, progress func(done, total int)) (billyunion.CommitInfo, error) {
+	progress(1000, 2000)
+	progress(2000, 2000)
 	return billyunion.CommitInfo{Layer: into}, nil
 }
 
@@ -73,8 +75,12 @@ func TestControlSocket(t *testing.T) {
 	if _, err := Call(ctx, sock, Request{Op: OpReset, Export: "/ws", Name: "s1"}); err != nil || len(h.resets) != 1 || h.resets[0] != "/ws@s1" {
 		t.Errorf("reset: %v %v", err, h.resets)
 	}
-	if resp, err := Call(ctx, sock, Request{Op: OpCommit, Export: "/ws", Name: "/l"}); err != nil || resp.Commit == nil || resp.Commit.Layer != "/l" {
+	var heard []Progress
+	if resp, err := CallWithProgress(ctx, sock, Request{Op: OpCommit, Export: "/ws", Name: "/l"}, func(p Progress) { heard = append(heard, p) }); err != nil || resp.Commit == nil || resp.Commit.Layer != "/l" {
 		t.Errorf("commit: %+v %v", resp, err)
+	}
+	if len(heard) != 2 || heard[1] != (Progress{Done: 2000, Total: 2000}) {
+		t.Errorf("progress heard: %v", heard)
 	}
 	if _, err := Call(ctx, sock, Request{Op: OpRemoveSnapshot, Export: "/ws", Name: "x"}); err == nil || err.Error() != "no such snapshot" {
 		t.Errorf("a failing request: %v", err)

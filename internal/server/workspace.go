@@ -106,7 +106,11 @@ func (s *Server) RemoveSnapshot(path, name string) error {
 // the upper's filesystem) while serving: the export frozen, its upper's entries moved
 // into the layer, the union opened again over it with an empty upper. Objects keep their
 // identities, so clients' handles, open files and current directories stay valid.
-func (s *Server) Commit(path, into string) (billyunion.CommitInfo, error) {
+// progress, when set, hears how far the upper's entries have been moved.
+func (s *Server) Commit(path, into string, progress func(done, total int)) (billyunion.CommitInfo, error) {
 	s.logger.Info("committing a workspace", "export", path, "into", into)
-	return frozenResult(s, path, true, func(ws billyunion.Workspace) (billyunion.CommitInfo, error) { return ws.Commit(into) })
+	return frozenResult(s, path, true, func(ws billyunion.Workspace) (billyunion.CommitInfo, error) {
+		ws.Progress = progress
+		return ws.Commit(into)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -62,6 +63,8 @@ type Handles struct {
 	paths *lru.Cache[string, string]
 	log   *slog.Logger
 	gone  []byte // see Gone
+	// resolutions counts the handles resolved, by path taken (ResolutionStats).
+	resolutions [resolutionPaths]atomic.Uint64
 }
 
 // New returns Handles for union.
@@ -253,6 +256,7 @@ func (h *Handles) resolve(hd *handle) (string, os.FileInfo, error) {
 			return p, info, nil
 		}
 	}
+	h.resolutions[viaNone].Add(1)
 	return "", nil, err
 }
 
@@ -260,12 +264,17 @@ func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 	key := hd.obj.Key()
 	if p, ok := h.paths.Get(key); ok {
 		if info, ok := h.confirm(p, hd.obj, hd.dir); ok {
+			h.resolutions[viaCache].Add(1)
 			return p, info, nil
 		}
 		h.paths.Remove(key)
 	}
 	if hd.dir {
-		return h.resolveDir(hd.obj)
+		p, info, err := h.resolveDir(hd.obj)
+		if err == nil {
+			h.resolutions[viaDirectory].Add(1)
+		}
+		return p, info, err
 	}
 	// found confirms the candidate p and caches it.
 	found := func(p string) (os.FileInfo, bool) {
@@ -285,6 +294,7 @@ func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 			} else {
 				p := join(dir, hd.name)
 				if info, ok := found(p); ok {
+					h.resolutions[viaHint].Add(1)
 					return p, info, nil
 				}
 			}
@@ -298,21 +308,47 @@ func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 		if dir, _, err := h.resolveDir(loc.Parent); err == nil {
 			p := join(dir, loc.Name)
 			if info, ok := found(p); ok {
+				h.resolutions[viaMoves].Add(1)
 				return p, info, nil
 			}
 		}
 	}
 	if p, err := h.union.FindConnected(hd.obj); err == nil {
 		if info, ok := found(p); ok {
+			h.resolutions[viaConnected].Add(1)
 			return p, info, nil
 		}
 	}
 	if p, err := h.union.FindMoved(hd.obj); err == nil {
 		if info, ok := found(p); ok {
+			h.resolutions[viaMoves].Add(1)
 			return p, info, nil
 		}
 	}
 	return "", nil, syscall.ESTALE
+}
+
+// The paths a resolution can take, for ResolutionStats.
+const (
+	viaCache     = iota // the path cache, confirmed
+	viaDirectory        // a directory reconnected by its kernel handle (or its redirect record)
+	viaHint             // the parent and name the handle carries
+	viaMoves            // the moves index
+	viaConnected        // the kernel's reconnection of the object's handle
+	viaNone             // none: STALE
+	resolutionPaths
+)
+
+var resolutionNames = [resolutionPaths]string{"cache", "directory", "hint", "moves", "connected", "stale"}
+
+// ResolutionStats counts the handles resolved (FromHandle, Resolve) by the path that
+// found them, and those found by none (STALE).
+func (h *Handles) ResolutionStats() map[string]uint64 {
+	out := make(map[string]uint64, resolutionPaths)
+	for i, n := range resolutionNames {
+		out[n] = h.resolutions[i].Load()
+	}
+	return out
 }
 
 // resolveDir finds a directory by ObjectID: cache, then the kernel's

@@ -81,6 +81,9 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
 		}
 	}
+	if m[`ovlnfs_handle_resolutions_total{export="/",path="cache"}`] < 10 {
+		t.Errorf("handle resolutions from the cache: %v", m[`ovlnfs_handle_resolutions_total{export="/",path="cache"}`])
+	}
 	if m[`ovlnfs_copyup_seconds_total{export="/"}`] <= 0 {
 		t.Error("no copy-up time counted")
 	}

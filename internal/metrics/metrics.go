@@ -39,6 +39,9 @@ type ExportStats struct {
 	CopyUpTime           time.Duration
 	ListingHits          uint64
 	ListingMisses        uint64
+	// Resolutions counts the file handles resolved by the path that found them (cache,
+	// directory, hint, moves, connected) and those found by none (stale).
+	Resolutions map[string]uint64
 }
 
 // exportStats collects ExportStats of every export at scrape time.
@@ -47,7 +50,7 @@ type exportStats struct {
 	stats map[string]registration // by export path; guarded by mu
 	next  uint64                  // the last registration's id; guarded by mu
 
-	copyUps, copyUpBytes, copyUpSeconds, listingHits, listingMisses *prometheus.Desc
+	copyUps, copyUpBytes, copyUpSeconds, listingHits, listingMisses, resolutions *prometheus.Desc
 }
 
 type registration struct {
@@ -78,6 +81,7 @@ func New() *Metrics {
 	ex.copyUpSeconds = prometheus.NewDesc("ovlnfs_copyup_seconds_total", "Time spent copying up, by export.", []string{"export"}, nil)
 	ex.listingHits = prometheus.NewDesc("ovlnfs_listing_cache_hits_total", "Merged listings served from the cache, by export.", []string{"export"}, nil)
 	ex.listingMisses = prometheus.NewDesc("ovlnfs_listing_cache_misses_total", "Merged listings built, by export.", []string{"export"}, nil)
+	ex.resolutions = prometheus.NewDesc("ovlnfs_handle_resolutions_total", "File handles resolved, by export and the path that found them (stale: none).", []string{"export", "path"}, nil)
 	m.reg.MustRegister(m.ops, m.errs, m.duration, m.read, m.written, ex,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -144,7 +148,7 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 func (e *exportStats) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{e.copyUps, e.copyUpBytes, e.copyUpSeconds, e.listingHits, e.listingMisses} {
+	for _, d := range []*prometheus.Desc{e.copyUps, e.copyUpBytes, e.copyUpSeconds, e.listingHits, e.listingMisses, e.resolutions} {
 		ch <- d
 	}
 }
@@ -164,6 +168,9 @@ func (e *exportStats) Collect(ch chan<- prometheus.Metric) {
 		}{{e.copyUps, float64(s.CopyUps)}, {e.copyUpBytes, float64(s.CopyUpBytes)}, {e.copyUpSeconds, s.CopyUpTime.Seconds()},
 			{e.listingHits, float64(s.ListingHits)}, {e.listingMisses, float64(s.ListingMisses)}} {
 			ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, c.v, export)
+		}
+		for path, n := range s.Resolutions {
+			ch <- prometheus.MustNewConstMetric(e.resolutions, prometheus.CounterValue, float64(n), export, path)
 		}
 	}
 }

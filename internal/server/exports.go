@@ -183,6 +183,7 @@ func (e *export) stats() metrics.ExportStats {
 	st.CopyUps, st.CopyUpBytes, st.CopyUpTime = e.union.CopyUpStats()
 	ls := e.union.ListingStats()
 	st.ListingHits, st.ListingMisses = ls.Hits, ls.Misses
+	st.Resolutions = e.handles.ResolutionStats()
 	return st
 }
 

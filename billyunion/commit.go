@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 
@@ -295,4 +296,59 @@ func within(p, dir string) bool {
 
 func startsWithDotDot(rel string) bool {
 	return len(rel) >= 3 && rel[:3] == "../"
+}
+
+// CoverIndexedAliases copies up every lower name of a file the index holds: such a name
+// shows the index entry's copy only through the index, which a commit empties (the copy
+// becomes a lower file), so before a commit each name is linked to the copy in the upper
+// (as a copy-up of it through the index does) and the names stay one file in the new
+// layer. It walks the whole union when the index has entries, and returns how many names
+// it covered. The workspace must be frozen: a change meanwhile could be missed.
+func (fs *FS) CoverIndexedAliases() (int, error) {
+	if fs.indexFD < 0 {
+		return 0, nil
+	}
+	if names, err := layer.ReadNames(fs.indexFD, ""); err != nil || len(names) == 0 {
+		return 0, err
+	}
+	covered := 0
+	var walk func(p string) error
+	walk = func(p string) error {
+		infos, err := fs.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		for _, fi := range infos {
+			c := path.Join(p, fi.Name())
+			if fi.IsDir() {
+				if err := walk(c); err != nil {
+					return err
+				}
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink < 2 {
+				continue
+			}
+			d, e, err := fs.lookup(c)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			d.close()
+			if e.index == nil || fs.inUpper(&e) {
+				continue
+			}
+			comps, err := splitPath(c)
+			if err != nil {
+				return err
+			}
+			ud, _, err := fs.upperEntry(comps)
+			if err != nil {
+				return fmt.Errorf("linking %s to its index entry: %w", c, err)
+			}
+			ud.close()
+			covered++
+		}
+		return nil
+	}
+	return covered, walk("")
 }

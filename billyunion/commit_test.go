@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -219,5 +220,52 @@ func TestCommitKilled(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCommitKeepsIndexedNames: a lower file with two names, written through one (a copy-up
+// through the index), shows the write under both; after CoverIndexedAliases and a commit,
+// which empties the index, both names are still one file with the write, the same
+// identity and two links.
+func TestCommitKeepsIndexedNames(t *testing.T) {
+	lowers, upper, work := diffFixture(t) // l2/linked and l2/d/linked2 are one file
+	fs := openWorkspace(t, lowers, upper, work)
+	f, err := fs.OpenFile("linked", os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	f.Write([]byte(" and more"))
+	f.Close()
+	if got := string(readWhole(t, fs, "d/linked2")); got != "two names and more" {
+		t.Fatalf("the other name before the commit: %q", got)
+	}
+	ids := identities(t, fs)
+	n, err := fs.CoverIndexedAliases()
+	if err != nil || n != 1 {
+		t.Fatalf("CoverIndexedAliases: %d, %v; want 1 name", n, err)
+	}
+	if n, err := fs.CoverIndexedAliases(); err != nil || n != 0 {
+		t.Errorf("a second CoverIndexedAliases covered %d, %v", n, err)
+	}
+	must(t, fs.Close())
+	into := filepath.Join(filepath.Dir(upper), "layer-1")
+	if _, err := (Workspace{Upper: upper, Work: work}).Commit(into); err != nil {
+		t.Fatal(err)
+	}
+	fs, err = New(Options{Lowers: append([]string{into}, lowers...), Upper: upper, Work: work, CommittedLowers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	for _, p := range []string{"linked", "d/linked2"} {
+		if got := string(readWhole(t, fs, p)); got != "two names and more" {
+			t.Errorf("%s after the commit: %q", p, got)
+		}
+		fi, err := fs.Lstat(p)
+		must(t, err)
+		if nl := fi.Sys().(*syscall.Stat_t).Nlink; nl != 2 {
+			t.Errorf("%s: %d links after the commit, want 2", p, nl)
+		}
+		if id, err := fs.Identify(p); err != nil || id.ID.Key() != ids[p] {
+			t.Errorf("%s changed identity across the commit (%v)", p, err)
+		}
 	}
 }

@@ -21,6 +21,12 @@ var ErrNoExport = errors.New("no such export")
 // union is closed before fn and opened again after it, whatever fn did; the export keeps
 // its id, so handles of objects that still exist stay valid and the others answer STALE.
 func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspace) error) error {
+	return s.frozenPrepared(path, reopen, nil, fn)
+}
+
+// frozenPrepared is frozen with prepare run on the export's union first, frozen and
+// open.
+func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyunion.FS) error, fn func(ws billyunion.Workspace) error) error {
 	s.reconfigure.Lock() // no reload meanwhile
 	defer s.reconfigure.Unlock()
 	var e *export
@@ -39,6 +45,11 @@ func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspac
 	defer e.inflight.Unlock()
 	if e.retired {
 		return fmt.Errorf("export %s: %w", path, ErrNoExport)
+	}
+	if prepare != nil {
+		if err := prepare(e.union); err != nil {
+			return err
+		}
 	}
 	if !reopen {
 		return fn(workspaceOf(&e.cfg))
@@ -109,8 +120,21 @@ func (s *Server) RemoveSnapshot(path, name string) error {
 // progress, when set, hears how far the upper's entries have been moved.
 func (s *Server) Commit(path, into string, progress func(done, total int)) (billyunion.CommitInfo, error) {
 	s.logger.Info("committing a workspace", "export", path, "into", into)
-	return frozenResult(s, path, true, func(ws billyunion.Workspace) (billyunion.CommitInfo, error) {
+	var info billyunion.CommitInfo
+	// The lower names of files the index holds are linked into the upper first: the
+	// commit empties the index, which alone joined them to the copy.
+	cover := func(u *billyunion.FS) error {
+		n, err := u.CoverIndexedAliases()
+		if n > 0 {
+			s.logger.Info("commit: lower names of indexed files linked into the upper", "export", path, "names", n)
+		}
+		return err
+	}
+	err := s.frozenPrepared(path, true, cover, func(ws billyunion.Workspace) error {
 		ws.Progress = progress
-		return ws.Commit(into)
+		var err error
+		info, err = ws.Commit(into)
+		return err
 	})
+	return info, err
 }

@@ -11,12 +11,9 @@ package crash_test
 //
 //	CRASHTEST_COMMIT_KILLS=1000 go test -v -run TestCommitResetKilled -timeout 30m ./tests/crash
 //
-// Known gap: a commit of an upper holding the copy-up of one name of a lower file with
-// several names (index=on) changes the tree: the index is emptied, so the names still on
-// the lower show the lower file's old data again, apart from the committed copy (the
-// kernel overlay over the stack shows the same). The commit iterations leave that case
-// out unless CRASHTEST_COMMIT_LOWER_LINKS is set, with which they fail; the resets cover
-// it always.
+// Every workspace holds a lower file with several names, one of them copied up through the
+// index (the others show the copy through the index): a commit, which empties the index,
+// must keep them one file (the server links the other names into the upper first).
 
 import (
 	"encoding/json"
@@ -295,11 +292,9 @@ func newWorkspace(t *testing.T, bin string, r *rand.Rand, dir string, op wsOp) *
 		file(in("op/new"), small())        //
 		do(os.Rename(in("ren"), in("rd"))) // a redirect
 		do(os.Rename(in("rd/a/b"), in("rd/bb")))
-		if !op.isCommit() || os.Getenv("CRASHTEST_COMMIT_LOWER_LINKS") != "" {
-			// Three names copied up through the index. A commit loses their link (see
-			// TestCommitResetKilled's doc): only on request there.
-			appendTo("h1", data(50))
-		}
+		// Names of a lower file with several names, one copied up through the index: a
+		// commit links the others into the upper first (CoverIndexedAliases).
+		appendTo("h1", data(50))
 		do(os.Link(in("k1"), in("m/k1-link")))    // a lower file linked: two names, one file
 		do(os.Rename(in("f6"), in("m/f6-moved"))) // copy-up and rename
 		file(in("m/p4"), small())                 // new in a merged directory

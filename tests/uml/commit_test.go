@@ -159,21 +159,9 @@ func TestKernelClientCommit(t *testing.T) {
 	for _, o := range cliOutputs {
 		t.Logf("host: %s", o)
 	}
-	code, err := server.Stop(15 * time.Second)
-	_ = os.WriteFile(filepath.Join(out, "ovlnfs-server.log"), []byte(server.Log()), 0o644)
-	if err != nil || code != 0 {
-		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
-	}
+	stopServer(t, server, filepath.Join(out, "ovlnfs-server.log"))
 
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(out, name))
-		return string(b)
-	}
-	transcript := read("transcript.txt")
-	t.Logf("guest transcript:\n%s", transcript)
-	if status := strings.TrimSpace(read("guest.status")); status != "0" {
-		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, read("guest.log"), tail(read("uml-console.txt"), 3000))
-	}
+	transcript, _ := guestResult(t, out)
 	m := regexp.MustCompile(`(?m)^loop iterations: (\d+)$`).FindStringSubmatch(transcript)
 	if m == nil {
 		t.Fatal("the loop did not report its iterations")

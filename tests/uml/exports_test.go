@@ -185,21 +185,9 @@ func TestKernelClientExports(t *testing.T) {
 	for _, p := range <-hostDone {
 		t.Error(p)
 	}
-	code, err := server.Stop(15 * time.Second)
-	_ = os.WriteFile(filepath.Join(out, "ovlnfs-server.log"), []byte(server.Log()), 0o644)
-	if err != nil || code != 0 {
-		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
-	}
+	stopServer(t, server, filepath.Join(out, "ovlnfs-server.log"))
 
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(out, name))
-		return string(b)
-	}
-	transcript := read("transcript.txt")
-	t.Logf("guest transcript:\n%s", transcript)
-	if status := strings.TrimSpace(read("guest.status")); status != "0" {
-		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, read("guest.log"), tail(read("uml-console.txt"), 3000))
-	}
+	transcript, _ := guestResult(t, out)
 
 	t.Run("transcript", func(t *testing.T) { checkExportsTranscript(t, transcript) })
 	t.Run("reload-log", func(t *testing.T) {

@@ -89,15 +89,7 @@ func TestKernelClientLocks(t *testing.T) {
 		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
 	}
 
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(out, name))
-		return string(b)
-	}
-	transcript := read("transcript.txt")
-	t.Logf("guest transcript:\n%s", transcript)
-	if status := strings.TrimSpace(read("guest.status")); status != "0" {
-		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, read("guest.log"), tail(read("uml-console.txt"), 3000))
-	}
+	transcript, read := guestResult(t, out)
 	opts := read("mount-options.txt")
 	t.Logf("guest mounts:\n%s", opts)
 	if strings.Contains(opts, "nolock") || !strings.Contains(opts, "local_lock=none") || !strings.Contains(opts, "nosharecache") {

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ovlnfs/ovlnfs/tests/internal/testenv"
 )
@@ -44,19 +43,8 @@ func TestKernelClientMountsWithoutPortOptions(t *testing.T) {
 		t.Fatalf("start line lacks %s:\n%s", want, server.Log())
 	}
 	runGuest(t, ns, testsDir, out, "WORKLOAD=portmap-workload.sh", "MANIFEST=no", "PLAINMOUNT=yes")
-	code, err := server.Stop(15 * time.Second)
-	_ = os.WriteFile(filepath.Join(out, "ovlnfs-server.log"), []byte(server.Log()), 0o644)
-	if err != nil || code != 0 {
-		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
-	}
-
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(out, name))
-		return string(b)
-	}
-	if status := strings.TrimSpace(read("guest.status")); status != "0" {
-		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, read("guest.log"), tail(read("uml-console.txt"), 3000))
-	}
+	stopServer(t, server, filepath.Join(out, "ovlnfs-server.log"))
+	_, read := guestResult(t, out)
 	rpcinfo := read("rpcinfo.txt")
 	for _, want := range []string{
 		`(?m)^\s*100000\s+2\s+tcp\s+111\s+portmapper$`, `(?m)^\s*100000\s+2\s+udp\s+111\s+portmapper$`,

@@ -487,3 +487,31 @@ func logHas(log string, parts ...string) bool {
 	}
 	return false
 }
+
+// guestResult is what the guest left in out: its transcript (logged), after checking the
+// guest finished (else the test fails with the guest's log and the console's tail); read
+// gives any other file of it.
+func guestResult(t *testing.T, out string) (transcript string, read func(name string) string) {
+	t.Helper()
+	read = func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(out, name))
+		return string(b)
+	}
+	transcript = read("transcript.txt")
+	t.Logf("guest transcript:\n%s", transcript)
+	if status := strings.TrimSpace(read("guest.status")); status != "0" {
+		t.Fatalf("guest did not finish (status %q)\nguest log:\n%s\nconsole tail:\n%s", status, read("guest.log"), tail(read("uml-console.txt"), 3000))
+	}
+	return transcript, read
+}
+
+// stopServer stops the server, keeps its log at logPath and fails the test unless it
+// exited 0.
+func stopServer(t *testing.T, s *testenv.Server, logPath string) {
+	t.Helper()
+	code, err := s.Stop(15 * time.Second)
+	_ = os.WriteFile(logPath, []byte(s.Log()), 0o644)
+	if err != nil || code != 0 {
+		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
+	}
+}

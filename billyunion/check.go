@@ -16,7 +16,7 @@ import (
 
 // Finding is one inconsistency Check found, and whether it was repaired.
 type Finding struct {
-	// Kind names the check: work-leftover, reset-interrupted, snapshot-partial,
+	// Kind names the check: work-leftover, reset-interrupted, commit-interrupted, snapshot-partial,
 	// index-stale, origin-dangling, redirect-dangling, whiteout-useless,
 	// lower-whiteout-useless.
 	Kind string
@@ -82,11 +82,15 @@ func Check(opts CheckOptions) ([]Finding, error) {
 // checkWork looks at the work directory's own contents.
 func checkWork(opts CheckOptions, add func(Finding)) error {
 	ws := Workspace{Upper: opts.Upper, Work: opts.Work, XattrPrefix: opts.XattrPrefix}
-	if _, err := os.Lstat(filepath.Join(opts.Work, resetDirName)); err == nil {
-		f := Finding{Kind: "reset-interrupted", Where: filepath.Join(opts.Work, resetDirName), Detail: "a reset was interrupted"}
+	for _, j := range []struct{ dir, kind, what string }{
+		{resetDirName, "reset-interrupted", "a reset"}, {commitDirName, "commit-interrupted", "a commit"}} {
+		if _, err := os.Lstat(filepath.Join(opts.Work, j.dir)); err != nil {
+			continue
+		}
+		f := Finding{Kind: j.kind, Where: filepath.Join(opts.Work, j.dir), Detail: j.what + " was interrupted"}
 		if opts.Repair {
 			if err := ws.Recover(); err != nil {
-				return fmt.Errorf("recovering the interrupted reset: %w", err)
+				return fmt.Errorf("recovering %s: %w", f.Where, err)
 			}
 			f.Repaired, f.Detail = true, f.Detail+": taken back or finished (Recover)"
 		}

@@ -39,6 +39,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(work, "index", "#tmp"), nil, 0o600))
 	must(t, os.MkdirAll(filepath.Join(work, snapshotsDirName, ".tmp-half"), 0o700))
 	must(t, os.MkdirAll(filepath.Join(work, resetDirName), 0o700))
+	must(t, os.MkdirAll(filepath.Join(work, commitDirName), 0o700)) // no journal in it yet: taken back
 
 	kinds := func(fs []Finding) []string {
 		var out []string
@@ -55,8 +56,8 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	}
 	// s2's own origin (the lower s) is gone too, and so is what the whiteout the rename
 	// left at s hid.
-	want := []string{"index-stale #tmp", "lower-whiteout-useless ghost", "origin-dangling a", "origin-dangling s2",
-		"redirect-dangling s2", "reset-interrupted " + resetDirName, "snapshot-partial .tmp-half", "whiteout-useless b",
+	want := []string{"commit-interrupted " + commitDirName, "index-stale #tmp", "lower-whiteout-useless ghost",
+		"origin-dangling a", "origin-dangling s2", "redirect-dangling s2", "reset-interrupted " + resetDirName, "snapshot-partial .tmp-half", "whiteout-useless b",
 		"whiteout-useless s", "work-leftover #junk"}
 	if !slices.Equal(kinds(got), want) {
 		t.Errorf("check:\n got %q\nwant %q", kinds(got), want)

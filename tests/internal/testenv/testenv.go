@@ -164,10 +164,19 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 		t.Fatal(err)
 	}
 	s.cmd.Stdout = os.Stdout
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
+	startErr := make(chan error, 1)
 	go func() {
+		// Pdeathsig comes when the thread that started the child ends, not the process:
+		// this goroutine keeps its thread (locked, never unlocked) until the server has
+		// exited, so that the signal means the test process died. (Started from any
+		// thread, a server was killed when the runtime ended that thread, as it ends one
+		// a goroutine locked and left.)
+		runtime.LockOSThread()
+		if err := s.cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		once := sync.Once{}
@@ -183,6 +192,9 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 		s.waitErr = s.cmd.Wait()
 		close(s.exited)
 	}()
+	if err := <-startErr; err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
 	t.Cleanup(func() {
 		if code, err := s.Stop(10 * time.Second); !s.killed && (err != nil || code != 0) {
 			t.Errorf("ovlnfs serve did not stop cleanly: exit %d, %v", code, err)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/ovlnfs/ovlnfs/internal/clients"
 	"github.com/ovlnfs/ovlnfs/internal/oncrpc"
 )
 
@@ -19,8 +20,9 @@ import (
 // A read-only export (or grant) answers ROFS to a change before any of these checks, as a
 // read-only mount and knfsd do: the client learns why the change cannot be, not whose
 // permissions would also have stopped it.
-// As with knfsd and no_root_squash, uid 0 on a client is root here. A call without AUTH_UNIX (AUTH_NONE)
-// acts as the server process and is checked as "other" by ACCESS.
+// The principal is the caller as the export's client rules serve it (servedAs): squashed
+// (root_squash by default; uid 0 stays root only with no_root_squash), and a call without
+// AUTH_UNIX (AUTH_NONE) is the anonymous user, checked like any other.
 
 // ACCESS3 bits (RFC 1813 section 3.3.4).
 const (
@@ -177,4 +179,12 @@ func accessFor(p principal, st *syscall.Stat_t, asked uint32, readOnly bool) uin
 		}
 	}
 	return granted & asked
+}
+
+// servedAs is the principal a call is served as under grant: its credential squashed
+// (clients.Grant.Map), and a call without one (AUTH_NONE) served as the anonymous user,
+// checked like any other, as knfsd serves it.
+func servedAs(grant clients.Grant, cred oncrpc.Credential) principal {
+	id := grant.Map(clients.Identity{Anonymous: !cred.Unix, UID: cred.UID, GID: cred.GID, Groups: cred.Groups})
+	return principal{oncrpc.Credential{Unix: true, UID: id.UID, GID: id.GID, Groups: id.Groups}}
 }

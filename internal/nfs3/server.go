@@ -140,9 +140,6 @@ func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler 
 		if s.actAsCaller {
 			rq.ns = s.union.As(who.UID, who.GID)
 		}
-		if grant.ReadOnly && !s.readOnly {
-			rq.ns = readOnlyNamespace{rq.ns}
-		}
 		return fn(rq)
 	}
 }

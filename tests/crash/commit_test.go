@@ -22,7 +22,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -441,47 +440,7 @@ func (w *workspace) observe() map[string]entry {
 	w.t.Helper()
 	c, root := w.dial()
 	defer c.close()
-	out := map[string]entry{}
-	var walk func(fh []byte, p string)
-	walk = func(fh []byte, p string) {
-		ents, err := c.readdirAll(fh)
-		if err != nil {
-			w.fatalf("READDIRPLUS %q: %v", p, err)
-		}
-		for _, e := range ents {
-			ep := path.Join(p, e.name)
-			en := entry{mode: e.attr.Mode & 0o7777, fileid: e.fileid, mtime: e.attr.Mtime, hasMtime: e.attr.Ftype != rpctest.FtypeDir}
-			switch e.attr.Ftype {
-			case rpctest.FtypeReg:
-				en.typ = 'f'
-				en.size = int64(e.attr.Size)
-				en.nlink = e.attr.Nlink
-				sum, n, err := c.readAll(e.fh)
-				if err != nil {
-					w.fatalf("READ %s: %v", ep, err)
-				}
-				if n != en.size {
-					w.fatalf("%s: READ gave %d bytes, GETATTR size %d", ep, n, en.size)
-				}
-				en.sum = sum
-			case rpctest.FtypeDir:
-				en.typ = 'd'
-			case rpctest.FtypeLnk:
-				en.typ, en.mode = 'l', 0
-				en.size = int64(e.attr.Size)
-				if en.target, err = c.readlink(e.fh); err != nil {
-					w.fatalf("READLINK %s: %v", ep, err)
-				}
-			default:
-				en.typ = '?'
-			}
-			out[ep] = en
-			if en.typ == 'd' {
-				walk(e.fh, ep)
-			}
-		}
-	}
-	walk(root, "")
+	out, _ := nfsTree(c, root, w.fatalf, nil)
 	return out
 }
 

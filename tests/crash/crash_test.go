@@ -432,56 +432,18 @@ func (h *harness) observe(keepData bool) observed {
 	if err != nil {
 		h.fatalf("MNT: %v", err)
 	}
-	o := observed{entries: map[string]entry{}, nlink: map[string]uint32{}, data: map[string][]byte{}}
-	var walk func(fh []byte, p string)
-	walk = func(fh []byte, p string) {
-		ents, err := c.readdirAll(fh)
-		if err != nil {
-			h.fatalf("READDIRPLUS %q: %v", p, err)
-		}
-		for _, e := range ents {
-			ep := path.Join(p, e.name)
-			en := entry{mode: e.attr.Mode & 0o7777, fileid: e.fileid, mtime: e.attr.Mtime, hasMtime: e.attr.Ftype != rpctest.FtypeDir}
-			switch e.attr.Ftype {
-			case rpctest.FtypeReg:
-				en.typ = 'f'
-				en.size = int64(e.attr.Size)
-				en.nlink = e.attr.Nlink
-				if keepData {
-					b, err := c.readBytes(e.fh)
-					if err != nil {
-						h.fatalf("READ %s: %v", ep, err)
-					}
-					o.data[ep] = b
-				}
-				sum, n, err := c.readAll(e.fh)
-				if err != nil {
-					h.fatalf("READ %s: %v", ep, err)
-				}
-				if n != en.size {
-					h.fatalf("%s: READ gave %d bytes, GETATTR size %d", ep, n, en.size)
-				}
-				en.sum = sum
-			case rpctest.FtypeDir:
-				en.typ = 'd'
-			case rpctest.FtypeLnk:
-				en.typ = 'l'
-				en.mode = 0
-				en.size = int64(e.attr.Size)
-				if en.target, err = c.readlink(e.fh); err != nil {
-					h.fatalf("READLINK %s: %v", ep, err)
-				}
-			default:
-				en.typ = '?'
+	o := observed{data: map[string][]byte{}}
+	var keep func(ep string, fh []byte)
+	if keepData {
+		keep = func(ep string, fh []byte) {
+			b, err := c.readBytes(fh)
+			if err != nil {
+				h.fatalf("READ %s: %v", ep, err)
 			}
-			o.entries[ep] = en
-			o.nlink[ep] = e.attr.Nlink
-			if en.typ == 'd' {
-				walk(e.fh, ep)
-			}
+			o.data[ep] = b
 		}
 	}
-	walk(root, "")
+	o.entries, o.nlink = nfsTree(c, root, h.fatalf, keep)
 	for p := range o.entries {
 		if !strings.Contains(p, "/") {
 			if n, err := strconv.Atoi(strings.TrimPrefix(p, "w")); err != nil || !strings.HasPrefix(p, "w") || n >= h.workers {
@@ -937,4 +899,57 @@ func unmount(mnt string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	unix.Unmount(mnt, unix.MNT_DETACH)
+}
+
+// nfsTree walks the union through c from root (READDIRPLUS): every entry's description, a
+// regular file's data read whole (its size checked against GETATTR's) and summed, a
+// symlink's target, and every entry's link count. file, when set, also hears each regular
+// file's path and handle.
+func nfsTree(c *client, root []byte, fatalf func(string, ...any), file func(ep string, fh []byte)) (map[string]entry, map[string]uint32) {
+	entries, nlink := map[string]entry{}, map[string]uint32{}
+	var walk func(fh []byte, p string)
+	walk = func(fh []byte, p string) {
+		ents, err := c.readdirAll(fh)
+		if err != nil {
+			fatalf("READDIRPLUS %q: %v", p, err)
+		}
+		for _, e := range ents {
+			ep := path.Join(p, e.name)
+			en := entry{mode: e.attr.Mode & 0o7777, fileid: e.fileid, mtime: e.attr.Mtime, hasMtime: e.attr.Ftype != rpctest.FtypeDir}
+			switch e.attr.Ftype {
+			case rpctest.FtypeReg:
+				en.typ = 'f'
+				en.size = int64(e.attr.Size)
+				en.nlink = e.attr.Nlink
+				if file != nil {
+					file(ep, e.fh)
+				}
+				sum, n, err := c.readAll(e.fh)
+				if err != nil {
+					fatalf("READ %s: %v", ep, err)
+				}
+				if n != en.size {
+					fatalf("%s: READ gave %d bytes, GETATTR size %d", ep, n, en.size)
+				}
+				en.sum = sum
+			case rpctest.FtypeDir:
+				en.typ = 'd'
+			case rpctest.FtypeLnk:
+				en.typ, en.mode = 'l', 0
+				en.size = int64(e.attr.Size)
+				if en.target, err = c.readlink(e.fh); err != nil {
+					fatalf("READLINK %s: %v", ep, err)
+				}
+			default:
+				en.typ = '?'
+			}
+			entries[ep] = en
+			nlink[ep] = e.attr.Nlink
+			if en.typ == 'd' {
+				walk(e.fh, ep)
+			}
+		}
+	}
+	walk(root, "")
+	return entries, nlink
 }

@@ -525,7 +525,7 @@ func checkResetTranscript(t *testing.T, transcript string, n int, vis visibleAft
 			t.Errorf("transcript lacks %q", w)
 		}
 	}
-	for prefix, want := range map[string]string{
+	wantLines(t, transcript, map[string]string{
 		"reset1 fd 4 write: ":  "Stale file handle",
 		"reset1 cwd ls: ":      "Stale file handle",
 		"reset1 cwd create: ":  "Stale file handle",
@@ -533,16 +533,5 @@ func checkResetTranscript(t *testing.T, transcript string, n int, vis visibleAft
 		"reset1 after: ":       "No such file or directory",
 		"reset2 snap.txt: ":    "No such file or directory",
 		"reset2 fresh: ":       "No such file or directory",
-	} {
-		found := ""
-		for _, l := range strings.Split(transcript, "\n") {
-			if strings.HasPrefix(l, prefix) {
-				found = l
-				break
-			}
-		}
-		if !strings.Contains(found, want) {
-			t.Errorf("want a line %q...%q, got %q", prefix, want, found)
-		}
-	}
+	})
 }

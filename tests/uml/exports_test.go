@@ -265,7 +265,7 @@ func checkExportsTranscript(t *testing.T, transcript string) {
 		}
 	}
 	// Lines whose errors are the point: the start of the line, what the error must say.
-	for prefix, want := range map[string]string{
+	wantLines(t, transcript, map[string]string{
 		"alice root-only create: ": "Permission denied",
 		"mount /other: exit ":      "access denied by server",
 		"dave write: ":             "Read-only file system",
@@ -280,18 +280,7 @@ func checkExportsTranscript(t *testing.T, transcript string) {
 		"dave refused stat: ": "Permission denied",
 		"dave refused ls: ":   "Permission denied",
 		"dave refused read: ": "Permission denied",
-	} {
-		found := ""
-		for _, l := range strings.Split(transcript, "\n") {
-			if strings.HasPrefix(l, prefix) {
-				found = l
-				break
-			}
-		}
-		if !strings.Contains(found, want) {
-			t.Errorf("want a line %q...%q, got %q", prefix, want, found)
-		}
-	}
+	})
 	if m := regexp.MustCompile(`(?m)^during writes: (\d+)$`).FindStringSubmatch(transcript); m == nil {
 		t.Error("the writing loop on alice did not report")
 	} else {

@@ -515,3 +515,21 @@ func stopServer(t *testing.T, s *testenv.Server, logPath string) {
 		t.Errorf("ovlnfs serve: exit %d, %v", code, err)
 	}
 }
+
+// wantLines checks that the transcript has, for each prefix, a line starting with it and
+// holding the wanted text (the first such line counts).
+func wantLines(t *testing.T, transcript string, want map[string]string) {
+	t.Helper()
+	for prefix, text := range want {
+		found := ""
+		for _, l := range strings.Split(transcript, "\n") {
+			if strings.HasPrefix(l, prefix) {
+				found = l
+				break
+			}
+		}
+		if !strings.Contains(found, text) {
+			t.Errorf("want a line %q...%q, got %q", prefix, text, found)
+		}
+	}
+}

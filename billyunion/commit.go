@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -291,11 +292,7 @@ func (w Workspace) recoverCommit(work int) error {
 // within reports whether p is dir or lies below it (both clean and absolute).
 func within(p, dir string) bool {
 	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != ".." && !filepath.IsAbs(rel) && (rel == "." || !startsWithDotDot(rel))
-}
-
-func startsWithDotDot(rel string) bool {
-	return len(rel) >= 3 && rel[:3] == "../"
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // CoverIndexedAliases copies up every lower name of a file the index holds: such a name

@@ -74,14 +74,12 @@ const (
 	maxSnapshotName  = 128
 )
 
+// prefix is the xattr namespace as New resolves it (xattrPrefix).
 func (w Workspace) prefix() string {
-	if w.XattrPrefix != "" {
-		return w.XattrPrefix
+	if p, err := xattrPrefix(w.XattrPrefix); err == nil {
+		return p
 	}
-	if os.Geteuid() == 0 {
-		return "trusted.overlay."
-	}
-	return "user.overlay."
+	return w.XattrPrefix // refused by the union that opens the workspace
 }
 
 // resetMark is the xattr a reset's new upper and index carry until the reset is whole:

@@ -29,17 +29,9 @@ func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspac
 func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyunion.FS) error, fn func(ws billyunion.Workspace) error) error {
 	s.reconfigure.Lock() // no reload meanwhile
 	defer s.reconfigure.Unlock()
-	var e *export
-	for _, x := range s.exports.Load().byPath {
-		if x.cfg.Path == path {
-			e = x
-		}
-	}
-	if e == nil {
-		return fmt.Errorf("export %s: %w", path, ErrNoExport)
-	}
-	if e.cfg.Upper == "" {
-		return fmt.Errorf("export %s is read-only: it has no upper layer: %w", path, syscall.EROFS)
+	e, err := s.workspaceExport(path)
+	if err != nil {
+		return err
 	}
 	e.inflight.Lock()
 	defer e.inflight.Unlock()
@@ -61,7 +53,7 @@ func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyu
 	oldShared := e.shared
 	defer s.releaseShared(oldShared)
 	e.shared = nil
-	err := fn(workspaceOf(&e.cfg))
+	err = fn(workspaceOf(&e.cfg))
 	if oerr := s.openParts(e); oerr != nil {
 		// Without a union the export cannot serve: retire it, so its calls answer STALE
 		// rather than fail on a closed union, and say so.
@@ -78,6 +70,33 @@ func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyu
 		return errors.Join(err, fmt.Errorf("export %s cannot be opened again and is no longer served: %w", path, oerr))
 	}
 	return errors.Join(closeErr, err)
+}
+
+// workspaceExport is the served export at path that has a workspace (an upper); the
+// caller holds s.reconfigure.
+func (s *Server) workspaceExport(path string) (*export, error) {
+	for _, e := range s.exports.Load().byPath {
+		if e.cfg.Path != path {
+			continue
+		}
+		if e.cfg.Upper == "" {
+			return nil, fmt.Errorf("export %s is read-only: it has no upper layer: %w", path, syscall.EROFS)
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("export %s: %w", path, ErrNoExport)
+}
+
+// unfrozen runs fn on the export's workspace without stopping its calls: for what reads
+// or changes the snapshots only, not the upper.
+func (s *Server) unfrozen(path string, fn func(ws billyunion.Workspace) error) error {
+	s.reconfigure.Lock()
+	defer s.reconfigure.Unlock()
+	e, err := s.workspaceExport(path)
+	if err != nil {
+		return err
+	}
+	return fn(workspaceOf(&e.cfg))
 }
 
 // frozenResult is frozen for an operation with a result.
@@ -105,12 +124,18 @@ func (s *Server) Reset(path, snapshot string) error {
 
 // Snapshots lists the export's snapshots.
 func (s *Server) Snapshots(path string) ([]billyunion.SnapshotInfo, error) {
-	return frozenResult(s, path, false, func(ws billyunion.Workspace) ([]billyunion.SnapshotInfo, error) { return ws.Snapshots() })
+	var out []billyunion.SnapshotInfo
+	err := s.unfrozen(path, func(ws billyunion.Workspace) error {
+		var err error
+		out, err = ws.Snapshots()
+		return err
+	})
+	return out, err
 }
 
 // RemoveSnapshot removes one of the export's snapshots.
 func (s *Server) RemoveSnapshot(path, name string) error {
-	return s.frozen(path, false, func(ws billyunion.Workspace) error { return ws.RemoveSnapshot(name) })
+	return s.unfrozen(path, func(ws billyunion.Workspace) error { return ws.RemoveSnapshot(name) })
 }
 
 // Commit bakes the export's upper into the new lower layer into (a directory to make on

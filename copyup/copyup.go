@@ -335,12 +335,23 @@ func SetAttrs(dir int, name string, st *unix.Stat_t) error {
 // object to another. Attributes the destination cannot hold (EOPNOTSUPP),
 // and security attributes it may not set, are skipped, as the kernel does.
 func CopyXattrs(srcDir int, srcName string, dstDir int, dstName string) error {
+	return copyXattrs(srcDir, srcName, dstDir, dstName, false)
+}
+
+// copyXattrs copies the attributes of one object to another, the overlay's own too when
+// private is set (a copy of a layer, which must mean what the layer meant), and then
+// every refusal is an error: a layer's copy without its marks would mean another tree.
+func copyXattrs(srcDir int, srcName string, dstDir int, dstName string, private bool) error {
+	what := "copy-up"
+	if private {
+		what = "copy"
+	}
 	names, err := layer.Listxattr(srcDir, srcName)
 	if err != nil {
-		return fmt.Errorf("copy-up %s: listing xattrs: %w", srcName, err)
+		return fmt.Errorf("%s %s: listing xattrs: %w", what, srcName, err)
 	}
 	for _, n := range names {
-		if IsPrivate(n) {
+		if !private && IsPrivate(n) {
 			continue
 		}
 		v, err := layer.Getxattr(srcDir, srcName, n)
@@ -348,13 +359,13 @@ func CopyXattrs(srcDir int, srcName string, dstDir int, dstName string) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("copy-up %s: reading xattr %s: %w", srcName, n, err)
+			return fmt.Errorf("%s %s: reading xattr %s: %w", what, srcName, n, err)
 		}
 		if err := layer.Setxattr(dstDir, dstName, n, v); err != nil {
-			if err == unix.EOPNOTSUPP || (strings.HasPrefix(n, "security.") && (err == unix.EPERM || err == unix.EACCES)) {
+			if !private && (err == unix.EOPNOTSUPP || (strings.HasPrefix(n, "security.") && (err == unix.EPERM || err == unix.EACCES))) {
 				continue
 			}
-			return fmt.Errorf("copy-up %s: setting xattr %s: %w", srcName, n, err)
+			return fmt.Errorf("%s %s: setting xattr %s: %w", what, srcName, n, err)
 		}
 	}
 	return nil

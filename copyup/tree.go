@@ -177,21 +177,8 @@ func (t *TreeCopy) file(src, dst int, name string, st *unix.Stat_t) error {
 
 // finish gives the copy every xattr of the source, then its owner, mode and times.
 func (t *TreeCopy) finish(srcDir int, srcName string, dstDir int, dstName string, st *unix.Stat_t) error {
-	names, err := layer.Listxattr(srcDir, srcName)
-	if err != nil {
-		return fmt.Errorf("copy %s: listing xattrs: %w", srcName, err)
-	}
-	for _, n := range names {
-		v, err := layer.Getxattr(srcDir, srcName, n)
-		if err == unix.ENODATA {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("copy %s: reading xattr %s: %w", srcName, n, err)
-		}
-		if err := layer.Setxattr(dstDir, dstName, n, v); err != nil {
-			return fmt.Errorf("copy %s: setting xattr %s: %w", srcName, n, err)
-		}
+	if err := copyXattrs(srcDir, srcName, dstDir, dstName, true); err != nil {
+		return err
 	}
 	return SetAttrs(dstDir, dstName, st)
 }

@@ -18,6 +18,8 @@ type tools struct {
 	fio, client string
 	runtime     time.Duration // of the time-based random I/O jobs
 	m           *model
+	// lastFio is set by each fio run to what fio reported (the metrics check reads it)
+	lastFio *fioRun
 }
 
 // outcome is one contender's result of one job in one round.
@@ -26,6 +28,8 @@ type outcome struct {
 	moved int64   // bytes the job moved through the server (read, written or copied)
 	cpu   float64 // server CPU seconds during the job
 	err   error
+	// check is the metrics check of an ovlnfs fio job
+	check *metricsCheck
 }
 
 // job is one measurement. prep runs untimed before each run (cache state, copy-up of
@@ -117,18 +121,17 @@ func treeJobs() []job {
 
 type fioResult struct {
 	Jobs []struct {
-		Error int `json:"error"`
-		Read  struct {
-			IOBytes int64   `json:"io_bytes"`
-			BW      float64 `json:"bw_bytes"`
-			IOPS    float64 `json:"iops"`
-		} `json:"read"`
-		Write struct {
-			IOBytes int64   `json:"io_bytes"`
-			BW      float64 `json:"bw_bytes"`
-			IOPS    float64 `json:"iops"`
-		} `json:"write"`
+		Error int    `json:"error"`
+		Read  fioDir `json:"read"`
+		Write fioDir `json:"write"`
 	} `json:"jobs"`
+}
+
+type fioDir struct {
+	IOBytes  int64   `json:"io_bytes"`
+	TotalIOs int64   `json:"total_ios"`
+	BW       float64 `json:"bw_bytes"`
+	IOPS     float64 `json:"iops"`
 }
 
 // fioJob runs fio's libnfs engine at iodepth 1 with n processes; with n > 1 and a
@@ -168,6 +171,14 @@ func fio(t *tools, c *contender, file, rw, bs, size string, n int, mode string) 
 	if err != nil || r.Jobs[0].Error != 0 || strings.Contains(stderr.String(), "Failed NFS operation") {
 		return 0, 0, fmt.Errorf("fio %s: exit %v, error %d: %s", rw, err, r.Jobs[0].Error, firstLines(stderr.String()))
 	}
+	run := fioRun{procs: n, bs: blockSize(bs), timed: mode == "timed"}
+	for _, j := range r.Jobs {
+		run.readBytes += j.Read.IOBytes
+		run.writeBytes += j.Write.IOBytes
+		run.readIOs += j.Read.TotalIOs
+		run.writeIOs += j.Write.TotalIOs
+	}
+	t.lastFio = &run
 	j := r.Jobs[0]
 	switch rw {
 	case "read":
@@ -179,6 +190,19 @@ func fio(t *tools, c *contender, file, rw, bs, size string, n int, mode string) 
 	default:
 		return j.Write.IOPS, j.Write.IOBytes, nil
 	}
+}
+
+// blockSize parses fio's "4k", "1m" block sizes.
+func blockSize(bs string) int64 {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(bs, "k"):
+		mult, bs = 1<<10, strings.TrimSuffix(bs, "k")
+	case strings.HasSuffix(bs, "m"):
+		mult, bs = 1<<20, strings.TrimSuffix(bs, "m")
+	}
+	n, _ := strconv.ParseInt(bs, 10, 64)
+	return n * mult
 }
 
 func firstLines(s string) string {

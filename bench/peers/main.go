@@ -184,6 +184,7 @@ func run(c *config, log *slog.Logger) error {
 	}
 	exitCleanups.Add(rb.stop)
 	env := envInfo(c, rev)
+	var checks []metricsCheck
 
 	if c.core && !(len(c.jobs) > 0 && !anyCore(c.jobs)) {
 		var js []job
@@ -203,6 +204,7 @@ func run(c *config, log *slog.Logger) error {
 			}
 			log.Info("wrote", "file", c.out, "section", "peers")
 		}
+		checks = append(checks, metricsChecks(js, res)...)
 	}
 	if c.scaling["clients"] {
 		js := clientJobs(c.clients)
@@ -220,6 +222,7 @@ func run(c *config, log *slog.Logger) error {
 				return err
 			}
 		}
+		checks = append(checks, metricsChecks(js, res)...)
 	}
 	if c.scaling["tree"] {
 		var rows []treeRow
@@ -242,7 +245,40 @@ func run(c *config, log *slog.Logger) error {
 			}
 		}
 	}
+	if len(checks) == 0 {
+		return nil
+	}
+	if c.out != "" {
+		if err := report.UpdateSection(c.out, "peers-metrics", formatMetricsChecks(c, env, checks)); err != nil {
+			return err
+		}
+		log.Info("wrote", "file", c.out, "section", "peers-metrics")
+	}
+	var bad []string
+	for _, k := range checks {
+		if !k.ok {
+			bad = append(bad, fmt.Sprintf("%s round %d: %s", k.job, k.round, k.why))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("/metrics disagree with fio: %s", strings.Join(bad, "; "))
+	}
+	log.Info("/metrics agree with fio", "jobs", len(checks))
 	return nil
+}
+
+// metricsChecks are ovlnfs's metrics checks of a session, by job then round. A job
+// whose check is missing for a round (it failed, or is not a fio job) has none.
+func metricsChecks(js []job, res results) []metricsCheck {
+	var out []metricsCheck
+	for _, j := range js {
+		for _, o := range res[j.key][0] {
+			if o.check != nil {
+				out = append(out, *o.check)
+			}
+		}
+	}
+	return out
 }
 
 func anyCore(js map[string]bool) bool {
@@ -343,9 +379,31 @@ func runOne(c *config, log *slog.Logger, t *tools, ct *contender, j job, round i
 	if c.perfDir != "" && ct.short == "ovlnfs" && c.perfJobs[j.key] {
 		stopPerf = perfRecord(c.perfDir, fmt.Sprintf("%s-%s-r%d", ct.short, j.key, round), ct.cmd.Process.Pid, log)
 	}
+	var before map[string]float64
+	if ct.metrics != "" {
+		var err error
+		if before, err = scrapeMetrics(ct.metrics); err != nil {
+			return outcome{err: fmt.Errorf("scraping /metrics before the job: %w", err)}
+		}
+	}
+	t.lastFio = nil
 	cpu0 := ct.cpu()
 	v, moved, err := j.run(t, ct, round)
 	o := outcome{value: v, moved: moved, cpu: ct.cpu() - cpu0, err: err}
+	if before != nil && t.lastFio != nil && err == nil {
+		after, serr := scrapeMetrics(ct.metrics)
+		if serr != nil {
+			o.err = fmt.Errorf("scraping /metrics after the job: %w", serr)
+			return o
+		}
+		k := judge(j.key, round, *t.lastFio, delta(before, after))
+		o.check = &k
+		if !k.ok {
+			log.Error("metrics disagree with fio", "job", j.key, "round", round, "why", k.why)
+		} else {
+			log.Info("metrics agree with fio", "job", j.key, "round", round)
+		}
+	}
 	if stopPerf != nil {
 		stopPerf()
 	}

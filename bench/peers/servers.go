@@ -21,14 +21,16 @@ type contender struct {
 	base  string // its directory: lower/, and per round r<N>/upper, r<N>/work
 	lower string
 	// set by start for the running round
-	upper  string
-	view   string // where the job checks the files it wrote: ovlnfs's upper, the kernel overlay's mount
-	url    string // libnfs URL of the export
-	cmd    *exec.Cmd
-	logf   *os.File
-	start  func(c *contender, round int) error
-	stop   func(c *contender)
-	exited chan struct{}
+	upper string
+	view  string // where the job checks the files it wrote: ovlnfs's upper, the kernel overlay's mount
+	url   string // libnfs URL of the export
+	// metrics is the HOST:PORT of ovlnfs's /metrics (empty for Ganesha)
+	metrics string
+	cmd     *exec.Cmd
+	logf    *os.File
+	start   func(c *contender, round int) error
+	stop    func(c *contender)
+	exited  chan struct{}
 }
 
 func (c *contender) alive() bool {
@@ -131,12 +133,20 @@ func newOvlnfs(base, bin, logDir string) *contender {
 			if err != nil {
 				return err
 			}
-			addr := fmt.Sprintf("127.0.0.1:%d", port)
-			if err := c.launch(filepath.Join(logDir, "ovlnfs.log"), addr, bin, "serve", "--lowerdir="+c.lower,
-				"--upperdir="+upper, "--workdir="+work, "--listen="+addr, "--log-level=warn"); err != nil {
+			mport, err := benchenv.FreePort()
+			for err == nil && mport == port {
+				mport, err = benchenv.FreePort()
+			}
+			if err != nil {
 				return err
 			}
-			c.upper, c.view, c.url = upper, upper, libnfsURL("/", port, port)
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			maddr := fmt.Sprintf("127.0.0.1:%d", mport)
+			if err := c.launch(filepath.Join(logDir, "ovlnfs.log"), addr, bin, "serve", "--lowerdir="+c.lower,
+				"--upperdir="+upper, "--workdir="+work, "--listen="+addr, "--metrics-listen="+maddr, "--log-level=warn"); err != nil {
+				return err
+			}
+			c.upper, c.view, c.url, c.metrics = upper, upper, libnfsURL("/", port, port), maddr
 			return nil
 		},
 		stop: func(c *contender) { c.kill() },

@@ -8,6 +8,8 @@
 // so that above 1 means ovlnfs is better) and each server process's CPU seconds per
 // GiB moved. The core table goes to docs/benchmarks.md (section "peers"), the scaling
 // series (-scaling clients,tree) to sections of their own and SVG plots in docs/.
+// ovlnfs serves /metrics during the run, and each of its fio jobs is checked against
+// the counters (metricscheck.go, section "peers-metrics"): a mismatch fails the run.
 //
 //	sh bench/peers/setup.sh                # Debian packages, and fio built with libnfs
 //	go run ./bench/peers -rounds 3

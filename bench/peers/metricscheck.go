@@ -178,7 +178,7 @@ func formatMetricsChecks(c *config, e env, checks []metricsCheck) string {
 	var b strings.Builder
 	b.WriteString("## Peers: /metrics against fio\n\n")
 	fmt.Fprintf(&b, "Measured %s on this machine (%s); ovlnfs built from %s, run by bench/peers with `--metrics-listen=127.0.0.1:P`. ", e.date, e.machine, e.rev)
-	b.WriteString("Reproduce (root): `go run ./bench/peers -rounds 1 -runtime 5s -jobs seqread,par4,randread,seqwrite,randwrite -out COPY_OF_docs/benchmarks.md`, then copy this section over (every core run writes it).\n\n")
+	b.WriteString("Reproduce (root): `go run ./bench/peers -rounds 1 -runtime 5s -jobs seqread,par4,randread,seqwrite,randwrite -tree-files 2000 -out COPY_OF_docs/benchmarks.md`, then copy this section over (every core run writes it).\n\n")
 	b.WriteString("`/metrics` is scraped just before and just after each of ovlnfs's fio jobs (nothing else talks to the server meanwhile); the deltas of `ovlnfs_nfs_read_bytes_total`, `ovlnfs_nfs_written_bytes_total` and `ovlnfs_nfs_operations_total{procedure=\"READ\"|\"WRITE\"}` of the export are held against fio's own JSON report (`io_bytes`, `total_ios`, read and write, all processes). " +
 		"Jobs fio runs to a size must agree exactly: fio's nfs engine makes one libnfs call per I/O, a 1 MiB I/O fits one READ or WRITE (ovlnfs's FSINFO rtmax and wtmax are 1 MiB), the engine lays out no file (the new file of seqwrite is written by the job itself) and the jobs have no ramp time. " +
 		"Time-based jobs (randread, randwrite) are allowed 1 call (and 1 block) more per fio process at the server, in the direction the job uses: the request on the wire when the runtime ends could be answered and not counted by fio (iodepth 1); the runs so far matched exactly anyway. " +

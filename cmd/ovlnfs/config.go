@@ -70,6 +70,11 @@ type serveConfig struct {
 	controlSocket string
 	// metricsListen, when set, is where Prometheus metrics are served (/metrics).
 	metricsListen string
+	// standby waits for the workdirs' locks (another gateway holds them) before
+	// listening; takeoverExec runs once they are held, before listening, releaseExec
+	// when the server stops, before they are let go (shell commands, "" for none).
+	standby                   bool
+	takeoverExec, releaseExec string
 }
 
 // maxGomaxprocs bounds --gomaxprocs (the runtime's own limit is far higher; no machine
@@ -132,6 +137,8 @@ type rawServeFlags struct {
 	configFile                  string
 	controlSocket               string
 	metricsListen               string
+	standby                     bool
+	takeoverExec, releaseExec   string
 }
 
 func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
@@ -158,6 +165,9 @@ func newServeFlagSet(out io.Writer, raw *rawServeFlags) *flag.FlagSet {
 		func(v string) error { raw.dirCacheEntries = &v; return nil })
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log level: debug (traces every NFS call), info, warn or error")
 	fs.StringVar(&raw.metricsListen, "metrics-listen", "", "HOST:PORT to serve Prometheus metrics on (/metrics): NFS operations, errors, bytes and latencies, copy-ups and listing-cache counts per export; off by default")
+	fs.BoolVar(&raw.standby, "standby", false, "a standby gateway (docs/failover.md): while another ovlnfs holds a workdir, wait for its lock instead of refusing, and listen only once every workdir is held")
+	fs.StringVar(&raw.takeoverExec, "takeover-exec", "", "with --standby: a shell command run once the workdirs are held and before listening, e.g. one bringing the floating --listen address up; its failure stops the server")
+	fs.StringVar(&raw.releaseExec, "release-exec", "", "with --standby: a shell command run when the server stops, after its sockets closed and before the workdirs are let go, e.g. one taking the floating address down")
 	fs.StringVar(&raw.pprofListen, "pprof-listen", "", "HOST:PORT to serve Go's runtime profiles on over HTTP (/debug/pprof/), for profiling; unauthenticated, so keep it on loopback")
 	fs.IntVar(&raw.handleCacheEntries, "handle-cache-entries", 0, "file handles whose current path is kept in memory (default 262144); a handle not cached is resolved from disk, never answered STALE")
 	return fs
@@ -178,7 +188,11 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 
 	cfg := &serveConfig{listen: raw.listen, logFormat: raw.logFormat, handleCacheEntries: raw.handleCacheEntries,
 		pprofListen: raw.pprofListen, udp: raw.udp, portmap: raw.portmap, portmapListen: raw.portmapListen,
-		requirePrivilegedPort: raw.requirePrivilegedPort, controlSocket: raw.controlSocket, metricsListen: raw.metricsListen}
+		requirePrivilegedPort: raw.requirePrivilegedPort, controlSocket: raw.controlSocket, metricsListen: raw.metricsListen,
+		standby: raw.standby, takeoverExec: raw.takeoverExec, releaseExec: raw.releaseExec}
+	if !raw.standby && (raw.takeoverExec != "" || raw.releaseExec != "") {
+		return nil, refuse("--takeover-exec and --release-exec are a standby gateway's: give --standby")
+	}
 	switch {
 	case raw.gomaxprocs == "auto":
 		cfg.gomaxprocs = 0

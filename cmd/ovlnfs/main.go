@@ -144,10 +144,16 @@ The lock manager (--nlm=on, the default) serves NLM 1, 3 and 4 and NSM over TCP 
 clients that lock are remembered in WORKDIR/ovlnfs-nsm; after a restart they are told
 (SM_NOTIFY) and for --grace (90 s) only their reclaims are granted.
 
+A standby gateway (--standby, docs/failover.md) over the same shared directories as a
+running ovlnfs waits for the workdirs' locks instead of refusing, then runs --takeover-exec
+(e.g. to bring the floating --listen address up), listens and serves; clients' file handles
+stay valid and the lock manager's clients are told to reclaim (the state directory must be
+shared too). On its stop, --release-exec runs before the workdirs are let go.
+
 Refused with exit status 2, before anything is created: a missing layer, an upper inside a
 lower (or the reverse), a workdir not on the upper's filesystem, a workdir in use by another
-running ovlnfs, a listen address in use (TCP or UDP); and, once the layers are open, an
-explicit --portmap that cannot be had.
+running ovlnfs (without --standby), a listen address in use (TCP or UDP); and, once the
+layers are open, an explicit --portmap that cannot be had.
 
 Flags:
 `)

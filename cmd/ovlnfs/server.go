@@ -49,23 +49,6 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		return exitBadConfig
 	}
 
-	listener, mountUDP, err := listenPair(cfg.listen, "--listen", cfg.udp)
-	if err != nil {
-		return refused("%v", err)
-	}
-	defer listener.Close()
-	if mountUDP != nil {
-		defer mountUDP.Close()
-	}
-	var nlmTCP net.Listener
-	var nlmUDP *net.UDPConn
-	if cfg.nlm {
-		if nlmTCP, nlmUDP, err = listenPair(cfg.nlmListen, "--nlm-listen", true); err != nil {
-			return refused("%v", err)
-		}
-		defer nlmTCP.Close()
-		defer nlmUDP.Close()
-	}
 	defer sizeScheduler(ctx, cfg.gomaxprocs, logger)()
 	if cfg.pprofListen != "" {
 		pl, err := net.Listen("tcp", cfg.pprofListen)
@@ -92,7 +75,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 			Unicode: cfg.unicode, Index: cfg.index, RefuseAppleDouble: cfg.refuseAppleDouble,
 			Clients: clients.Everyone(cfg.requirePrivilegedPort)}}
 	}
-	srv, err := server.New(server.Config{
+	scfg := server.Config{
 		Exports:            exports,
 		DirCacheEntries:    cfg.dirCacheEntries,
 		HandleCacheEntries: cfg.handleCacheEntries,
@@ -103,11 +86,85 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		LockState:   cfg.lockState,
 		Metrics:     m,
 		Logger:      logger,
-	})
-	if err != nil {
-		return refused("%v", err)
+	}
+
+	var (
+		listener net.Listener
+		mountUDP *net.UDPConn
+		nlmTCP   net.Listener
+		nlmUDP   *net.UDPConn
+	)
+	defer func() {
+		if listener != nil {
+			listener.Close()
+		}
+		if mountUDP != nil {
+			mountUDP.Close()
+		}
+		if nlmTCP != nil {
+			nlmTCP.Close()
+		}
+		if nlmUDP != nil {
+			nlmUDP.Close()
+		}
+	}()
+	// listen makes the sockets clients use: NFS and MOUNT at --listen, the lock manager's.
+	listen := func() error {
+		var err error
+		if listener, mountUDP, err = listenPair(cfg.listen, "--listen", cfg.udp); err != nil {
+			return err
+		}
+		if cfg.nlm {
+			if nlmTCP, nlmUDP, err = listenPair(cfg.nlmListen, "--nlm-listen", true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var srv *server.Server
+	var err error
+	if cfg.standby {
+		// A standby takes the workdirs first and listens only then: the --listen address
+		// is typically the floating one, which comes here with the takeover.
+		notify := func(state string) { _ = sdNotify(state) }
+		notify("STATUS=standby: waiting for the workdir locks")
+		srv, err = server.NewStandby(ctx, scfg, func(workdir, holder string) {
+			logger.Info("standby: waiting for the workdir lock", "workdir", workdir, "holder_pid", holder)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				logger.Info("ovlnfs stopped while on standby", "reason", "signal")
+				return exitOK
+			}
+			return refused("%v", err)
+		}
+		logger.Info("standby: took the workdirs over", "exports", exportPaths(exports))
+		if cfg.takeoverExec != "" {
+			if err := runHook(ctx, "--takeover-exec", cfg.takeoverExec, cfg, logger); err != nil {
+				_ = srv.Close()
+				return refused("%v", err)
+			}
+		}
+		if err := listen(); err != nil {
+			_ = srv.Close()
+			return refused("%v", err)
+		}
+	} else {
+		if err := listen(); err != nil {
+			return refused("%v", err)
+		}
+		if srv, err = server.New(scfg); err != nil {
+			return refused("%v", err)
+		}
 	}
 	defer func() {
+		if cfg.releaseExec != "" {
+			// Before the workdirs are let go: the address leaves this machine before the
+			// next gateway can take the workspaces over and bring it up elsewhere.
+			if err := runHook(context.Background(), "--release-exec", cfg.releaseExec, cfg, logger); err != nil {
+				logger.Error("release hook failed", "err", err)
+			}
+		}
 		if err := srv.Close(); err != nil {
 			logger.Error("closing the exports", "err", err)
 		}

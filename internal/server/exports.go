@@ -150,7 +150,10 @@ func (s *Server) openExport(cfg Export) (*export, error) {
 	e := &export{cfg: cfg, server: s}
 	rules := slices.Clone(cfg.Clients)
 	e.rules.Store(&rules)
-	if cfg.Upper != "" {
+	if l := s.held[cfg.Work]; cfg.Upper != "" && l != nil {
+		delete(s.held, cfg.Work)
+		e.work = l
+	} else if cfg.Upper != "" {
 		lock, err := lockWorkdir(cfg.Work, cfg.CreateWork)
 		if err != nil {
 			if errors.Is(err, ErrWorkdirBusy) {

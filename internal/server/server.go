@@ -111,11 +111,59 @@ type Server struct {
 	udp      *oncrpc.Server // MOUNT, over UDP
 	lock     *locking       // nil without Config.NLM
 	logger   *slog.Logger
+	// held are the workdir locks NewStandby took, while New opens the exports; nil
+	// otherwise (no other goroutine sees the server then).
+	held map[string]*workdirLock
 }
 
 // New opens the exports' unions and builds everything that serves them. Its errors say
 // what is wrong with the configuration in one line.
 func New(cfg Config) (*Server, error) {
+	return newServer(cfg, nil)
+}
+
+// NewStandby is New for a standby gateway: while another process holds an export's
+// workdir (the active gateway over the same shared directories), it waits for the lock
+// instead of refusing, and opens the exports once it holds every workdir: their state,
+// and the lock manager's monitor list, are read only then, as the previous holder left
+// them. It returns ctx's error if ctx ends first. waiting is called once per busy
+// workdir before the wait, with the holder's pid when known.
+func NewStandby(ctx context.Context, cfg Config, waiting func(workdir, holder string)) (*Server, error) {
+	if len(cfg.Exports) == 0 {
+		return nil, errors.New("server: no export to serve")
+	}
+	held := map[string]*workdirLock{}
+	release := func() {
+		for _, l := range held {
+			_ = l.release()
+		}
+	}
+	for _, e := range cfg.Exports {
+		if e.Upper == "" || held[e.Work] != nil {
+			continue
+		}
+		l, err := waitWorkdir(ctx, e.Work, e.CreateWork, waiting)
+		if err != nil {
+			release()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errorf(&e, "cannot lock workdir %s: %v", e.Work, unwrapPathError(err))
+		}
+		held[e.Work] = l
+	}
+	s, err := newServer(cfg, held)
+	if err != nil {
+		release() // those not handed to an export (openExport took the others)
+		return nil, err
+	}
+	release()
+	return s, nil
+}
+
+// newServer is New; held are workdir locks taken already (NewStandby), which the exports
+// take over (each removed from the map as its export takes it).
+func newServer(cfg Config, held map[string]*workdirLock) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -123,7 +171,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: no export to serve")
 	}
 	s := &Server{cfg: cfg, logger: cfg.Logger, shared: map[string]*sharedLowers{}}
+	s.held = held
 	set, err := s.openSet(cfg.Exports)
+	s.held = nil
 	if err != nil {
 		return nil, err
 	}

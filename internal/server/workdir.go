@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +52,33 @@ func lockWorkdir(workdir string, create bool) (*workdirLock, error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &workdirLock{file: f}, nil
+}
+
+// standbyPoll is how often a standby tries a busy workdir's lock again: a failover takes
+// at most this long more than the previous holder's end. (A blocking flock could not be
+// given up when the standby is told to stop.)
+const standbyPoll = 200 * time.Millisecond
+
+// waitWorkdir takes the workdir's lock as lockWorkdir does, but while another process
+// holds it, waits (calling waiting once first) until it is free or ctx ends.
+func waitWorkdir(ctx context.Context, workdir string, create bool, waiting func(workdir, holder string)) (*workdirLock, error) {
+	told := false
+	for {
+		l, err := lockWorkdir(workdir, create)
+		if !errors.Is(err, ErrWorkdirBusy) {
+			return l, err
+		}
+		if !told && waiting != nil {
+			holder, _ := os.ReadFile(filepath.Join(workdir, LockFileName))
+			waiting(workdir, strings.TrimSpace(string(holder)))
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(standbyPoll):
+		}
+	}
 }
 
 // release gives the workdir up. The file stays: removing it would race with a process

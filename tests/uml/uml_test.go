@@ -231,9 +231,22 @@ func runGuest(t *testing.T, ns, testsDir, out string, extraArgs ...string) {
 		"mem=384M", "rootfstype=hostfs", "rootflags=/", "ro",
 		"init=" + filepath.Join(testsDir, "guest-init.sh"),
 		"con=null", "con0=fd:0,fd:1", "eth0=tuntap," + tapName,
-		"OUT=" + out, "TESTS=" + testsDir, "SRV=" + serverIP, "PORT=" + nfsPort, "GUEST_IP=" + guestIP,
+		"OUT=" + out, "TESTS=" + testsDir, "PORT=" + nfsPort, "GUEST_IP=" + guestIP,
 	}
-	args = append(args, extraArgs...)
+	// SRV=ADDR among extraArgs mounts from another address of the namespace (a floating
+	// one); serverIP otherwise.
+	srv := "SRV=" + serverIP
+	for _, a := range extraArgs {
+		if strings.HasPrefix(a, "SRV=") {
+			srv = a
+		}
+	}
+	args = append(args, srv)
+	for _, a := range extraArgs {
+		if !strings.HasPrefix(a, "SRV=") {
+			args = append(args, a)
+		}
+	}
 	cmd := exec.Command("ip", args...)
 	console, err := os.Create(filepath.Join(out, "uml-console.txt"))
 	if err != nil {

@@ -153,6 +153,21 @@ type Server struct {
 // is attached to the test output when the test fails.
 func StartServer(t testing.TB, binary string, prefix []string, args ...string) *Server {
 	t.Helper()
+	s := LaunchServer(t, binary, prefix, args...)
+	select {
+	case <-s.started:
+	case <-s.exited:
+		t.Fatalf("ovlnfs serve exited at startup: %v\n%s", s.waitErr, s.Log())
+	case <-time.After(startTimeout):
+		t.Fatalf("ovlnfs serve did not start within %v\n%s", startTimeout, s.Log())
+	}
+	return s
+}
+
+// LaunchServer is StartServer without the wait for the start (a standby's starts only
+// when it takes over): Started says when it has.
+func LaunchServer(t testing.TB, binary string, prefix []string, args ...string) *Server {
+	t.Helper()
 	argv := append(append(append([]string{}, prefix...), binary, "serve"), args...)
 	s := &Server{started: make(chan struct{}), exited: make(chan struct{})}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
@@ -203,15 +218,11 @@ func StartServer(t testing.TB, binary string, prefix []string, args ...string) *
 			t.Logf("ovlnfs server log (debug lines left out):\n%s", withoutDebug(s.Log()))
 		}
 	})
-	select {
-	case <-s.started:
-	case <-s.exited:
-		t.Fatalf("ovlnfs serve exited at startup: %v\n%s", s.waitErr, s.Log())
-	case <-time.After(startTimeout):
-		t.Fatalf("ovlnfs serve did not start within %v\n%s", startTimeout, s.Log())
-	}
 	return s
 }
+
+// Started is closed once the server has logged its start.
+func (s *Server) Started() <-chan struct{} { return s.started }
 
 // Log returns what the server logged so far.
 func (s *Server) Log() string {

@@ -9,11 +9,11 @@
 // It also assembles the portmapper (portmap) that tells clients where those are. Data
 // flows one way: oncrpc → nfs3/mount/nlm → handles → billyunion → layers.
 //
-// Files: server.go (Config, Export, New, Serve, ServeUDP, Services, Shutdown, Close),
+// Files: server.go (Config, Export, New, NewStandby, Serve, ServeUDP, Services, Shutdown, Close),
 // exports.go (the export set: opening and retiring exports, routing a call to its export,
 // MNT's and EXPORT's view of them, Reconfigure), workspace.go (Snapshot, Reset, Commit:
 // an export frozen around an operation on its workspace; the snapshots listed and
-// removed without a freeze), workdir.go (the lock that keeps a workdir to one process), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
+// removed without a freeze), workdir.go (the lock that keeps a workdir to one process, and a standby's wait for it), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
 // LockServices, NotifyRestart), portmap.go (Portmapper: the portmapper's own RPC server).
 //
 // Lock order: Server.reconfigure, then an export's inflight (taken shared by the calls

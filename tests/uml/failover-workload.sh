@@ -41,7 +41,11 @@ checkcp() {
 held() {
 	echo "ls: $(ls | sort | tr '\n' ' ')"
 	echo "pwd: $(pwd)"
-	echo "read: $(dd bs=1 skip=1048576 count=6 <&3 2>/dev/null)"
+	# each phase reads its own descriptor (dd's skip moves the offset)
+	case $1 in
+	after-kill) echo "read: $(dd bs=1 skip=1048576 count=6 <&3 2>/dev/null)" ;;
+	*) echo "read: $(dd bs=1 skip=1048576 count=6 <&5 2>/dev/null)" ;;
+	esac
 	echo "$1" >&4 && echo "append ok"
 	echo "cat log: $(cat "$M/held/log.txt" | tr '\n' ' ')"
 	touch "new-$1" && echo "create in held dir ok"
@@ -50,6 +54,7 @@ held() {
 }
 
 exec 3<"$M/big.bin" || echo "FAIL open big.bin"
+exec 5<"$M/big.bin" || echo "FAIL open big.bin again"
 exec 4>>"$M/held/log.txt" || echo "FAIL open log.txt"
 echo before-kill >&4
 # Acknowledged data: written and flushed (fsync: WRITE and COMMIT answered) before the kill.
@@ -80,5 +85,5 @@ checkcp copy2
 touch $S/guest-done
 wait $lockpid
 cat /tmp/lock.out
-exec 3<&- 4>&-
+exec 3<&- 4>&- 5<&-
 echo "== done"

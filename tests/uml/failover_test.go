@@ -103,8 +103,8 @@ func TestKernelClientFailover(t *testing.T) {
 
 	host := &hostClient{t: t, ns: ns, out: out}
 	type takeover struct {
-		log1, log2 string
-		seconds    float64
+		old, new *testenv.Server
+		seconds  float64
 	}
 	hostDone := make(chan []takeover, 1)
 	go func() {
@@ -145,7 +145,7 @@ func TestKernelClientFailover(t *testing.T) {
 			t.Errorf("gateway 2 did not take over:\n%s", gw2.Log())
 			return
 		}
-		ts = append(ts, takeover{log1: gw1.Log(), log2: gw2.Log(), seconds: time.Since(t0).Seconds()})
+		ts = append(ts, takeover{old: gw1, new: gw2, seconds: time.Since(t0).Seconds()})
 		started := time.Now()
 		os.WriteFile(filepath.Join(out, "taken-over"), nil, 0o644)
 		gw3 := testenv.LaunchServer(t, bin, inNS, args...)
@@ -170,14 +170,13 @@ func TestKernelClientFailover(t *testing.T) {
 			t.Errorf("gateway 3 did not take over:\n%s", gw3.Log())
 			return
 		}
-		ts = append(ts, takeover{log1: gw2.Log(), log2: gw3.Log(), seconds: time.Since(t0).Seconds()})
+		ts = append(ts, takeover{old: gw2, new: gw3, seconds: time.Since(t0).Seconds()})
 		started = time.Now()
 		os.WriteFile(filepath.Join(out, "moved"), nil, 0o644)
 		time.Sleep(time.Until(started.Add(lockGrace + 2*time.Second)))
 		lockHeld("after gateway 3's grace period", gw3)
 		host.waitFile("guest-done", 3*time.Minute)
 		os.WriteFile(filepath.Join(out, "release"), nil, 0o644)
-		ts[1].log2 = gw3.Log()
 	}()
 
 	runGuest(t, ns, testsDir, out, "WORKLOAD=failover-workload.sh", "MANIFEST=no", "PLAINMOUNT=yes", "LOCKS=yes",
@@ -189,9 +188,10 @@ func TestKernelClientFailover(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Error("the host side did not finish")
 	}
+	time.Sleep(time.Second) // the guest's unlock reaches the last gateway's log
 	for i, tk := range ts {
-		os.WriteFile(filepath.Join(out, fmt.Sprintf("takeover-%d-old.log", i+1)), []byte(tk.log1), 0o644)
-		os.WriteFile(filepath.Join(out, fmt.Sprintf("takeover-%d-new.log", i+1)), []byte(tk.log2), 0o644)
+		os.WriteFile(filepath.Join(out, fmt.Sprintf("takeover-%d-old.log", i+1)), []byte(tk.old.Log()), 0o644)
+		os.WriteFile(filepath.Join(out, fmt.Sprintf("takeover-%d-new.log", i+1)), []byte(tk.new.Log()), 0o644)
 		t.Logf("takeover %d: the new gateway served %.2f s after the old one was signalled", i+1, tk.seconds)
 	}
 
@@ -211,6 +211,9 @@ func TestKernelClientFailover(t *testing.T) {
 	if !wantLinesIn(t, transcript, want) {
 		t.Errorf("transcript:\n%s", transcript)
 	}
+	if n := strings.Count(transcript, "read: theend"); n != 2 {
+		t.Errorf("the files held open read right after %d moves of 2", n)
+	}
 	for _, bad := range []string{"Stale", "stale", "FAIL", "Input/output error"} {
 		if strings.Contains(transcript, bad) {
 			t.Errorf("transcript contains %q", bad)
@@ -229,20 +232,21 @@ func TestKernelClientFailover(t *testing.T) {
 		t.Errorf("the upper's acked.bin: %d bytes, sha256 %s, %v; want 1 MiB, %s", len(data), sum[:16], err, m[1])
 	}
 	for i, tk := range ts {
-		if !logHas(tk.log2, "standby: took the workdirs over") || !logHas(tk.log2, "hook ran", "--takeover-exec") {
+		log2 := tk.new.Log()
+		if !logHas(log2, "standby: took the workdirs over") || !logHas(log2, "hook ran", "--takeover-exec") {
 			t.Errorf("takeover %d: the new gateway did not log the takeover and its hook", i+1)
 		}
-		if !logHas(tk.log2, "grace=\""+lockGrace.String()+" (") {
+		if !logHas(log2, "grace=\""+lockGrace.String()+" (") {
 			t.Errorf("takeover %d: the new gateway started without a grace period", i+1)
 		}
-		if !logHas(tk.log2, "told a client of the restart", "peer="+guestIP) {
+		if !logHas(log2, "told a client of the restart", "peer="+guestIP) {
 			t.Errorf("takeover %d: the new gateway did not tell the guest (SM_NOTIFY)", i+1)
 		}
-		if !logHas(tk.log2, "msg=nlm", "proc=LOCK", "reclaim=true", "status=granted") {
+		if !logHas(log2, "msg=nlm", "proc=LOCK", "reclaim=true", "status=granted") {
 			t.Errorf("takeover %d: no granted reclaim in the new gateway's log", i+1)
 		}
 	}
-	if len(ts) == 2 && !logHas(ts[1].log1, "hook ran", "--release-exec") {
+	if len(ts) == 2 && !logHas(ts[1].old.Log(), "hook ran", "--release-exec") {
 		t.Error("gateway 2 did not run its release hook on SIGTERM")
 	}
 }

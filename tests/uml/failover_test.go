@@ -31,7 +31,7 @@ const floatingIP = "10.213.77.10"
 //
 //  1. gateway 1 is killed (SIGKILL); gateway 2, waiting on the workdir lock, takes it,
 //     brings the address up and serves: the client's files, cwd and cp go on without
-//     ESTALE, the fsync'd data is there, and the guest's lockd reclaims its lock in
+//     ESTALE, the fsync'd data and the copy are in the upper, and the guest's lockd reclaims its lock in
 //     gateway 2's grace period after gateway 2's SM_NOTIFY (a Go NLM client in the
 //     namespace sees the lock held after the grace period);
 //  2. with gateway 3 on standby, gateway 2 is stopped (SIGTERM, a planned move): it
@@ -230,6 +230,26 @@ func TestKernelClientFailover(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(upper, "acked.bin"))
 	if sum := fmt.Sprintf("%x", sha256.Sum256(data)); err != nil || len(data) != 1<<20 || sum[:16] != m[1] {
 		t.Errorf("the upper's acked.bin: %d bytes, sha256 %s, %v; want 1 MiB, %s", len(data), sum[:16], err, m[1])
+	}
+	// The copies, as the gateways wrote them to the upper (the guest's own diff may have
+	// read its page cache): every file of the tree, with its content.
+	for _, cp := range []string{"copy1", "copy2"} {
+		n, bad := 0, 0
+		for name, content := range files {
+			rel, ok := strings.CutPrefix(strings.SplitN(name, "/", 2)[1], "tree/")
+			if !ok {
+				continue
+			}
+			n++
+			if got, err := os.ReadFile(filepath.Join(upper, cp, rel)); err != nil || string(got) != content {
+				if bad++; bad <= 3 {
+					t.Errorf("the upper's %s/%s: %d bytes, %v; want the tree's %d", cp, rel, len(got), err, len(content))
+				}
+			}
+		}
+		if bad > 0 || n != 2000 {
+			t.Errorf("%s in the upper: %d of %d files wrong", cp, bad, n)
+		}
 	}
 	for i, tk := range ts {
 		log2 := tk.new.Log()

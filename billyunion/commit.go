@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -45,21 +46,56 @@ type CommitInfo struct {
 	Entries int    `json:"entries"` // entries of the upper root moved into it
 }
 
-// Committed is the layers commits added to the workspace, top-most first: a union of it
-// has them above its configured lowers (Options.CommittedLowers counts them).
-func (w Workspace) Committed() ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(w.Work, stackFile))
+// Stack is what commits made of a workspace's lowers, as WORK/ovlnfs-stack records it.
+type Stack struct {
+	// Layers are the committed layers, top-most first.
+	Layers []string `json:"layers"`
+	// Flattened: the bottom committed layer is a flattened commit's, the whole tree of
+	// the workspace at that commit, which replaced the configured lowers (Lowers).
+	Flattened bool `json:"flattened,omitempty"`
+}
+
+// Lowers is a union's lowers for a workspace configured over configured: the committed
+// layers on top of configured, or, once flattened, the committed layers alone, with
+// configured as former lowers (Options.FormerLowers), which keep the identities of the
+// objects copied from them. committed is Options.CommittedLowers.
+func (s Stack) Lowers(configured []string) (lowers []string, committed int, former []string) {
+	if s.Flattened {
+		return slices.Clone(s.Layers), len(s.Layers), slices.Clone(configured)
+	}
+	return append(slices.Clone(s.Layers), configured...), len(s.Layers), nil
+}
+
+// ReadStack reads the workspace's stack (none: no commits yet).
+func (w Workspace) ReadStack() (Stack, error) {
+	name := filepath.Join(w.Work, stackFile)
+	b, err := os.ReadFile(name)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return Stack{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return Stack{}, err
 	}
-	var layers []string
-	if err := json.Unmarshal(b, &layers); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(w.Work, stackFile), err)
+	var s Stack
+	// A stack of plain commits is a JSON array of layers; one with a flattened layer an
+	// object.
+	if len(b) > 0 && b[0] == '[' {
+		err = json.Unmarshal(b, &s.Layers)
+	} else {
+		err = json.Unmarshal(b, &s)
 	}
-	return layers, nil
+	if err != nil {
+		return Stack{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
+}
+
+// Committed is the layers commits added to the workspace, top-most first: a union of it
+// has them above its configured lowers (Options.CommittedLowers counts them), or alone
+// once one was flattened (ReadStack).
+func (w Workspace) Committed() ([]string, error) {
+	s, err := w.ReadStack()
+	return s.Layers, err
 }
 
 // Commit moves the upper's contents into the new layer directory into (absolute, not
@@ -141,12 +177,13 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 		return CommitInfo{}, err
 	}
 	w.step("all moved")
-	stack, err := w.Committed()
+	stack, err := w.ReadStack()
 	if err != nil {
 		return CommitInfo{}, err
 	}
+	stack.Layers = append([]string{into}, stack.Layers...)
 	// The commit's moment: the stack names the new layer.
-	if err := w.writeStack(work, append([]string{into}, stack...)); err != nil {
+	if err := w.writeStack(work, stack); err != nil {
 		return CommitInfo{}, err
 	}
 	w.step("stacked")
@@ -168,8 +205,14 @@ func (w Workspace) stripRootMarks(root string) error {
 	return nil
 }
 
-func (w Workspace) writeStack(work int, layers []string) error {
-	b, err := json.Marshal(layers)
+func (w Workspace) writeStack(work int, s Stack) error {
+	var b []byte
+	var err error
+	if s.Flattened {
+		b, err = json.Marshal(s)
+	} else {
+		b, err = json.Marshal(s.Layers) // the format of stacks without a flattened layer
+	}
 	if err != nil {
 		return err
 	}

@@ -404,13 +404,9 @@ func (fs *FS) LayerSetID() uint32 {
 	if fs.hasUpper {
 		b = append(b, 'U')
 	}
-	for li, l := range fs.layers {
-		if first := btoi(fs.hasUpper); li >= first && li < first+fs.committed {
-			continue
-		}
-		id, err := fs.handleAt(li, l.Root, "")
-		if err == nil {
-			b = id.AppendBinary(b)
+	add := func(l *layer.Layer) {
+		if lh, _, err := unix.NameToHandleAt(l.Root, "", unix.AT_EMPTY_PATH); err == nil {
+			b = ObjectID{FS: uint8(fs.ino.fsIndex[l.Dev]), Type: lh.Type(), Handle: lh.Bytes()}.AppendBinary(b)
 		}
 		var sfs unix.Statfs_t
 		if unix.Fstatfs(l.Root, &sfs) == nil {
@@ -419,6 +415,16 @@ func (fs *FS) LayerSetID() uint32 {
 			b = binary.BigEndian.AppendUint32(b, uint32(sfs.Fsid.Val[1]))
 		}
 		b = append(b, '|')
+	}
+	for li, l := range fs.layers {
+		if first := btoi(fs.hasUpper); li >= first && li < first+fs.committed {
+			continue
+		}
+		add(l)
+	}
+	// Lowers a flattened commit replaced count where they stood (Options.FormerLowers).
+	for _, l := range fs.former {
+		add(l)
 	}
 	h.Write(b)
 	return h.Sum32()

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -67,6 +68,11 @@ type Options struct {
 	// upper (Workspace.Commit): LayerSetID leaves them out, so that the union's identity,
 	// and every file handle that carries it, outlives a commit.
 	CommittedLowers int
+	// FormerLowers are lowers a flattened commit took out of the stack (Stack.Lowers): not
+	// searched, but opened so that the identities made from their objects stay what they
+	// were: their filesystems keep their indexes and decode origin records, and
+	// LayerSetID counts them where they stood.
+	FormerLowers []string
 	// Shared, when set, is the lower work this union shares with the other unions
 	// over the same lowers (shared.go): their descriptors, the listings of
 	// lower-only directories, the origin-decode and handle path caches. Lowers
@@ -112,7 +118,9 @@ type FS struct {
 	// like this one.
 	shared *Shared
 	// committed: Options.CommittedLowers.
-	committed      int
+	committed int
+	// former: Options.FormerLowers, opened (roots only).
+	former         []*layer.Layer
 	sharedListings *readdircache.Cache[os.FileInfo]
 	// rootPaths holds each layer root's path as the kernel reports it
 	// (export.go matches reconnected handles against them).
@@ -236,7 +244,14 @@ func New(opts Options) (*FS, error) {
 			return nil, fmt.Errorf("billyunion: upper %s: %w", opts.Upper, err)
 		}
 	}
-	fs.ino = newInodes(fs.layers, fs.hasUpper)
+	for _, p := range opts.FormerLowers {
+		l, err := layer.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("billyunion: former lower: %w", err)
+		}
+		fs.former = append(fs.former, l)
+	}
+	fs.ino = newInodes(append(slices.Clone(fs.layers), fs.former...), fs.hasUpper)
 	if fs.shared != nil {
 		fs.ino.origins = fs.shared.origins
 	}
@@ -321,6 +336,10 @@ func (fs *FS) Close() error {
 		l.Close()
 	}
 	fs.layers = nil
+	for _, l := range fs.former {
+		l.Close()
+	}
+	fs.former = nil
 	if fs.indexFD >= 0 {
 		unix.Close(fs.indexFD)
 		fs.indexFD = -1

@@ -50,12 +50,13 @@ func (a *layerArgs) resolve(cmd string, args []string) (namedLayers, error) {
 			}
 			out := namedLayers{lowers: e.Lowers, upper: e.Upper, work: e.Work, xattrPrefix: e.XattrPrefix, redirectDir: e.RedirectDir}
 			if e.Upper != "" {
-				// Layers committed from the upper lie above the configured lowers.
-				committed, err := billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}.Committed()
+				// Layers committed from the upper lie above the configured lowers (or
+				// replace them, once one was flattened).
+				stack, err := billyunion.Workspace{Upper: e.Upper, Work: e.Work, XattrPrefix: e.XattrPrefix}.ReadStack()
 				if err != nil {
 					return none, err
 				}
-				out.lowers = append(committed, e.Lowers...)
+				out.lowers, _, _ = stack.Lowers(e.Lowers)
 			}
 			return out, nil
 		}

@@ -203,23 +203,26 @@ func (s *Server) openParts(e *export) error {
 			return fmt.Errorf("recovering an interrupted reset: %w", err)
 		}
 	}
-	// Layers committed from the upper (ovlnfs commit) lie above the configured lowers.
-	var committed []string
+	// Layers committed from the upper (ovlnfs commit) lie above the configured lowers, or
+	// replace them once one was flattened (they stay as former lowers: identities).
+	stacked := cfg
+	var committed int
+	var former []string
 	if cfg.Upper != "" {
-		var err error
-		if committed, err = workspaceOf(&cfg).Committed(); err != nil {
+		stack, err := workspaceOf(&cfg).ReadStack()
+		if err != nil {
 			return err
 		}
+		stacked.Lowers, committed, former = stack.Lowers(cfg.Lowers)
 	}
-	stacked := cfg
-	stacked.Lowers = append(slices.Clone(committed), cfg.Lowers...)
 	shared, err := s.acquireShared(stacked)
 	if err != nil {
 		return err
 	}
 	union, err := billyunion.New(billyunion.Options{
 		Shared:          shared.lowers,
-		CommittedLowers: len(committed),
+		CommittedLowers: committed,
+		FormerLowers:    former,
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,

@@ -38,12 +38,20 @@ const (
 	stackFile     = "ovlnfs-stack"
 	commitDirName = "ovlnfs-commit.new"
 	commitInto    = "into" // the journal's file naming the new layer's path
+	// commitTarget names the workspace a commit hands its layer to (JSON journalTarget);
+	// commitReceived is in that workspace's own journal, naming the giver's workdir.
+	commitTarget   = "target"
+	commitReceived = "received"
 )
 
 // CommitInfo describes a finished commit.
 type CommitInfo struct {
 	Layer   string `json:"layer"`   // the new lower layer
 	Entries int    `json:"entries"` // entries of the upper root moved into it
+	// Flattened: the layer is the whole tree, which replaced the lowers.
+	Flattened bool `json:"flattened,omitempty"`
+	// Target is the workdir of the workspace the layer went to, when not this one's.
+	Target string `json:"target,omitempty"`
 }
 
 // Stack is what commits made of a workspace's lowers, as WORK/ovlnfs-stack records it.
@@ -98,12 +106,30 @@ func (w Workspace) Committed() ([]string, error) {
 	return s.Layers, err
 }
 
+// CommitOptions are a commit's choices beyond the new layer's path.
+type CommitOptions struct {
+	// Flatten makes the new layer the workspace's whole merged tree without the overlay's
+	// metadata, replacing its lowers (flatten.go); StageFlatten must have staged it.
+	Flatten bool
+	// Target, when set, is the workspace whose stack gets the new layer instead of this
+	// one's: this workspace hands its changes over and starts over on its unchanged
+	// lowers. Both must stand on the same lowers (Lowers and TargetLowers are their
+	// configured ones; the stacks they make must be equal), their uppers on one
+	// filesystem. No union may have either open.
+	Target               *Workspace
+	Lowers, TargetLowers []string
+}
+
 // Commit moves the upper's contents into the new layer directory into (absolute, not
 // existing, its parent on the upper's filesystem) and records it on top of the
-// workspace's committed layers. lowers are the workspace's configured lowers (for the
-// upper root's origin with the index). No union may have the workspace open.
+// workspace's committed layers. No union may have the workspace open.
 func (w Workspace) Commit(into string) (CommitInfo, error) {
-	if err := w.Recover(); err != nil {
+	return w.CommitWith(into, CommitOptions{})
+}
+
+// CommitWith is Commit with opts.
+func (w Workspace) CommitWith(into string, opts CommitOptions) (CommitInfo, error) {
+	if err := w.recover(opts.Flatten); err != nil {
 		return CommitInfo{}, err
 	}
 	if !filepath.IsAbs(into) || filepath.Clean(into) != into {
@@ -125,11 +151,22 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 	if within(into, w.Upper) || within(into, w.Work) {
 		return CommitInfo{}, fmt.Errorf("commit: %s lies inside the upper or the workdir: %w", into, syscall.EINVAL)
 	}
+	t := opts.Target
+	if t != nil {
+		if err := w.checkTarget(into, &ust, opts); err != nil {
+			return CommitInfo{}, err
+		}
+	}
 	work, err := w.openWork()
 	if err != nil {
 		return CommitInfo{}, err
 	}
 	defer unix.Close(work)
+	if opts.Flatten {
+		if _, err := layer.Lstat(work, flattenStage); err != nil {
+			return CommitInfo{}, fmt.Errorf("commit --flatten: nothing staged (StageFlatten): %w", err)
+		}
+	}
 	if err := unix.Mkdirat(work, commitDirName, 0o700); err != nil {
 		return CommitInfo{}, err
 	}
@@ -141,10 +178,22 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 	abandon := func(err error) (CommitInfo, error) {
 		_ = os.Remove(into)
 		_ = layer.RemoveAll(work, commitDirName)
+		_ = layer.RemoveAll(work, flattenStage)
 		return CommitInfo{}, err
 	}
 	if err := writeFileAt(journal, commitInto, []byte(into)); err != nil {
 		return abandon(err)
+	}
+	if t != nil {
+		b, _ := json.Marshal(journalTarget{Upper: t.Upper, Work: t.Work, XattrPrefix: t.XattrPrefix})
+		if err := writeFileAt(journal, commitTarget, b); err != nil {
+			return abandon(err)
+		}
+	}
+	if opts.Flatten {
+		if err := unix.Renameat(work, flattenStage, journal, stageInJournal); err != nil {
+			return abandon(err)
+		}
 	}
 	if err := w.emptyLike(unix.AT_FDCWD, w.Upper, unix.AT_FDCWD, into); err != nil {
 		return abandon(err)
@@ -177,11 +226,32 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 		return CommitInfo{}, err
 	}
 	w.step("all moved")
+	if opts.Flatten {
+		// From here on forward only: the stage is merged into the new layer.
+		if err := w.setJournalPhase(work, commitDirName, journal, phaseFlatten); err != nil {
+			return CommitInfo{}, err
+		}
+		if err := w.flattenInto(work, journal, into); err != nil {
+			return CommitInfo{}, fmt.Errorf("commit --flatten: %w", err) // Recover redoes it
+		}
+	}
+	if t != nil {
+		if err := t.receive(w, into); err != nil {
+			return CommitInfo{}, err
+		}
+		if err := w.finishCommit(work, upper, ""); err != nil {
+			return CommitInfo{}, err
+		}
+		return CommitInfo{Layer: into, Entries: moved, Target: t.Work}, nil
+	}
 	stack, err := w.ReadStack()
 	if err != nil {
 		return CommitInfo{}, err
 	}
 	stack.Layers = append([]string{into}, stack.Layers...)
+	if opts.Flatten {
+		stack = Stack{Layers: []string{into}, Flattened: true}
+	}
 	// The commit's moment: the stack names the new layer.
 	if err := w.writeStack(work, stack); err != nil {
 		return CommitInfo{}, err
@@ -190,7 +260,138 @@ func (w Workspace) Commit(into string) (CommitInfo, error) {
 	if err := w.finishCommit(work, upper, into); err != nil {
 		return CommitInfo{}, err
 	}
-	return CommitInfo{Layer: into, Entries: moved}, nil
+	return CommitInfo{Layer: into, Entries: moved, Flattened: opts.Flatten}, nil
+}
+
+// flattenInto merges the journal's stage into the new layer into and syncs it.
+func (w Workspace) flattenInto(work, journal int, into string) error {
+	stage, err := layer.OpenDir(journal, stageInJournal)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(stage)
+	dst, err := layer.OpenDir(unix.AT_FDCWD, into)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	w.step("flattening")
+	if err := w.mergeStage(stage, dst, true); err != nil {
+		return err
+	}
+	if err := w.finishSkeleton(stage, dst); err != nil {
+		return err
+	}
+	w.step("flattened")
+	return unix.Syncfs(work)
+}
+
+// journalTarget is the journal's record of the workspace a commit hands its layer to.
+type journalTarget struct {
+	Upper, Work, XattrPrefix string
+}
+
+// checkTarget refuses a commit into opts.Target that could not keep its meaning: the
+// layer's whiteouts and origin records are relative to this workspace's lowers, and its
+// objects must lie on a filesystem the target's identities already count.
+func (w Workspace) checkTarget(into string, ust *unix.Stat_t, opts CommitOptions) error {
+	t := opts.Target
+	if opts.Flatten {
+		return fmt.Errorf("commit: --flatten and a target workspace do not go together (a flattened layer replaces lowers): %w", syscall.EINVAL)
+	}
+	if filepath.Clean(t.Work) == filepath.Clean(w.Work) {
+		return fmt.Errorf("commit: the target is this workspace: %w", syscall.EINVAL)
+	}
+	if t.prefix() != w.prefix() {
+		return fmt.Errorf("commit: the target's overlay xattrs are %s, this workspace's %s: %w", t.prefix(), w.prefix(), syscall.EINVAL)
+	}
+	var tst unix.Stat_t
+	if err := unix.Stat(t.Upper, &tst); err != nil {
+		return fmt.Errorf("commit: target upper %s: %w", t.Upper, err)
+	}
+	if tst.Dev != ust.Dev {
+		return fmt.Errorf("commit: the target's upper %s is not on this upper's filesystem: %w", t.Upper, syscall.EXDEV)
+	}
+	if within(into, t.Upper) || within(into, t.Work) {
+		return fmt.Errorf("commit: %s lies inside the target's upper or workdir: %w", into, syscall.EINVAL)
+	}
+	if err := t.Recover(); err != nil {
+		return fmt.Errorf("commit: target: %w", err)
+	}
+	mine, err := w.ReadStack()
+	if err != nil {
+		return err
+	}
+	theirs, err := t.ReadStack()
+	if err != nil {
+		return err
+	}
+	ml, _, mf := mine.Lowers(opts.Lowers)
+	tl, _, tf := theirs.Lowers(opts.TargetLowers)
+	if !slices.Equal(ml, tl) || !slices.Equal(mf, tf) {
+		return fmt.Errorf("commit: the target stands on other lowers (%s) than this workspace (%s): a layer's whiteouts and origins mean something only over the lowers it was made on: %w",
+			strings.Join(tl, ":"), strings.Join(ml, ":"), syscall.EINVAL)
+	}
+	return nil
+}
+
+// receive puts the layer into, which the workspace from committed, on top of t's stack:
+// a journal of t's own first (a kill before the stack names the layer leaves it for t's
+// Recover to drop, one after for it to finish), then the stack, then the finish.
+func (t Workspace) receive(from Workspace, into string) error {
+	twork, err := t.openWork()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(twork)
+	if err := unix.Mkdirat(twork, commitDirName, 0o700); err != nil {
+		return fmt.Errorf("target %s: %w", t.Work, err)
+	}
+	journal, err := layer.OpenDir(twork, commitDirName)
+	if err != nil {
+		return err
+	}
+	err = writeFileAt(journal, commitInto, []byte(into))
+	if err == nil {
+		err = writeFileAt(journal, commitReceived, []byte(from.Work))
+	}
+	unix.Close(journal)
+	if err == nil {
+		err = unix.Syncfs(twork)
+	}
+	if err != nil {
+		_ = layer.RemoveAll(twork, commitDirName)
+		return err
+	}
+	from.step("target journal")
+	stack, err := t.ReadStack()
+	if err != nil {
+		return err
+	}
+	stack.Layers = append([]string{into}, stack.Layers...)
+	// The commit's moment: the target's stack names the new layer.
+	if err := t.writeStack(twork, stack); err != nil {
+		return err
+	}
+	from.step("stacked")
+	return t.finishReceive(twork, into)
+}
+
+// finishReceive completes a received layer: the upper root's origin pointed at the new
+// top lower (as finishCommit does), the journal removed.
+func (t Workspace) finishReceive(twork int, into string) error {
+	upper, err := unix.Open(t.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(upper)
+	if err := t.pointRootOrigin(upper, into); err != nil {
+		return err
+	}
+	if err := unix.Syncfs(twork); err != nil {
+		return err
+	}
+	return layer.RemoveAll(twork, commitDirName)
 }
 
 // stripRootMarks removes the overlay's marks of a directory's contents from the new
@@ -255,24 +456,8 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 	if err := layer.RemoveAll(work, movesDir); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	x := copyup.Xattrs{Prefix: w.prefix()}
-	if _, err := layer.Getxattr(upper, "", x.Origin()); err == nil {
-		top, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		var uuid [16]byte
-		if old, err := layer.Getxattr(upper, "", x.Origin()); err == nil {
-			if o, err := layer.DecodeOrigin(old); err == nil {
-				uuid = o.UUID
-			}
-		}
-		rec, err := layer.EncodeOrigin(top, "", uuid)
-		unix.Close(top)
-		if err != nil {
-			return err
-		}
-		if err := layer.Setxattr(upper, "", x.Origin(), rec); err != nil {
+	if into != "" {
+		if err := w.pointRootOrigin(upper, into); err != nil {
 			return err
 		}
 	}
@@ -282,11 +467,41 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 	return layer.RemoveAll(work, commitDirName)
 }
 
-// recoverCommit takes back or finishes an interrupted commit (Recover calls it).
-func (w Workspace) recoverCommit(work int) error {
+// pointRootOrigin points the upper root's origin, where it has one, at the new top lower
+// into (the index checks it at start, as the kernel does).
+func (w Workspace) pointRootOrigin(upper int, into string) error {
+	x := copyup.Xattrs{Prefix: w.prefix()}
+	old, err := layer.Getxattr(upper, "", x.Origin())
+	if err != nil {
+		return nil
+	}
+	top, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var uuid [16]byte
+	if o, err := layer.DecodeOrigin(old); err == nil {
+		uuid = o.UUID
+	}
+	rec, err := layer.EncodeOrigin(top, "", uuid)
+	unix.Close(top)
+	if err != nil {
+		return err
+	}
+	return layer.Setxattr(upper, "", x.Origin(), rec)
+}
+
+// recoverCommit takes back or finishes an interrupted commit (Recover calls it), and
+// removes a flattened commit's stage that no commit took (unless keepStage).
+func (w Workspace) recoverCommit(work int, keepStage bool) error {
 	// A stack file a kill left before renaming it into place: the stack is the old one.
 	if err := unix.Unlinkat(work, stackFile+".tmp", 0); err != nil && err != unix.ENOENT {
 		return err
+	}
+	if !keepStage {
+		if err := layer.RemoveAll(work, flattenStage); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
 	}
 	journal, err := layer.OpenDir(work, commitDirName)
 	if errors.Is(err, unix.ENOENT) {
@@ -296,22 +511,59 @@ func (w Workspace) recoverCommit(work int) error {
 		return err
 	}
 	defer unix.Close(journal)
-	intoB, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, commitInto))
-	into := string(intoB)
-	phase, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, phaseFile))
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, name))
+		return string(b)
+	}
+	into, phase := read(commitInto), read(phaseFile)
+	stack, err := w.Committed()
+	if err != nil {
+		return err
+	}
+	if _, err := layer.Lstat(journal, commitReceived); err == nil {
+		// The receiving end of a commit into this workspace: finished once the stack names
+		// the layer; else the giving workspace takes its commit back.
+		if into != "" && slices.Contains(stack, into) {
+			return w.finishReceive(work, into)
+		}
+		return layer.RemoveAll(work, commitDirName)
+	}
 	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(upper)
-	stack, err := w.Committed()
-	if err != nil {
-		return err
-	}
-	if into != "" && len(stack) > 0 && stack[0] == into {
+	if tb := read(commitTarget); tb != "" {
+		var jt journalTarget
+		if err := json.Unmarshal([]byte(tb), &jt); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(w.Work, commitDirName, commitTarget), err)
+		}
+		t := Workspace{Upper: jt.Upper, Work: jt.Work, XattrPrefix: jt.XattrPrefix}
+		theirs, err := t.Committed()
+		if err != nil {
+			return fmt.Errorf("the target of an interrupted commit: %w", err)
+		}
+		if into != "" && slices.Contains(theirs, into) {
+			// Handed over: the target's end finished, then this one's.
+			if err := t.Recover(); err != nil {
+				return fmt.Errorf("the target of an interrupted commit: %w", err)
+			}
+			return w.finishCommit(work, upper, "")
+		}
+	} else if into != "" && len(stack) > 0 && stack[0] == into {
 		return w.finishCommit(work, upper, into) // stacked: forward
 	}
-	if into != "" && string(phase) == phaseOut {
+	if into != "" && phase == phaseFlatten {
+		// All moved, the stage being merged: forward.
+		if err := w.flattenInto(work, journal, into); err != nil {
+			return fmt.Errorf("finishing an interrupted flattened commit: %w", err)
+		}
+		if err := w.writeStack(work, Stack{Layers: []string{into}, Flattened: true}); err != nil {
+			return err
+		}
+		return w.finishCommit(work, upper, into)
+	}
+	if into != "" && phase == phaseOut {
 		// Back: what was moved goes back into the upper root.
 		if dst, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err == nil {
 			_, err := w.moveEntries(dst, upper, "")

@@ -532,6 +532,12 @@ func (w Workspace) finishReset(work, upper, fresh int, mark []byte) error {
 // the upper root, or finishes one interrupted later, and removes snapshots left half
 // taken or half removed.
 func (w Workspace) Recover() error {
+	return w.recover(false)
+}
+
+// recover is Recover; keepStage keeps a flattened commit's stage (the commit about to
+// take it runs it).
+func (w Workspace) recover(keepStage bool) error {
 	work, err := w.openWork()
 	if err != nil {
 		return err
@@ -546,7 +552,7 @@ func (w Workspace) Recover() error {
 		}
 		unix.Close(snaps)
 	}
-	if err := w.recoverCommit(work); err != nil {
+	if err := w.recoverCommit(work, keepStage); err != nil {
 		return err
 	}
 	fresh, err := layer.OpenDir(work, resetDirName)

@@ -75,7 +75,7 @@ func (t *TreeCopy) Copy(srcDir int, srcName string, dstDir int, dstName string) 
 	if err := t.dir(src, root, root, ""); err != nil {
 		return err
 	}
-	return t.finish(srcDir, srcName, dstDir, dstName, &st)
+	return t.finish(srcDir, srcName, dstDir, dstName, &st, true)
 }
 
 // dir copies the entries of src into dst, whose path from root is rel.
@@ -100,7 +100,33 @@ func joinRel(rel, name string) string {
 }
 
 func (t *TreeCopy) entry(src, dst, root int, rel, name string) error {
-	st, err := layer.Lstat(src, name)
+	return t.object(src, name, dst, name, root, rel, true, true)
+}
+
+// CopyObject copies the one object srcName in srcDir to dstName in dstDir (which must not
+// exist) as Copy copies each object, less the overlay's own attributes (a layer with the
+// overlay's metadata applied: a flattened commit's); a directory is made empty, for the
+// caller to fill and then give its attributes with FinishDir. An object with several
+// links that this TreeCopy copied before is linked to that copy: root is a destination
+// directory the caller keeps open until Close, and rel this copy's path from it.
+func (t *TreeCopy) CopyObject(srcDir int, srcName string, dstDir int, dstName string, root int, rel string) error {
+	return t.object(srcDir, srcName, dstDir, dstName, root, rel, false, false)
+}
+
+// FinishDir gives a directory CopyObject made the source's attributes (less the
+// overlay's), once its entries are in.
+func (t *TreeCopy) FinishDir(srcDir int, srcName string, dstDir int, dstName string) error {
+	st, err := layer.Lstat(srcDir, srcName)
+	if err != nil {
+		return layer.Errno(err)
+	}
+	return t.finish(srcDir, srcName, dstDir, dstName, &st, false)
+}
+
+// object copies srcName to dstName: with private the overlay's attributes too, with
+// recurse a directory's entries and then its attributes.
+func (t *TreeCopy) object(src int, srcName string, dst int, name string, root int, rel string, private, recurse bool) error {
+	st, err := layer.Lstat(src, srcName)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", rel, layer.Errno(err))
 	}
@@ -119,7 +145,10 @@ func (t *TreeCopy) entry(src, dst, root int, rel, name string) error {
 		if err := unix.Mkdirat(dst, name, 0o700); err != nil {
 			return fmt.Errorf("copy %s: %w", rel, err)
 		}
-		in, err := layer.OpenDir(src, name)
+		if !recurse {
+			return nil
+		}
+		in, err := layer.OpenDir(src, srcName)
 		if err != nil {
 			return err
 		}
@@ -133,11 +162,11 @@ func (t *TreeCopy) entry(src, dst, root int, rel, name string) error {
 			return err
 		}
 	case unix.S_IFREG:
-		if err := t.file(src, dst, name, &st); err != nil {
+		if err := t.file(src, srcName, dst, name, &st); err != nil {
 			return fmt.Errorf("copy %s: %w", rel, err)
 		}
 	case unix.S_IFLNK:
-		target, err := layer.Readlink(src, name)
+		target, err := layer.Readlink(src, srcName)
 		if err != nil {
 			return err
 		}
@@ -149,11 +178,11 @@ func (t *TreeCopy) entry(src, dst, root int, rel, name string) error {
 			return fmt.Errorf("copy %s: %w", rel, err)
 		}
 	}
-	return t.finish(src, name, dst, name, &st)
+	return t.finish(src, srcName, dst, name, &st, private)
 }
 
-func (t *TreeCopy) file(src, dst int, name string, st *unix.Stat_t) error {
-	in, err := layer.OpenFile(src, name, unix.O_RDONLY, 0)
+func (t *TreeCopy) file(src int, srcName string, dst int, name string, st *unix.Stat_t) error {
+	in, err := layer.OpenFile(src, srcName, unix.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -175,9 +204,10 @@ func (t *TreeCopy) file(src, dst int, name string, st *unix.Stat_t) error {
 	return nil
 }
 
-// finish gives the copy every xattr of the source, then its owner, mode and times.
-func (t *TreeCopy) finish(srcDir int, srcName string, dstDir int, dstName string, st *unix.Stat_t) error {
-	if err := copyXattrs(srcDir, srcName, dstDir, dstName, true); err != nil {
+// finish gives the copy every xattr of the source (the overlay's with private), then its
+// owner, mode and times.
+func (t *TreeCopy) finish(srcDir int, srcName string, dstDir int, dstName string, st *unix.Stat_t, private bool) error {
+	if err := copyXattrs(srcDir, srcName, dstDir, dstName, private); err != nil {
 		return err
 	}
 	return SetAttrs(dstDir, dstName, st)

@@ -55,10 +55,19 @@ func encodeRecord(dir int, name string, uuid [16]byte, flags byte) ([]byte, erro
 		}
 		return nil, err
 	}
-	fid := h.Bytes()
+	return makeRecord(int32(h.Type()), h.Bytes(), uuid, flags), nil
+}
+
+// MakeOrigin is the origin record of the object whose kernel file handle is fid of
+// type typ: what EncodeOrigin gives for it (an empty record when the handle is too long).
+func MakeOrigin(typ int32, fid []byte, uuid [16]byte) []byte {
+	return makeRecord(typ, fid, uuid, 0)
+}
+
+func makeRecord(typ int32, fid []byte, uuid [16]byte, flags byte) []byte {
 	total := originHeaderSize + len(fid)
 	if total > 255 {
-		return []byte{}, nil
+		return []byte{}
 	}
 	rec := make([]byte, total)
 	rec[0] = originVersion
@@ -68,10 +77,10 @@ func encodeRecord(dir int, name string, uuid [16]byte, flags byte) ([]byte, erro
 	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
 		rec[3] |= originFlagBigEnd
 	}
-	rec[4] = byte(h.Type())
+	rec[4] = byte(typ)
 	copy(rec[5:originHeaderSize], uuid[:])
 	copy(rec[originHeaderSize:], fid)
-	return rec, nil
+	return rec
 }
 
 // Origin is a decoded origin record.

@@ -1,0 +1,244 @@
+package billyunion
+
+import (
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
+	"github.com/ovlnfs/ovlnfs/copyup"
+)
+
+// openStacked opens the workspace's union over its stack, as the server does.
+func openStacked(t *testing.T, ws Workspace, lowers []string) *FS {
+	t.Helper()
+	stack, err := ws.ReadStack()
+	must(t, err)
+	lw, committed, former := stack.Lowers(lowers)
+	fs, err := New(Options{Lowers: lw, Upper: ws.Upper, Work: ws.Work, CommittedLowers: committed, FormerLowers: former})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// flattenFixture is committedFixture committed once, and changed again over the
+// committed layer: the flattened commit then has upper objects, objects of a committed
+// layer (with and without origins) and of the configured lowers to carry.
+func flattenFixture(t *testing.T) (lowers []string, ws Workspace) {
+	t.Helper()
+	lowers, upper, work := committedFixture(t)
+	ws = Workspace{Upper: upper, Work: work}
+	_, err := ws.Commit(filepath.Join(filepath.Dir(upper), "layer-1"))
+	must(t, err)
+	fs := openStacked(t, ws, lowers)
+	randomChanges(fs, randFor(9), 40)
+	must(t, fs.MkdirAll("fresh/sub", 0o755))
+	must(t, os.WriteFile(filepath.Join(upper, "fresh/sub/f"), []byte("fresh"), 0o644))
+	must(t, fs.Close())
+	return lowers, ws
+}
+
+// plainTree describes the directory tree at root as treeOf describes a union's, without
+// link counts.
+func plainTree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		desc := fi.Mode().String()
+		switch {
+		case fi.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			desc += " " + string(b)
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			desc += " -> " + target
+		}
+		out[rel] = desc
+		return nil
+	})
+	must(t, err)
+	return out
+}
+
+// withoutLinks is a treeOf tree as plainTree describes it.
+func withoutLinks(tree map[string]string) map[string]string {
+	want := map[string]string{}
+	for p, desc := range tree {
+		if i := strings.Index(desc, " nlink="); i >= 0 {
+			desc = desc[:i]
+		}
+		if i := strings.Index(desc, " \""); i >= 0 {
+			desc = desc[:i] + " " + strings.Trim(desc[i+1:], "\"")
+		}
+		want[p] = desc
+	}
+	return want
+}
+
+// TestCommitFlatten: a flattened commit makes a layer that is the workspace's whole tree
+// as a plain directory tree (no whiteouts, no opaque, redirect or impure marks), which
+// replaces the lowers: the union over it alone (the lowers as former lowers) shows the
+// same tree, every object with the same identity, under the same LayerSetID; the kernel
+// overlay with the layer as its only lower shows the same tree too.
+func TestCommitFlatten(t *testing.T) {
+	lowers, ws := flattenFixture(t)
+	fs := openStacked(t, ws, lowers)
+	tree, ids, setID := treeOf(t, fs), identities(t, fs), fs.LayerSetID()
+	copied, err := ws.StageFlatten(fs)
+	must(t, err)
+	must(t, fs.Close())
+	if copied == 0 {
+		t.Fatal("nothing copied from the lowers")
+	}
+	into := filepath.Join(filepath.Dir(ws.Upper), "flat")
+	info, err := ws.CommitWith(into, CommitOptions{Flatten: true})
+	must(t, err)
+	if !info.Flattened || info.Layer != into {
+		t.Errorf("commit info %+v", info)
+	}
+	stack, err := ws.ReadStack()
+	must(t, err)
+	if !stack.Flattened || !slices.Equal(stack.Layers, []string{into}) {
+		t.Fatalf("stack %+v", stack)
+	}
+	for _, n := range []string{commitDirName, flattenStage} {
+		if _, err := os.Lstat(filepath.Join(ws.Work, n)); err == nil {
+			t.Errorf("%s is left", n)
+		}
+	}
+	if got := plainTree(t, into); !maps.Equal(got, withoutLinks(tree)) {
+		t.Errorf("the flattened layer as a plain tree:\n got %v\nwant %v", got, withoutLinks(tree))
+	}
+	x := copyup.Xattrs{Prefix: ws.prefix()}
+	must(t, filepath.Walk(into, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode()&os.ModeCharDevice != 0 && st.Rdev == 0 {
+			t.Errorf("whiteout %s in the flattened layer", p)
+		}
+		for _, n := range []string{x.Opaque(), x.Redirect(), x.Impure()} {
+			if ok, _ := layer.HasXattr(unix.AT_FDCWD, p, n); ok {
+				t.Errorf("%s carries %s", p, n)
+			}
+		}
+		return nil
+	}))
+
+	fs = openStacked(t, ws, lowers)
+	if got := treeOf(t, fs); !maps.Equal(got, tree) {
+		t.Errorf("after the flattened commit:\n got %v\nwant %v", got, tree)
+	}
+	if got := identities(t, fs); !maps.Equal(got, ids) {
+		for p, id := range ids {
+			if got[p] != id {
+				t.Errorf("%s changed identity across the flattened commit", p)
+			}
+		}
+	}
+	if fs.LayerSetID() != setID {
+		t.Errorf("LayerSetID %08x after the flattened commit, %08x before", fs.LayerSetID(), setID)
+	}
+	// The workspace goes on over the flattened layer: a copy-up keeps the identity.
+	f, err := fs.OpenFile("fresh/sub/f", os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	f.Write([]byte(" more"))
+	f.Close()
+	if id, err := fs.Identify("fresh/sub/f"); err != nil || id.ID.Key() != ids["fresh/sub/f"] {
+		t.Errorf("fresh/sub/f changed identity when copied up after the flattened commit: %v", err)
+	}
+	must(t, fs.Close())
+	must(t, os.RemoveAll(filepath.Join(ws.Upper, "fresh")))
+
+	if os.Geteuid() != 0 {
+		t.Log("not root: the kernel overlay is not tried")
+		return
+	}
+	base := filepath.Dir(ws.Upper)
+	kup, kwork, mnt := filepath.Join(base, "kup"), filepath.Join(base, "kwork"), filepath.Join(t.TempDir(), "m")
+	for _, d := range []string{kup, kwork, mnt} {
+		must(t, os.MkdirAll(d, 0o755))
+	}
+	opts := "lowerdir=" + into + ",upperdir=" + kup + ",workdir=" + kwork + ",index=off"
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("mount the kernel overlay: %v %s", err, out)
+		}
+		t.Skipf("no kernel overlay: %v %s", err, out)
+	}
+	defer exec.Command("umount", mnt).Run()
+	if got := plainTree(t, mnt); !maps.Equal(got, withoutLinks(tree)) {
+		t.Errorf("the kernel overlay of the flattened layer alone:\n got %v\nwant %v", got, withoutLinks(tree))
+	}
+}
+
+// TestCommitFlattenKilled: a flattened commit killed at each step leaves, once recovered,
+// the workspace showing the same tree with the same identities: taken back (the old
+// stack) before all is moved, finished (the flattened layer alone) after.
+func TestCommitFlattenKilled(t *testing.T) {
+	for _, step := range []string{"half committed", "all moved", "flattening", "half flattened", "flattened", "stack written", "stacked"} {
+		t.Run(step, func(t *testing.T) {
+			lowers, ws := flattenFixture(t)
+			fs := openStacked(t, ws, lowers)
+			tree, ids := treeOf(t, fs), identities(t, fs)
+			before, err := ws.ReadStack()
+			must(t, err)
+			_, err = ws.StageFlatten(fs)
+			must(t, err)
+			must(t, fs.Close())
+			into := filepath.Join(filepath.Dir(ws.Upper), "flat")
+			killed := ws
+			killed.killAt = step
+			func() {
+				defer func() {
+					if r := recover(); r != errKilled {
+						t.Fatalf("commit not stopped at %q: %v", step, r)
+					}
+				}()
+				_, _ = killed.CommitWith(into, CommitOptions{Flatten: true})
+			}()
+			must(t, ws.Recover())
+			stack, err := ws.ReadStack()
+			must(t, err)
+			if step == "half committed" || step == "all moved" {
+				if !slices.Equal(stack.Layers, before.Layers) || stack.Flattened {
+					t.Fatalf("killed while moving: stack %+v, want %+v", stack, before)
+				}
+				if _, err := os.Lstat(into); err == nil {
+					t.Errorf("%s left after taking the commit back", into)
+				}
+			} else if !stack.Flattened || !slices.Equal(stack.Layers, []string{into}) {
+				t.Fatalf("killed after moving: stack %+v, want the flattened layer", stack)
+			}
+			fs = openStacked(t, ws, lowers)
+			defer fs.Close()
+			if got := treeOf(t, fs); !maps.Equal(got, tree) {
+				t.Errorf("killed at %q:\n got %v\nwant %v", step, got, tree)
+			}
+			if got := identities(t, fs); !maps.Equal(got, ids) {
+				t.Errorf("killed at %q: identities changed", step)
+			}
+			for _, n := range []string{commitDirName, flattenStage, stackFile + ".tmp"} {
+				if _, err := os.Lstat(filepath.Join(ws.Work, n)); err == nil {
+					t.Errorf("%s is left after recovery", n)
+				}
+			}
+		})
+	}
+}

@@ -339,6 +339,7 @@ func (w Workspace) checkTarget(into string, ust *unix.Stat_t, opts CommitOptions
 // a journal of t's own first (a kill before the stack names the layer leaves it for t's
 // Recover to drop, one after for it to finish), then the stack, then the finish.
 func (t Workspace) receive(from Workspace, into string) error {
+	t.killAt = from.killAt
 	twork, err := t.openWork()
 	if err != nil {
 		return err
@@ -363,7 +364,7 @@ func (t Workspace) receive(from Workspace, into string) error {
 		_ = layer.RemoveAll(twork, commitDirName)
 		return err
 	}
-	from.step("target journal")
+	t.step("target journal")
 	stack, err := t.ReadStack()
 	if err != nil {
 		return err
@@ -373,7 +374,7 @@ func (t Workspace) receive(from Workspace, into string) error {
 	if err := t.writeStack(twork, stack); err != nil {
 		return err
 	}
-	from.step("stacked")
+	t.step("stacked")
 	return t.finishReceive(twork, into)
 }
 

@@ -242,3 +242,169 @@ func TestCommitFlattenKilled(t *testing.T) {
 		})
 	}
 }
+
+// intoFixture is two workspaces over the same lowers: alice changed as committedFixture
+// changes, bob with changes of his own (a new directory, a copied-up lower file).
+func intoFixture(t *testing.T) (lowers []string, alice, bob Workspace, bobPaths []string) {
+	t.Helper()
+	lowers, upper, work := committedFixture(t)
+	alice = Workspace{Upper: upper, Work: work}
+	base := filepath.Dir(upper)
+	bob = Workspace{Upper: filepath.Join(base, "bob-upper"), Work: filepath.Join(base, "bob-work")}
+	must(t, os.MkdirAll(bob.Upper, 0o755))
+	must(t, os.MkdirAll(bob.Work, 0o755))
+	fs := openWorkspace(t, lowers, bob.Upper, bob.Work)
+	must(t, fs.MkdirAll("bobdir/sub", 0o755))
+	for _, p := range []string{"bobdir/sub/f", "bobdir/g"} {
+		f, err := fs.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		must(t, err)
+		f.Write([]byte("bob's " + p))
+		f.Close()
+	}
+	f, err := fs.OpenFile("keep/k", os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	f.Write([]byte(" bob wrote"))
+	f.Close()
+	must(t, fs.Close())
+	return lowers, alice, bob, []string{"bobdir", "bobdir/sub", "bobdir/sub/f", "bobdir/g", "keep/k"}
+}
+
+// handedOver checks the state after alice's commit into bob: bob shows alice's tree with
+// his own changes over it, alice's objects with the identities they had in alice and
+// bob's with theirs, under bob's LayerSetID; alice shows her lowers alone (what she had
+// made is STALE now, like after a reset), under her LayerSetID.
+func handedOver(t *testing.T, lowers []string, alice, bob Workspace, bobPaths []string, into string,
+	aliceTree, aliceIDs, bobTree, bobIDs map[string]string, aliceSet, bobSet uint32) {
+	t.Helper()
+	stack, err := bob.ReadStack()
+	must(t, err)
+	if !slices.Equal(stack.Layers, []string{into}) {
+		t.Fatalf("bob's stack %+v, want %s", stack, into)
+	}
+	if stack, _ := alice.ReadStack(); len(stack.Layers) != 0 {
+		t.Errorf("alice's stack %+v, want none", stack)
+	}
+	want := maps.Clone(aliceTree)
+	for _, p := range bobPaths {
+		want[p] = bobTree[p]
+	}
+	fs := openStacked(t, bob, lowers)
+	defer fs.Close()
+	got, gotIDs := treeOf(t, fs), identities(t, fs)
+	if !maps.Equal(withoutLinks(got), withoutLinks(want)) {
+		t.Errorf("bob after alice's commit into his stack:\n got %v\nwant %v", got, want)
+	}
+	for p := range want {
+		wantID := aliceIDs[p]
+		if slices.Contains(bobPaths, p) || p == "" {
+			wantID = bobIDs[p]
+		}
+		if gotIDs[p] != wantID {
+			t.Errorf("bob's %s: identity changed", p)
+		}
+	}
+	if fs.LayerSetID() != bobSet {
+		t.Errorf("bob's LayerSetID changed")
+	}
+	afs := openStacked(t, alice, lowers)
+	defer afs.Close()
+	if entries, _ := os.ReadDir(alice.Upper); len(entries) != 0 {
+		t.Errorf("alice's upper holds %d entries", len(entries))
+	}
+	if afs.LayerSetID() != aliceSet {
+		t.Errorf("alice's LayerSetID changed")
+	}
+	lfs, err := New(Options{Lowers: lowers})
+	must(t, err)
+	defer lfs.Close()
+	if got, want := treeOf(t, afs), treeOf(t, lfs); !maps.Equal(withoutLinks(got), withoutLinks(want)) {
+		t.Errorf("alice after handing over:\n got %v\nwant her lowers %v", got, want)
+	}
+}
+
+// TestCommitInto: alice's commit into bob's stack puts her layer on top of bob's lowers,
+// under his upper (handedOver); a workspace on other lowers is refused, and so is the
+// commit into itself.
+func TestCommitInto(t *testing.T) {
+	lowers, alice, bob, bobPaths := intoFixture(t)
+	afs := openStacked(t, alice, lowers)
+	aliceTree, aliceIDs, aliceSet := treeOf(t, afs), identities(t, afs), afs.LayerSetID()
+	must(t, afs.Close())
+	bfs := openStacked(t, bob, lowers)
+	bobTree, bobIDs, bobSet := treeOf(t, bfs), identities(t, bfs), bfs.LayerSetID()
+	must(t, bfs.Close())
+	into := filepath.Join(filepath.Dir(alice.Upper), "alice-1")
+
+	if _, err := alice.CommitWith(into, CommitOptions{Target: &bob, Lowers: lowers, TargetLowers: lowers[1:]}); err == nil || !strings.Contains(err.Error(), "other lowers") {
+		t.Errorf("a target on other lowers: %v", err)
+	}
+	if _, err := alice.CommitWith(into, CommitOptions{Target: &alice, Lowers: lowers, TargetLowers: lowers}); err == nil {
+		t.Error("a commit into itself was taken")
+	}
+	if _, err := os.Lstat(into); err == nil {
+		t.Fatal("a refused commit left its layer")
+	}
+	info, err := alice.CommitWith(into, CommitOptions{Target: &bob, Lowers: lowers, TargetLowers: lowers})
+	must(t, err)
+	if info.Target != bob.Work || info.Layer != into {
+		t.Errorf("commit info %+v", info)
+	}
+	handedOver(t, lowers, alice, bob, bobPaths, into, aliceTree, aliceIDs, bobTree, bobIDs, aliceSet, bobSet)
+}
+
+// TestCommitIntoKilled: a commit into another workspace killed at each step leaves both,
+// once recovered (the target first, as a server may open it first), as they were or
+// handed over.
+func TestCommitIntoKilled(t *testing.T) {
+	for _, step := range []string{"half committed", "all moved", "target journal", "stack written", "stacked"} {
+		t.Run(step, func(t *testing.T) {
+			lowers, alice, bob, bobPaths := intoFixture(t)
+			afs := openStacked(t, alice, lowers)
+			aliceTree, aliceIDs, aliceSet := treeOf(t, afs), identities(t, afs), afs.LayerSetID()
+			must(t, afs.Close())
+			bfs := openStacked(t, bob, lowers)
+			bobTree, bobIDs, bobSet := treeOf(t, bfs), identities(t, bfs), bfs.LayerSetID()
+			must(t, bfs.Close())
+			into := filepath.Join(filepath.Dir(alice.Upper), "alice-1")
+			killed := alice
+			killed.killAt = step
+			func() {
+				defer func() {
+					if r := recover(); r != errKilled {
+						t.Fatalf("commit not stopped at %q: %v", step, r)
+					}
+				}()
+				_, _ = killed.CommitWith(into, CommitOptions{Target: &bob, Lowers: lowers, TargetLowers: lowers})
+			}()
+			must(t, bob.Recover())
+			must(t, alice.Recover())
+			for _, ws := range []Workspace{alice, bob} {
+				for _, n := range []string{commitDirName, stackFile + ".tmp"} {
+					if _, err := os.Lstat(filepath.Join(ws.Work, n)); err == nil {
+						t.Errorf("%s is left after recovery", filepath.Join(ws.Work, n))
+					}
+				}
+			}
+			if step == "stacked" {
+				handedOver(t, lowers, alice, bob, bobPaths, into, aliceTree, aliceIDs, bobTree, bobIDs, aliceSet, bobSet)
+				return
+			}
+			if _, err := os.Lstat(into); err == nil {
+				t.Errorf("%s left after taking the commit back", into)
+			}
+			for _, c := range []struct {
+				ws        Workspace
+				tree, ids map[string]string
+			}{{alice, aliceTree, aliceIDs}, {bob, bobTree, bobIDs}} {
+				fs := openStacked(t, c.ws, lowers)
+				if got := treeOf(t, fs); !maps.Equal(got, c.tree) {
+					t.Errorf("%s killed at %q:\n got %v\nwant %v", c.ws.Upper, step, got, c.tree)
+				}
+				if got := identities(t, fs); !maps.Equal(got, c.ids) {
+					t.Errorf("%s killed at %q: identities changed", c.ws.Upper, step)
+				}
+				must(t, fs.Close())
+			}
+		})
+	}
+}

@@ -88,7 +88,7 @@ Usage:
   ovlnfs diff [--json] --lowerdir=L1[:L2...] --upperdir=U | --config=FILE /EXPORT
   ovlnfs snapshot --control=SOCKET [list|rm] /EXPORT [NAME]
   ovlnfs reset --control=SOCKET [--to=SNAPSHOT] /EXPORT
-  ovlnfs commit --control=SOCKET /EXPORT LAYERDIR
+  ovlnfs commit --control=SOCKET [--flatten | --into=/OTHER] /EXPORT LAYERDIR
   ovlnfs check [--repair] --lowerdir=L1[:L2...] [--upperdir=U] | --config=FILE /EXPORT
   ovlnfs --help | ovlnfs COMMAND --help
 

@@ -141,8 +141,10 @@ func runCommit(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("control", "", "the server's control socket (serve --control)")
+	flatten := fs.Bool("flatten", false, "make the layer the whole tree with the whiteouts applied, replacing the lowers")
+	target := fs.String("into", "", "put the layer onto this other export's stack instead (`/EXPORT`, on the same lowers)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: ovlnfs commit --control=SOCKET /EXPORT LAYERDIR
+		fmt.Fprint(stderr, `Usage: ovlnfs commit --control=SOCKET [--flatten | --into=/OTHER] /EXPORT LAYERDIR
 
 Bakes what the workspace changed into a new lower layer, LAYERDIR (made by the commit, on
 the upper's filesystem), puts it on top of the workspace's lowers and starts the upper
@@ -153,6 +155,21 @@ overlay format: the kernel overlay mounts it under the old lowers (lowerdir=LAYE
 The committed layers are recorded in the workdir (ovlnfs-stack) and stay on top of the
 exports file's lowers. A commit killed at any point leaves the old workspace or the new.
 
+With --flatten the whiteouts are applied: LAYERDIR is the workspace's whole tree as a
+plain directory tree (no whiteouts, opaque marks or redirects; what only the lowers had is
+copied, with FICLONE where the filesystem can), and it replaces the workspace's lowers:
+the stack is LAYERDIR alone from then on, and any overlay (or a bind mount) can use it
+alone. Objects keep their identities here too: copies carry an origin record naming the
+object they were, and the exports file's lowers must stay where they are (they decode
+those records).
+
+With --into=/OTHER the layer goes onto the stack of the export /OTHER instead, under its
+upper (its own changes stay on top, its clients stay mounted); /EXPORT hands its changes
+over and starts over on its unchanged lowers, so its clients' handles of what it had made
+answer "stale", as after a reset. Refused unless both exports stand on the same lowers
+(the same committed layers over the same exports-file lowers) with uppers on one
+filesystem.
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -160,8 +177,12 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	if fs.NArg() != 2 || !strings.HasPrefix(fs.Arg(0), "/") {
+	if fs.NArg() != 2 || !strings.HasPrefix(fs.Arg(0), "/") || (*target != "" && !strings.HasPrefix(*target, "/")) {
 		fs.Usage()
+		return exitBadConfig
+	}
+	if *flatten && *target != "" {
+		fmt.Fprintln(stderr, "ovlnfs: commit: --flatten and --into do not go together (a flattened layer replaces the lowers it would have to share)")
 		return exitBadConfig
 	}
 	into, err := filepath.Abs(fs.Arg(1))
@@ -181,10 +202,18 @@ Flags:
 			}
 		}
 	}
-	resp, code := callControlWithProgress(ctx, *socket, control.Request{Op: control.OpCommit, Export: fs.Arg(0), Name: into}, progress, stderr)
+	req := control.Request{Op: control.OpCommit, Export: fs.Arg(0), Name: into, Flatten: *flatten, Target: *target}
+	resp, code := callControlWithProgress(ctx, *socket, req, progress, stderr)
 	if code != exitOK {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s committed into %s (%d entries) in %s\n", fs.Arg(0), resp.Commit.Layer, resp.Commit.Entries, resp.Took)
+	how := "committed"
+	switch {
+	case *flatten:
+		how = "flattened"
+	case *target != "":
+		how = "handed over to " + *target
+	}
+	fmt.Fprintf(stdout, "%s %s into %s (%d entries) in %s\n", fs.Arg(0), how, resp.Commit.Layer, resp.Commit.Entries, resp.Took)
 	return exitOK
 }

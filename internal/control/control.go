@@ -41,6 +41,10 @@ type Request struct {
 	// Name is the snapshot taken, removed or reset to ("" for a reset: to the lowers),
 	// or the new layer's directory of a commit.
 	Name string `json:"name,omitempty"`
+	// Flatten and Target are a commit's: the layer flattened (the whole tree, replacing the
+	// lowers), or put onto the stack of the export Target instead.
+	Flatten bool   `json:"flatten,omitempty"`
+	Target  string `json:"target,omitempty"`
 }
 
 // Response is the answer: Error is empty on success.
@@ -60,8 +64,9 @@ type Handler interface {
 	Snapshots(export string) ([]billyunion.SnapshotInfo, error)
 	RemoveSnapshot(export, name string) error
 	Reset(export, snapshot string) error
-	// Commit reports its progress through progress (entries moved of the total).
-	Commit(export, into string, progress func(done, total int)) (billyunion.CommitInfo, error)
+	// Commit reports its progress through progress (entries moved of the total); flatten
+	// and target are Request.Flatten and Request.Target.
+	Commit(export, into string, flatten bool, target string, progress func(done, total int)) (billyunion.CommitInfo, error)
 }
 
 // Progress is a line a server sends before its answer while a long operation runs.
@@ -135,7 +140,7 @@ func serveConn(c net.Conn, h Handler, logger *slog.Logger) {
 		return
 	}
 	start := time.Now()
-	logger.Info("control request", "op", req.Op, "export", req.Export, "name", req.Name)
+	logger.Info("control request", "op", req.Op, "export", req.Export, "name", req.Name, "flatten", req.Flatten, "target", req.Target)
 	var resp Response
 	switch req.Op {
 	case OpSnapshot:
@@ -150,7 +155,7 @@ func serveConn(c net.Conn, h Handler, logger *slog.Logger) {
 		err = h.Reset(req.Export, req.Name)
 	case OpCommit:
 		var info billyunion.CommitInfo
-		info, err = h.Commit(req.Export, req.Name, func(done, total int) {
+		info, err = h.Commit(req.Export, req.Name, req.Flatten, req.Target, func(done, total int) {
 			reply(Response{Progress: &Progress{Done: done, Total: total}})
 		})
 		resp.Commit = &info

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type fakeHandler struct{ resets []string }
+type fakeHandler struct{ resets, commits []string }
 
 func (h *fakeHandler) Snapshot(export, name string) (billyunion.SnapshotInfo, error) {
 	return billyunion.SnapshotInfo{Name: name}, nil
@@ -39,7 +40,8 @@ func (h *fakeHandler) Reset(export, snapshot string) error {
 	h.resets = append(h.resets, export+"@"+snapshot)
 	return nil
 }
-func (h *fakeHandler) Commit(export, into string, progress func(done, total int)) (billyunion.CommitInfo, error) {
+func (h *fakeHandler) Commit(export, into string, flatten bool, target string, progress func(done, total int)) (billyunion.CommitInfo, error) {
+	h.commits = append(h.commits, fmt.Sprintf("%s %s flatten=%v target=%s", export, into, flatten, target))
 	progress(1000, 2000)
 	progress(2000, 2000)
 	return billyunion.CommitInfo{Layer: into}, nil
@@ -81,6 +83,15 @@ func TestControlSocket(t *testing.T) {
 	}
 	if len(heard) != 2 || heard[1] != (Progress{Done: 2000, Total: 2000}) {
 		t.Errorf("progress heard: %v", heard)
+	}
+	// A flattened commit and one into another export carry their choices.
+	for _, req := range []Request{{Op: OpCommit, Export: "/ws", Name: "/f", Flatten: true}, {Op: OpCommit, Export: "/ws", Name: "/t", Target: "/bob"}} {
+		if _, err := Call(ctx, sock, req); err != nil {
+			t.Errorf("commit %+v: %v", req, err)
+		}
+	}
+	if want := []string{"/ws /l flatten=false target=", "/ws /f flatten=true target=", "/ws /t flatten=false target=/bob"}; !slices.Equal(h.commits, want) {
+		t.Errorf("commits handled: %q, want %q", h.commits, want)
 	}
 	if _, err := Call(ctx, sock, Request{Op: OpRemoveSnapshot, Export: "/ws", Name: "x"}); err == nil || err.Error() != "no such snapshot" {
 		t.Errorf("a failing request: %v", err)

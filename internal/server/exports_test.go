@@ -668,7 +668,7 @@ func TestCommitWhileServing(t *testing.T) {
 		before[name] = c.Getattr(fh)
 	}
 	layer1 := filepath.Join(root, "layer-1")
-	info, err := s.srv.Commit("/ws", layer1, nil)
+	info, err := s.srv.Commit("/ws", layer1, false, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,13 +708,13 @@ func TestCommitWhileServing(t *testing.T) {
 		t.Errorf("the root lists %v", got)
 	}
 	layer2 := filepath.Join(root, "layer-2")
-	if _, err := s.srv.Commit("/ws", layer2, nil); err != nil {
+	if _, err := s.srv.Commit("/ws", layer2, false, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(readAll(c, made)); got != "written afterhe commit" {
 		t.Errorf("made after the second commit: %q", got)
 	}
-	if _, err := s.srv.Commit("/ws", layer2, nil); err == nil {
+	if _, err := s.srv.Commit("/ws", layer2, false, "", nil); err == nil {
 		t.Error("a commit into an existing directory was taken")
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"github.com/ovlnfs/ovlnfs/billyunion"
@@ -26,48 +27,74 @@ func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspac
 
 // frozenPrepared is frozen with prepare run on the export's union first, frozen and
 // open.
-func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyunion.FS) error, fn func(ws billyunion.Workspace) error) error {
+func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyunion.FS, ws billyunion.Workspace) error, fn func(ws billyunion.Workspace) error) error {
+	var prep func(int, *billyunion.FS, billyunion.Workspace) error
+	if prepare != nil {
+		prep = func(_ int, u *billyunion.FS, ws billyunion.Workspace) error { return prepare(u, ws) }
+	}
+	return s.frozenExports([]string{path}, reopen, prep, func(ws []billyunion.Workspace, _ []Export) error { return fn(ws[0]) })
+}
+
+// frozenExports is frozenPrepared for several exports at once (distinct paths), frozen
+// in the order given; fn gets their workspaces and configurations in that order.
+func (s *Server) frozenExports(paths []string, reopen bool, prepare func(i int, u *billyunion.FS, ws billyunion.Workspace) error, fn func(ws []billyunion.Workspace, cfgs []Export) error) error {
 	s.reconfigure.Lock() // no reload meanwhile
 	defer s.reconfigure.Unlock()
-	e, err := s.workspaceExport(path)
-	if err != nil {
-		return err
-	}
-	e.inflight.Lock()
-	defer e.inflight.Unlock()
-	if e.retired {
-		return fmt.Errorf("export %s: %w", path, ErrNoExport)
-	}
-	if prepare != nil {
-		if err := prepare(e.union); err != nil {
+	var es []*export
+	for _, path := range paths {
+		e, err := s.workspaceExport(path)
+		if err != nil {
 			return err
+		}
+		if slices.Contains(es, e) {
+			return fmt.Errorf("export %s named twice: %w", path, syscall.EINVAL)
+		}
+		e.inflight.Lock()
+		defer e.inflight.Unlock()
+		if e.retired {
+			return fmt.Errorf("export %s: %w", path, ErrNoExport)
+		}
+		es = append(es, e)
+	}
+	wss := make([]billyunion.Workspace, len(es))
+	cfgs := make([]Export, len(es))
+	for i, e := range es {
+		wss[i], cfgs[i] = workspaceOf(&e.cfg), e.cfg
+		if prepare != nil {
+			if err := prepare(i, e.union, wss[i]); err != nil {
+				return err
+			}
 		}
 	}
 	if !reopen {
-		return fn(workspaceOf(&e.cfg))
+		return fn(wss, cfgs)
 	}
-	e.nfs.Close()
-	closeErr := e.union.Close()
-	// The union's use of the shared lowers ends only once the new union has one, so they
-	// stay open across.
-	oldShared := e.shared
-	defer s.releaseShared(oldShared)
-	e.shared = nil
-	err = fn(workspaceOf(&e.cfg))
-	if oerr := s.openParts(e); oerr != nil {
-		// Without a union the export cannot serve: retire it, so its calls answer STALE
-		// rather than fail on a closed union, and say so.
-		e.retired = true
-		_ = e.releaseWork()
-		var rest []*export
-		for _, x := range s.exports.Load().byPath {
-			if x != e {
-				rest = append(rest, x)
+	var closeErr error
+	for _, e := range es {
+		e.nfs.Close()
+		closeErr = errors.Join(closeErr, e.union.Close())
+		// The union's use of the shared lowers ends only once the new union has one, so
+		// they stay open across.
+		defer s.releaseShared(e.shared)
+		e.shared = nil
+	}
+	err := fn(wss, cfgs)
+	for _, e := range es {
+		if oerr := s.openParts(e); oerr != nil {
+			// Without a union the export cannot serve: retire it, so its calls answer
+			// STALE rather than fail on a closed union, and say so.
+			e.retired = true
+			_ = e.releaseWork()
+			var rest []*export
+			for _, x := range s.exports.Load().byPath {
+				if x != e {
+					rest = append(rest, x)
+				}
 			}
+			s.exports.Store(newExportSet(rest))
+			s.logger.Error("export retired: its union does not open again", "export", e.cfg.Path, "err", oerr)
+			err = errors.Join(err, fmt.Errorf("export %s cannot be opened again and is no longer served: %w", e.cfg.Path, oerr))
 		}
-		s.exports.Store(newExportSet(rest))
-		s.logger.Error("export retired: its union does not open again", "export", path, "err", oerr)
-		return errors.Join(err, fmt.Errorf("export %s cannot be opened again and is no longer served: %w", path, oerr))
 	}
 	return errors.Join(closeErr, err)
 }
@@ -142,23 +169,50 @@ func (s *Server) RemoveSnapshot(path, name string) error {
 // the upper's filesystem) while serving: the export frozen, its upper's entries moved
 // into the layer, the union opened again over it with an empty upper. Objects keep their
 // identities, so clients' handles, open files and current directories stay valid.
+// With flatten the layer is the export's whole tree without the overlay's metadata and
+// replaces its lowers (billyunion.CommitOptions.Flatten). With target (another export's
+// path) the layer goes onto that export's stack instead, both frozen meanwhile, and this
+// export starts over on its lowers (billyunion.CommitOptions.Target).
 // progress, when set, hears how far the upper's entries have been moved.
-func (s *Server) Commit(path, into string, progress func(done, total int)) (billyunion.CommitInfo, error) {
-	s.logger.Info("committing a workspace", "export", path, "into", into)
+func (s *Server) Commit(path, into string, flatten bool, target string, progress func(done, total int)) (billyunion.CommitInfo, error) {
+	s.logger.Info("committing a workspace", "export", path, "into", into, "flatten", flatten, "target", target)
 	var info billyunion.CommitInfo
+	if target == path {
+		return info, fmt.Errorf("commit: export %s into itself: %w", path, syscall.EINVAL)
+	}
+	paths := []string{path}
+	if target != "" {
+		paths = append(paths, target)
+	}
 	// The lower names of files the index holds are linked into the upper first: the
-	// commit empties the index, which alone joined them to the copy.
-	cover := func(u *billyunion.FS) error {
+	// commit empties the index, which alone joined them to the copy. A flattened commit
+	// then stages what the lowers add.
+	prepare := func(i int, u *billyunion.FS, ws billyunion.Workspace) error {
+		if i > 0 {
+			return nil // the target keeps its upper and index
+		}
 		n, err := u.CoverIndexedAliases()
 		if n > 0 {
 			s.logger.Info("commit: lower names of indexed files linked into the upper", "export", path, "names", n)
 		}
+		if err != nil || !flatten {
+			return err
+		}
+		n, err = ws.StageFlatten(u)
+		if err == nil {
+			s.logger.Info("commit: flattened commit staged", "export", path, "copied", n)
+		}
 		return err
 	}
-	err := s.frozenPrepared(path, true, cover, func(ws billyunion.Workspace) error {
+	err := s.frozenExports(paths, true, prepare, func(wss []billyunion.Workspace, cfgs []Export) error {
+		ws := wss[0]
 		ws.Progress = progress
+		opts := billyunion.CommitOptions{Flatten: flatten}
+		if target != "" {
+			opts.Target, opts.Lowers, opts.TargetLowers = &wss[1], cfgs[0].Lowers, cfgs[1].Lowers
+		}
 		var err error
-		info, err = ws.Commit(into)
+		info, err = ws.CommitWith(into, opts)
 		return err
 	})
 	return info, err

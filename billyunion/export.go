@@ -348,18 +348,33 @@ func (fs *FS) FindConnected(id ObjectID) (string, error) {
 }
 
 // pathByHandle is where the kernel connects the object id in its layer:
-// the path from the root of layer li, and whether it is a directory.
+// the path from the root of layer li, and whether it is a directory. An
+// object of a former lower (Options.FormerLowers) gives its path there, the
+// union path it had when a flattened commit copied it, with li -1.
 func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, li int, err error) {
-	var roots []int
-	for li := range fs.layers {
+	type root struct {
+		li   int
+		fd   int
+		path string
+	}
+	var roots []root
+	for li, l := range fs.layers {
 		if fs.fsOf(li) == id.FS {
-			roots = append(roots, li)
+			roots = append(roots, root{li, l.Root, fs.rootPaths[li]})
+		}
+	}
+	for _, l := range fs.former {
+		if uint8(fs.ino.fsIndex[l.Dev]) != id.FS {
+			continue
+		}
+		if p, err := os.Readlink(layer.ProcPath(l.Root)); err == nil {
+			roots = append(roots, root{-1, l.Root, p})
 		}
 	}
 	if len(roots) == 0 || len(id.Handle) == 0 || len(id.Handle) > maxObjectHandle {
 		return "", false, 0, syscall.ESTALE
 	}
-	fd, err := unix.OpenByHandleAt(fs.layers[roots[0]].Root, unix.NewFileHandle(id.Type, id.Handle), unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
+	fd, err := unix.OpenByHandleAt(roots[0].fd, unix.NewFileHandle(id.Type, id.Handle), unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
 		return "", false, 0, syscall.ESTALE
 	}
@@ -372,9 +387,9 @@ func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, li int, err error
 	if err != nil {
 		return "", false, 0, syscall.ESTALE
 	}
-	for _, li := range roots {
-		if rel, ok := under(abs, fs.rootPaths[li]); ok {
-			return rel, layer.IsDir(&st), li, nil
+	for _, r := range roots {
+		if rel, ok := under(abs, r.path); ok {
+			return rel, layer.IsDir(&st), r.li, nil
 		}
 	}
 	return "", false, 0, syscall.ESTALE

@@ -449,6 +449,9 @@ func (fs *FS) findMoved(id ObjectID, depth int, budget *int) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if li < 0 {
+		return "", syscall.ESTALE // a former lower's object: no records lead from its place
+	}
 	comps, err := splitPath(rel)
 	if err != nil || len(comps) == 0 {
 		return "", syscall.ESTALE

@@ -45,14 +45,15 @@ const (
 	opCommitAgain             // commit onto a layer committed before (a stack of two)
 	opResetSnap               // reset to a snapshot taken before later changes
 	opResetLowers             // reset to the lowers
+	opFlatten                 // commit --flatten: the whole tree, replacing the lowers
 	numOps
 )
 
 func (o wsOp) String() string {
-	return [...]string{"commit", "second commit", "reset --to=snapshot", "reset to the lowers"}[o]
+	return [...]string{"commit", "second commit", "reset --to=snapshot", "reset to the lowers", "flattened commit"}[o]
 }
 
-func (o wsOp) isCommit() bool { return o == opCommit || o == opCommitAgain }
+func (o wsOp) isCommit() bool { return o == opCommit || o == opCommitAgain || o == opFlatten }
 
 // wsStats are the figures the test reports, per operation.
 type wsStats struct {
@@ -327,7 +328,7 @@ func newWorkspace(t *testing.T, bin string, r *rand.Rand, dir string, op wsOp) *
 	}
 	w.old = got
 	switch op {
-	case opCommit:
+	case opCommit, opFlatten:
 		w.target = w.old
 	case opCommitAgain:
 		w.cli("commit", "--control="+w.sock, "/ws", filepath.Join(w.committed, "layer-0"))
@@ -447,26 +448,47 @@ func (w *workspace) observe() map[string]entry {
 // stack is the committed layers WORK/ovlnfs-stack names, top-most first.
 func (w *workspace) stack() []string {
 	w.t.Helper()
-	s, err := readStack(w.work)
+	s, _, err := readStack(w.work)
 	if err != nil {
 		w.fatalf("%v", err)
 	}
 	return s
 }
 
-func readStack(work string) ([]string, error) {
+// flattened reports whether the stack's bottom layer is a flattened commit's, which
+// replaced the configured lowers.
+func (w *workspace) flattened() bool {
+	w.t.Helper()
+	_, f, err := readStack(w.work)
+	if err != nil {
+		w.fatalf("%v", err)
+	}
+	return f
+}
+
+// readStack reads WORK/ovlnfs-stack: a JSON array of layers, or, once a commit was
+// flattened, an object with the layers and "flattened": true.
+func readStack(work string) ([]string, bool, error) {
 	b, err := os.ReadFile(filepath.Join(work, "ovlnfs-stack"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var out []string
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("ovlnfs-stack: %q: %w", b, err)
+	var out struct {
+		Layers    []string `json:"layers"`
+		Flattened bool     `json:"flattened"`
 	}
-	return out, nil
+	if len(b) > 0 && b[0] == '[' {
+		err = json.Unmarshal(b, &out.Layers)
+	} else {
+		err = json.Unmarshal(b, &out)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("ovlnfs-stack: %q: %w", b, err)
+	}
+	return out.Layers, out.Flattened, nil
 }
 
 // journal is the operation's journal directory in the workdir.
@@ -517,6 +539,9 @@ func (w *workspace) run(op wsOp, k kill, tm *timing, st *wsStats) (inside, isNew
 	switch op {
 	case opCommit, opCommitAgain:
 		args = []string{"commit", "--control=" + w.sock, "/ws", w.layer}
+		marker = "committing a workspace"
+	case opFlatten:
+		args = []string{"commit", "--control=" + w.sock, "--flatten", "/ws", w.layer}
 		marker = "committing a workspace"
 	case opResetSnap:
 		args = []string{"reset", "--control=" + w.sock, "--to=s1", "/ws"}
@@ -620,7 +645,7 @@ func (w *workspace) run(op wsOp, k kill, tm *timing, st *wsStats) (inside, isNew
 	}
 
 	w.start()
-	for _, j := range []string{"ovlnfs-commit.new", "ovlnfs-reset.new", "ovlnfs-stack.tmp"} {
+	for _, j := range []string{"ovlnfs-commit.new", "ovlnfs-reset.new", "ovlnfs-stack.tmp", "ovlnfs-flatten.new"} {
 		if exists(filepath.Join(w.work, j)) {
 			w.fatalf("%v killed: WORK/%s is left after the restart", op, j)
 		}
@@ -633,7 +658,12 @@ func (w *workspace) run(op wsOp, k kill, tm *timing, st *wsStats) (inside, isNew
 	if op.isCommit() {
 		stack := w.stack()
 		stacked := len(stack) > 0 && stack[0] == w.layer
-		if !slices.Equal(stack, w.stack0) && !(stacked && slices.Equal(stack[1:], w.stack0)) {
+		if op == opFlatten {
+			// The flattened layer alone, or the old stack.
+			if stacked != w.flattened() || stacked && len(stack) != 1 || !stacked && !slices.Equal(stack, w.stack0) {
+				w.fatalf("%v killed: the stack is %v (flattened: %v), before it was %v, the new layer %s", op, stack, w.flattened(), w.stack0, w.layer)
+			}
+		} else if !slices.Equal(stack, w.stack0) && !(stacked && slices.Equal(stack[1:], w.stack0)) {
 			w.fatalf("%v killed: the stack is %v, before it was %v, the new layer %s", op, stack, w.stack0, w.layer)
 		}
 		if stacked != exists(w.layer) {
@@ -731,10 +761,14 @@ func intersect(a, b []string) []string {
 }
 
 // kernelMount mounts the workspace with the kernel overlay (the server stopped), the
-// committed layers above the configured lowers, and runs fn on it.
+// committed layers above the configured lowers (or alone, once flattened), and runs fn
+// on it.
 func (w *workspace) kernelMount(fn func() error) {
 	w.t.Helper()
-	lowers := append(w.stack(), w.l1, w.l2)
+	lowers := w.stack()
+	if !w.flattened() {
+		lowers = append(lowers, w.l1, w.l2)
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on", strings.Join(lowers, ":"), w.upper, w.work)
 	if err := unix.Mount("overlay", w.mnt, "overlay", 0, opts); err != nil {
 		w.fatalf("kernel overlay mount %s: %v", opts, err)

@@ -83,7 +83,8 @@ func Check(opts CheckOptions) ([]Finding, error) {
 func checkWork(opts CheckOptions, add func(Finding)) error {
 	ws := Workspace{Upper: opts.Upper, Work: opts.Work, XattrPrefix: opts.XattrPrefix}
 	for _, j := range []struct{ dir, kind, what string }{
-		{resetDirName, "reset-interrupted", "a reset"}, {commitDirName, "commit-interrupted", "a commit"}} {
+		{resetDirName, "reset-interrupted", "a reset"}, {commitDirName, "commit-interrupted", "a commit"},
+		{flattenStage, "commit-interrupted", "a flattened commit (its stage, before any change)"}} {
 		if _, err := os.Lstat(filepath.Join(opts.Work, j.dir)); err != nil {
 			continue
 		}

@@ -36,8 +36,10 @@
 //	             entries, dangling origins and redirects, useless whiteouts), and
 //	             the repairs that lose no data
 //	commit.go    Workspace.Commit: the upper baked into a new lower layer by moving
-//	             its entries (identities kept), the stack of committed layers,
-//	             crash-safe
+//	             its entries (identities kept), the stack of committed layers, a
+//	             commit into another workspace's stack, crash-safe
+//	flatten.go   a flattened commit: the whole merged tree as one plain layer
+//	             replacing the lowers (StageFlatten, the stage's merge)
 //	workspace.go Workspace: snapshots of an upper and its index, and resetting a
 //	             closed workspace to its lowers or a snapshot, crash-safe (one
 //	             RENAME_EXCHANGE, then a redoable finish; Recover)

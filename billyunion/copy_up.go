@@ -67,7 +67,19 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 			source.Origin = rec
 		}
 	}
-	err := fs.copier.Do(key, source, unchanged, func(tmp string) error {
+	// Counted before anything is copied: a copy-up that would pass the quota copies
+	// nothing. The count is given back unless this call placed the copy.
+	uncount, err := fs.quota.reserveObject(&top.st)
+	if err != nil {
+		return err
+	}
+	placed := false
+	defer func() {
+		if !placed {
+			uncount()
+		}
+	}()
+	err = fs.copier.Do(key, source, unchanged, func(tmp string) error {
 		unlock := fs.locks.lock(upper.st.Ino)
 		defer unlock()
 		if err := unchanged(); err != nil {
@@ -76,6 +88,7 @@ func (fs *FS) copyUpPlain(d *dir, e *entry) error {
 		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
 			return layer.Errno(err)
 		}
+		placed = true
 		fs.countCopyUp(&top.st, true, start)
 		return nil
 	})
@@ -149,6 +162,16 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 	if fs.originUUIDs {
 		source.UUID = fs.layerUUID[top.li]
 	}
+	uncount, err := fs.quota.reserveObject(&top.st) // as in copyUpPlain
+	if err != nil {
+		return err
+	}
+	placed := false
+	defer func() {
+		if !placed {
+			uncount()
+		}
+	}()
 	wd := fs.work.FD()
 	err = fs.copier.Do(key, source, func() error { return unchanged(false) }, func(tmp string) error {
 		// No name is covered yet: the union's count is the lower one's.
@@ -170,6 +193,7 @@ func (fs *FS) copyUpIndexed(d *dir, e *entry) error {
 		if err := fs.copier.Place(tmp, upper.fd, e.name); err != nil {
 			return layer.Errno(err)
 		}
+		placed = true
 		if st, err := layer.Lstat(upper.fd, e.name); err == nil {
 			if err := fs.setNlink(upper.fd, e.name, &st, top.st.Nlink); err != nil {
 				fs.log.Warn("index: recording the link count", "path", joinPath(append(d.path, e.name)), "err", err)

@@ -151,12 +151,22 @@ func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err e
 	}
 	defer t.release()
 	parentKey = dirKey(t.d)
+	placed := false
+	if !t.e.upperWhiteout { // over a whiteout, the new object takes the whiteout's place
+		if err := fs.quota.reserveInodes(1, false); err != nil {
+			return parentKey, err
+		}
+		defer func() {
+			if !placed {
+				fs.quota.release(1, 0)
+			}
+		}()
+	}
 	wd := fs.work.FD()
 	tmp := fs.work.TempName()
 	if err := obj.build(wd, tmp); err != nil {
 		return parentKey, layer.Errno(err)
 	}
-	placed := false
 	defer func() {
 		if !placed {
 			fs.discard(tmp)
@@ -453,11 +463,30 @@ func (fs *FS) removeLocked(t *target) (err error) {
 			fs.discard(wo)
 			return layer.Errno(err)
 		}
+		// Counted, never refused: removing is how a full upper gets room again.
+		fs.quota.reserveInodes(1, true)
 		return nil
 	}
 	needWhiteout, err := fs.lowerPositive(t.d, name)
 	if err != nil {
 		return err
+	}
+	if fs.quota != nil {
+		// Registered first so that it runs last, after any index cleanup.
+		var uncount func()
+		if t.e.isDir() {
+			uncount = fs.quota.removingDir(up, name)
+		} else {
+			uncount = fs.quota.removing(up, name)
+		}
+		defer func() {
+			if err == nil || !t.e.isDir() {
+				uncount() // a non-directory's checks its link count itself
+			}
+			if err == nil && needWhiteout {
+				fs.quota.reserveInodes(1, true)
+			}
+		}()
 	}
 	if id, ok := fs.removedID(t.d, &t.e); ok {
 		defer func() {

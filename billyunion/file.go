@@ -98,13 +98,28 @@ func (fs *FS) openOnce(o owner, p string, comps []string, flag int, perm os.File
 	if fs.beforeOpen != nil {
 		fs.beforeOpen(p)
 	}
+	// With a quota, O_TRUNC is the accounted truncate, which uncounts what it frees; a
+	// read-only open that truncates (rare) uncounts the size it looked up.
+	truncate := fs.quota != nil && sysFlags&os.O_TRUNC != 0 && sysFlags&(os.O_WRONLY|os.O_RDWR) != 0
+	if truncate {
+		sysFlags &^= os.O_TRUNC
+	}
 	f, err := layer.OpenSame(fs.upperFD(ud), ue.name, sysFlags, &ue.top().st)
 	if err != nil {
 		return nil, openErr(err)
 	}
+	if fs.quota != nil && !truncate && sysFlags&os.O_TRUNC != 0 && ue.top().st.Nlink > 0 {
+		fs.quota.release(0, ue.top().st.Size)
+	}
 	key := dirKey(ud)
 	uf := fs.newFile(p, comps, f, true)
 	uf.parentKey = &key
+	if truncate {
+		if err := uf.Truncate(0); err != nil {
+			uf.Close()
+			return nil, err
+		}
+	}
 	uf.changed() // O_TRUNC may have changed the size already
 	return uf, nil
 }
@@ -227,13 +242,27 @@ func (f *file) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func (f *file) Write(b []byte) (int, error) {
-	n, err := f.current().Write(b)
+	cur := f.current()
+	var n int
+	var err error
+	if q := f.fs.quota; q != nil && f.upper {
+		n, err = q.resize(cur, -1, len(b), false, func() (int, error) { return cur.Write(b) })
+	} else {
+		n, err = cur.Write(b)
+	}
 	f.changed()
 	return n, ioErr(err)
 }
 
 func (f *file) WriteAt(b []byte, off int64) (int, error) {
-	n, err := f.current().WriteAt(b, off)
+	cur := f.current()
+	var n int
+	var err error
+	if q := f.fs.quota; q != nil && f.upper && off >= 0 {
+		n, err = q.resize(cur, off+int64(len(b)), len(b), false, func() (int, error) { return cur.WriteAt(b, off) })
+	} else {
+		n, err = cur.WriteAt(b, off)
+	}
 	f.changed()
 	return n, ioErr(err)
 }
@@ -244,7 +273,13 @@ func (f *file) Seek(off int64, whence int) (int64, error) {
 }
 
 func (f *file) Truncate(size int64) error {
-	err := f.current().Truncate(size)
+	cur := f.current()
+	var err error
+	if q := f.fs.quota; q != nil && f.upper && size >= 0 {
+		_, err = q.resize(cur, size, 0, true, func() (int, error) { return 0, cur.Truncate(size) })
+	} else {
+		err = cur.Truncate(size)
+	}
 	f.changed()
 	return ioErr(err)
 }

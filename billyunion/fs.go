@@ -79,6 +79,10 @@ type Options struct {
 	// must then be empty or equal to the Shared's, and XattrPrefix resolve to
 	// the Shared's.
 	Shared *Shared
+	// QuotaBytes and QuotaInodes limit the upper layer (quota.go, docs/quotas.md): the
+	// apparent size of its regular files and its number of objects, whiteouts included.
+	// A change that would pass a limit answers EDQUOT and changes nothing. 0 is no limit.
+	QuotaBytes, QuotaInodes uint64
 }
 
 // DefaultDirCacheEntries is the listing cache size when none is configured.
@@ -142,6 +146,9 @@ type FS struct {
 	indexMu indexLocks
 	// redirectWarned is when a malformed redirect was last logged (unix ns).
 	redirectWarned atomic.Int64
+	// quota counts the upper against Options.QuotaBytes and QuotaInodes; nil without
+	// a quota, and then nothing is counted.
+	quota *quota
 	// beforeOpen, when set (tests only), runs in OpenFile between the
 	// lookup and the open, to force a change into that window.
 	beforeOpen func(p string)
@@ -164,6 +171,9 @@ func New(opts Options) (*FS, error) {
 	}
 	if opts.CommittedLowers < 0 || opts.CommittedLowers > len(opts.Lowers) {
 		return nil, fmt.Errorf("billyunion: %d committed lowers of %d: %w", opts.CommittedLowers, len(opts.Lowers), syscall.EINVAL)
+	}
+	if opts.Upper == "" && (opts.QuotaBytes != 0 || opts.QuotaInodes != 0) {
+		return nil, fmt.Errorf("billyunion: a quota needs an upper layer: %w", syscall.EINVAL)
 	}
 	if opts.Upper != "" && opts.Work == "" {
 		return nil, fmt.Errorf("billyunion: an upper layer needs a work directory: %w", syscall.EINVAL)
@@ -292,6 +302,15 @@ func New(opts Options) (*FS, error) {
 		wl.Close()
 		if err != nil {
 			return nil, fmt.Errorf("billyunion: work directory %s: %w", opts.Work, err)
+		}
+	}
+	if fs.hasUpper {
+		index := ""
+		if fs.indexFD >= 0 {
+			index = path.Join(opts.Work, "index")
+		}
+		if fs.quota, err = newQuota(opts.Upper, index, opts.QuotaBytes, opts.QuotaInodes); err != nil {
+			return nil, err
 		}
 	}
 	ok = true

@@ -217,6 +217,10 @@ func (fs *FS) renameLocked(p *pair) (err error) {
 	}
 	op, np := fs.upperFD(p.od), fs.upperFD(p.nd)
 	oldName, newName := p.oe.name, p.ne.name
+	whiteoutOld := false
+	if fs.quota != nil {
+		defer fs.countRename(p, np, newName, &whiteoutOld, &err)()
+	}
 	isDir := p.oe.isDir()
 	redirected := isDir && fs.hasLower(&p.oe) // the kernel's merge-or-lower type
 	samedir := p.od.parts[0].st.Ino == p.nd.parts[0].st.Ino
@@ -237,7 +241,7 @@ func (fs *FS) renameLocked(p *pair) (err error) {
 			return layer.Errno(err)
 		}
 	}
-	whiteoutOld, err := fs.lowerPositive(p.od, oldName)
+	whiteoutOld, err = fs.lowerPositive(p.od, oldName)
 	if err != nil {
 		return err
 	}
@@ -270,6 +274,35 @@ func (fs *FS) renameLocked(p *pair) (err error) {
 		return err
 	}
 	return fs.moveUpper(p, op, np, whiteoutOld)
+}
+
+// countRename prepares the quota's count for the rename p (quota.go): the returned
+// function, deferred first so that it runs after any index cleanup, uncounts a replaced
+// object whose last link went and the whiteouts the rename removed or left.
+func (fs *FS) countRename(p *pair, np int, newName string, whiteoutOld *bool, err *error) func() {
+	uncount := func() {}
+	replacedDir := fs.inUpper(&p.ne) && p.ne.isDir()
+	switch {
+	case replacedDir:
+		uncount = fs.quota.removingDir(np, newName)
+	case fs.inUpper(&p.ne):
+		uncount = fs.quota.removing(np, newName)
+	}
+	return func() {
+		if *err != nil {
+			if !replacedDir {
+				uncount() // closes its descriptor; the link count shows nothing went
+			}
+			return
+		}
+		uncount()
+		switch {
+		case *whiteoutOld && !p.ne.upperWhiteout:
+			fs.quota.reserveInodes(1, true) // counted, never refused, as for a removal
+		case !*whiteoutOld && p.ne.upperWhiteout:
+			fs.quota.release(1, 0)
+		}
+	}
 }
 
 // moveUpper makes the rename in the upper layer: one rename, leaving a
@@ -415,6 +448,7 @@ func (fs *FS) Link(oldpath, newpath string) error {
 		fs.discard(tmp)
 		return layer.Errno(err)
 	}
+	fs.quota.release(1, 0) // the whiteout the new name replaced
 	return nil
 }
 

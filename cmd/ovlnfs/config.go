@@ -57,6 +57,8 @@ type serveConfig struct {
 	requirePrivilegedPort bool
 	// refuseAppleDouble: -o appledouble=refuse.
 	refuseAppleDouble bool
+	// quotaBytes, quotaInodes: -o quota_bytes, quota_inodes (0: no limit).
+	quotaBytes, quotaInodes uint64
 	// gomaxprocs fixes GOMAXPROCS; 0 lets internal/procs adapt it to the load.
 	gomaxprocs int
 	// unicode: -o unicode=exact or insensitive; "" = the union's default (exact).
@@ -252,6 +254,7 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 		cfg.index = opts.index
 		cfg.refuseAppleDouble = opts.appleDouble == "refuse"
 		cfg.unicode = opts.unicode
+		cfg.quotaBytes, cfg.quotaInodes = opts.quotaBytes, opts.quotaInodes
 		if err := checkUnionOptions(opts); err != nil {
 			return nil, err
 		}
@@ -310,6 +313,9 @@ func parseServeArgs(args []string, usageOut io.Writer) (*serveConfig, error) {
 	}
 	if work != "" && upper == "" {
 		return nil, refuse("workdir given without upperdir")
+	}
+	if (cfg.quotaBytes != 0 || cfg.quotaInodes != 0) && (upper == "" || raw.readOnly) {
+		return nil, refuse("-o quota_bytes, quota_inodes: a quota limits the upper layer; a read-only export has none")
 	}
 	if raw.readOnly && upper != "" {
 		// A read-only view of a union with an upper is the upper as the top-most lower:
@@ -517,6 +523,8 @@ type mountOptions struct {
 	unicode string
 	// dirCacheEntries is kept as text so that a bad value gets the same refusal either way.
 	dirCacheEntries *string
+	// quotaBytes, quotaInodes: -o quota_bytes=SIZE, quota_inodes=N (0: not given).
+	quotaBytes, quotaInodes uint64
 }
 
 // parseMountOptions reads a kernel overlay option string as mount(8) passes it: options
@@ -557,8 +565,18 @@ func parseMountOptions(s string) (mountOptions, error) {
 			mo.unicode, err = enumOption(key, value, billyunion.UnicodeExact, billyunion.UnicodeInsensitive)
 		case "dircache_entries":
 			mo.dirCacheEntries = &value
+		case "quota_bytes":
+			if mo.quotaBytes, err = billyunion.ParseSize(value); err != nil {
+				err = refuse("-o quota_bytes=%s: %v", value, err)
+			}
+		case "quota_inodes":
+			n, perr := strconv.ParseUint(value, 10, 63)
+			if perr != nil || n == 0 {
+				err = refuse("-o quota_inodes=%s: must be a whole number of at least 1", value)
+			}
+			mo.quotaInodes = n
 		default:
-			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, index, appledouble, unicode, dircache_entries)", opt)
+			return mo, refuse("-o %s: option not supported by ovlnfs (supported: lowerdir, upperdir, workdir, ro, rw, userxattr, redirect_dir, index, appledouble, unicode, dircache_entries, quota_bytes, quota_inodes)", opt)
 		}
 		if err != nil {
 			return mo, err

@@ -71,6 +71,10 @@ func exportOptions(options string, se *server.Export) error {
 	}
 	se.XattrPrefix, se.RedirectDir, se.Index, se.Unicode = mo.xattrPrefix, mo.redirectDir, mo.index, mo.unicode
 	se.RefuseAppleDouble = mo.appleDouble == "refuse"
+	if (mo.quotaBytes != 0 || mo.quotaInodes != 0) && se.Upper == "" {
+		return refuse("options %s: a quota limits the upper layer; this export has no upper line", options)
+	}
+	se.QuotaBytes, se.QuotaInodes = mo.quotaBytes, mo.quotaInodes
 	return nil
 }
 

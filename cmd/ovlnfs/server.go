@@ -73,6 +73,7 @@ func serve(ctx context.Context, cfg *serveConfig, stderr io.Writer) int {
 		exports = []server.Export{{Path: "/", Lowers: cfg.lowers, Upper: cfg.upper, Work: cfg.work,
 			CreateWork: cfg.workIsAuto, XattrPrefix: cfg.xattrPrefix, RedirectDir: cfg.redirectDir,
 			Unicode: cfg.unicode, Index: cfg.index, RefuseAppleDouble: cfg.refuseAppleDouble,
+			QuotaBytes: cfg.quotaBytes, QuotaInodes: cfg.quotaInodes,
 			Clients: clients.Everyone(cfg.requirePrivilegedPort)}}
 	}
 	scfg := server.Config{

@@ -230,6 +230,8 @@ func (s *Server) openParts(e *export) error {
 		Unicode:         cfg.Unicode,
 		Index:           cfg.Index,
 		DirCacheEntries: s.cfg.DirCacheEntries,
+		QuotaBytes:      cfg.QuotaBytes,
+		QuotaInodes:     cfg.QuotaInodes,
 		Logger:          logger.With("component", "union"),
 	})
 	if err != nil {
@@ -368,7 +370,8 @@ func (e *export) releaseWork() error {
 func sameLayers(a, b *Export) bool {
 	return a.Path == b.Path && slices.Equal(a.Lowers, b.Lowers) && a.Upper == b.Upper && a.Work == b.Work &&
 		a.XattrPrefix == b.XattrPrefix && a.RedirectDir == b.RedirectDir && a.Unicode == b.Unicode &&
-		a.Index == b.Index && a.RefuseAppleDouble == b.RefuseAppleDouble
+		a.Index == b.Index && a.RefuseAppleDouble == b.RefuseAppleDouble &&
+		a.QuotaBytes == b.QuotaBytes && a.QuotaInodes == b.QuotaInodes
 }
 
 // nfsProgram is the NFSv3 program of every export: each procedure goes to the export its

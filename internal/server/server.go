@@ -62,6 +62,9 @@ type Export struct {
 	// RefuseAppleDouble refuses new "._name" and ".DS_Store" entries
 	// (nfs3.Config.RefuseAppleDouble).
 	RefuseAppleDouble bool
+	// QuotaBytes and QuotaInodes limit the upper (billyunion.Options.QuotaBytes,
+	// QuotaInodes; docs/quotas.md); 0 is no limit.
+	QuotaBytes, QuotaInodes uint64
 	// Clients are who may mount and use the export, and how (exports(5)'s rules).
 	Clients clients.Rules
 }

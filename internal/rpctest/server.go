@@ -41,6 +41,8 @@ type Options struct {
 	RefuseAppleDouble bool
 	// Unicode is the union's unicode option ("" for its default, exact).
 	Unicode string
+	// QuotaBytes and QuotaInodes limit the upper (0: no limit).
+	QuotaBytes, QuotaInodes uint64
 }
 
 // Server is a running in-process server.
@@ -81,7 +83,8 @@ func StartServer(t testing.TB, opts Options) *Server {
 	}
 	ex := server.Export{Path: "/", Lowers: []string{l.L1, l.L2}, Upper: l.Upper, Work: l.Work,
 		RedirectDir: opts.RedirectDir, Index: opts.Index, RefuseAppleDouble: opts.RefuseAppleDouble,
-		Unicode: opts.Unicode, Clients: clients.Everyone(opts.RequirePrivilegedPort)}
+		Unicode: opts.Unicode, QuotaBytes: opts.QuotaBytes, QuotaInodes: opts.QuotaInodes,
+		Clients: clients.Everyone(opts.RequirePrivilegedPort)}
 	if opts.ReadOnly {
 		ex.Upper, ex.Work = "", ""
 	}

@@ -54,6 +54,10 @@
 //	unicode.go   unicode=insensitive: respelling client paths to the
 //	             canonically equivalent names that exist
 //	locks.go     per-directory locks
+//	quota.go     quotas per upper (Options.QuotaBytes, QuotaInodes): the
+//	             union's own count of the upper's bytes and objects, made
+//	             at start and kept by every change; EDQUOT before anything
+//	             past a limit is written; Quota for FSSTAT
 //	shared.go    Shared: the lower work unions over the same lowers share (the
 //	             lowers' descriptors, listings of lower-only directories, the
 //	             origin-decode and handle path caches, lower directory
@@ -167,4 +171,11 @@
 //   - file.mu (file.go) serialises one open file's switch to the upper
 //     copy after a copy-up: a lock-free lookup and an open happen under it.
 //     It is never held together with a directory lock.
+//   - The quota's stripes (quota.go quota.stripes), with a quota set only:
+//     one is taken, alone (no directory lock, not file.mu), around one
+//     write or truncate of an upper file and the fstat its charge is
+//     computed from, so that two writes extending one inode are counted
+//     once each; the kernel holds the inode's lock across a buffered write
+//     the same way. The counters themselves are atomics (a compare-and-swap
+//     refuses a charge past the limit), taken under directory locks or none.
 package billyunion

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/go-git/go-billy/v5"
@@ -182,6 +183,8 @@ type file struct {
 	retired []*os.File // replaced descriptors, closed on Close
 	upper   bool
 	epoch   uint64
+	// ino is the upper descriptor's inode number once the quota needed it (quota.resize).
+	ino atomic.Uint64
 }
 
 func (fs *FS) newFile(name string, comps []string, f *os.File, upper bool) *file {
@@ -246,7 +249,7 @@ func (f *file) Write(b []byte) (int, error) {
 	var n int
 	var err error
 	if q := f.fs.quota; q != nil && f.upper {
-		n, err = q.resize(cur, -1, len(b), false, func() (int, error) { return cur.Write(b) })
+		n, err = q.resize(cur, &f.ino, -1, len(b), false, func() (int, error) { return cur.Write(b) })
 	} else {
 		n, err = cur.Write(b)
 	}
@@ -259,7 +262,7 @@ func (f *file) WriteAt(b []byte, off int64) (int, error) {
 	var n int
 	var err error
 	if q := f.fs.quota; q != nil && f.upper && off >= 0 {
-		n, err = q.resize(cur, off+int64(len(b)), len(b), false, func() (int, error) { return cur.WriteAt(b, off) })
+		n, err = q.resize(cur, &f.ino, off+int64(len(b)), len(b), false, func() (int, error) { return cur.WriteAt(b, off) })
 	} else {
 		n, err = cur.WriteAt(b, off)
 	}
@@ -276,7 +279,7 @@ func (f *file) Truncate(size int64) error {
 	cur := f.current()
 	var err error
 	if q := f.fs.quota; q != nil && f.upper && size >= 0 {
-		_, err = q.resize(cur, size, 0, true, func() (int, error) { return 0, cur.Truncate(size) })
+		_, err = q.resize(cur, &f.ino, size, 0, true, func() (int, error) { return 0, cur.Truncate(size) })
 	} else {
 		err = cur.Truncate(size)
 	}

@@ -224,16 +224,23 @@ func (q *quota) stripe(ino uint64) *sync.Mutex { return &q.stripes[ino%uint64(le
 // quota is written. exact says op sets the size to end (a truncate), which may free.
 // Files no longer linked anywhere (nlink 0) are not counted: their space was freed from
 // the count when their last name went.
-func (q *quota) resize(f *os.File, end int64, n int, exact bool, op func() (int, error)) (int, error) {
+//
+// ino is the file's inode number, which picks the stripe, cached by the caller (0: not
+// known yet, and then found and stored): an upper file's descriptor never changes.
+func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact bool, op func() (int, error)) (int, error) {
 	fd := int(f.Fd())
-	st, err := layer.Fstat(fd)
-	if err != nil {
-		return 0, layer.Errno(err)
+	if ino.Load() == 0 {
+		st, err := layer.Fstat(fd)
+		if err != nil {
+			return 0, layer.Errno(err)
+		}
+		ino.Store(st.Ino)
 	}
-	mu := q.stripe(st.Ino)
+	mu := q.stripe(ino.Load())
 	mu.Lock()
 	defer mu.Unlock()
-	if st, err = layer.Fstat(fd); err != nil {
+	st, err := layer.Fstat(fd)
+	if err != nil {
 		return 0, layer.Errno(err)
 	}
 	if st.Nlink == 0 || st.Mode&unix.S_IFMT != unix.S_IFREG {

@@ -251,8 +251,13 @@ func (fs *FS) upperEntry(comps []string) (*dir, entry, error) {
 // or the failure as an errno, logged.
 func (fs *FS) copyUpResult(d *dir, e *entry, err error) error {
 	if err != nil && !isRetry(err) {
+		err = fs.quotaErr(layer.Errno(err), e.top().st.Size)
+		if err == syscall.EDQUOT {
+			fs.log.Info("copy-up refused by the quota", "path", joinPath(append(d.path, e.name)))
+			return err
+		}
 		fs.log.Error("copy-up failed", "path", joinPath(append(d.path, e.name)), "err", err)
-		return layer.Errno(err)
+		return err
 	}
 	return err
 }

@@ -137,6 +137,7 @@ type newObject struct {
 // then renamed into place in one step. It returns the listing cache key of
 // the parent directory.
 func (fs *FS) create(p string, obj newObject) (parentKey readdircache.Key, err error) {
+	defer func() { err = fs.quotaErr(err, 0) }()
 	p = fs.respell(p)
 	dirComps, name, err := splitTarget(p)
 	if err == syscall.EBUSY {
@@ -247,7 +248,7 @@ func (fs *FS) discard(tmp string) {
 func (fs *FS) newWhiteout() (string, error) {
 	tmp := fs.work.TempName()
 	if err := unix.Mknodat(fs.work.FD(), tmp, unix.S_IFCHR, 0); err != nil {
-		return "", layer.Errno(err)
+		return "", fs.quotaErr(layer.Errno(err), 0)
 	}
 	return tmp, nil
 }

@@ -254,7 +254,7 @@ func (f *file) Write(b []byte) (int, error) {
 		n, err = cur.Write(b)
 	}
 	f.changed()
-	return n, ioErr(err)
+	return n, f.fs.quotaErr(ioErr(err), int64(len(b)))
 }
 
 func (f *file) WriteAt(b []byte, off int64) (int, error) {
@@ -267,7 +267,7 @@ func (f *file) WriteAt(b []byte, off int64) (int, error) {
 		n, err = cur.WriteAt(b, off)
 	}
 	f.changed()
-	return n, ioErr(err)
+	return n, f.fs.quotaErr(ioErr(err), int64(len(b)))
 }
 
 func (f *file) Seek(off int64, whence int) (int64, error) {
@@ -284,7 +284,7 @@ func (f *file) Truncate(size int64) error {
 		err = cur.Truncate(size)
 	}
 	f.changed()
-	return ioErr(err)
+	return f.fs.quotaErr(ioErr(err), 0)
 }
 
 // changed drops the cached listings that show this file's size and times:
@@ -302,8 +302,9 @@ func (f *file) changed() {
 	}
 }
 
-// Sync flushes the file to stable storage.
-func (f *file) Sync() error { return ioErr(f.current().Sync()) }
+// Sync flushes the file to stable storage. (A delayed allocation refused then is the
+// quota's too.)
+func (f *file) Sync() error { return f.fs.quotaErr(ioErr(f.current().Sync()), 0) }
 
 func (f *file) Lock() error {
 	return ioErr(unix.Flock(int(f.current().Fd()), unix.LOCK_EX))

@@ -147,8 +147,10 @@ type FS struct {
 	// redirectWarned is when a malformed redirect was last logged (unix ns).
 	redirectWarned atomic.Int64
 	// quota counts the upper against Options.QuotaBytes and QuotaInodes; nil without
-	// a quota, and then nothing is counted.
-	quota *quota
+	// a quota or with project, and then nothing is counted. project is the quota the
+	// upper's filesystem enforces (projquota.go), or nil.
+	quota   *quota
+	project *projectQuota
 	// beforeOpen, when set (tests only), runs in OpenFile between the
 	// lookup and the open, to force a change into that window.
 	beforeOpen func(p string)
@@ -309,7 +311,7 @@ func New(opts Options) (*FS, error) {
 		if fs.indexFD >= 0 {
 			index = path.Join(opts.Work, "index")
 		}
-		if fs.quota, err = newQuota(opts.Upper, index, opts.QuotaBytes, opts.QuotaInodes); err != nil {
+		if err := fs.openQuota(opts, index); err != nil {
 			return nil, err
 		}
 	}

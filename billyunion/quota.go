@@ -39,6 +39,8 @@ type quota struct {
 
 // QuotaUsage is an upper layer's quota and what is counted against it.
 type QuotaUsage struct {
+	// Kind is QuotaProject or QuotaOwn: who counts and refuses.
+	Kind string
 	// LimitBytes and LimitInodes are the limits; 0 is none.
 	LimitBytes, LimitInodes uint64
 	// Bytes is the apparent size of the upper's regular files; Inodes the objects below
@@ -46,14 +48,53 @@ type QuotaUsage struct {
 	Bytes, Inodes uint64
 }
 
+// The kinds of quota (QuotaUsage.Kind).
+const (
+	// QuotaProject is the upper filesystem's project quota (XFS mounted with
+	// prjquota): the kernel counts allocated blocks and inodes and refuses.
+	QuotaProject = "project"
+	// QuotaOwn is the union's own count of apparent sizes and objects.
+	QuotaOwn = "own"
+)
+
 // Quota reports the union's quota and usage; ok is false when no quota is set.
 func (fs *FS) Quota() (u QuotaUsage, ok bool) {
+	if pq := fs.project; pq != nil {
+		u = QuotaUsage{Kind: QuotaProject, LimitBytes: pq.limitBytes, LimitInodes: pq.limitInodes}
+		var err error
+		if u.Bytes, u.Inodes, err = pq.usage(); err != nil {
+			fs.log.Warn("quota: reading the project's usage", "project", pq.id, "err", err)
+		}
+		return u, true
+	}
 	q := fs.quota
 	if q == nil {
 		return u, false
 	}
-	return QuotaUsage{LimitBytes: q.limitBytes, LimitInodes: q.limitInodes,
+	return QuotaUsage{Kind: QuotaOwn, LimitBytes: q.limitBytes, LimitInodes: q.limitInodes,
 		Bytes: uint64(max(q.bytes.Load(), 0)), Inodes: uint64(max(q.inodes.Load(), 0))}, true
+}
+
+// openQuota sets up the quota New was asked for: the upper filesystem's project quota
+// when it enforces them, else the union's own count (index is WORK/index, or "").
+func (fs *FS) openQuota(opts Options, index string) error {
+	if opts.QuotaBytes == 0 && opts.QuotaInodes == 0 {
+		return nil
+	}
+	pq, err := newProjectQuota(fs.layers[0].Root, opts.Upper, opts.Work, opts.QuotaBytes, opts.QuotaInodes)
+	if err != nil {
+		fs.log.Warn("quota: the upper's filesystem has project quotas, but setting one up failed; counting in the union instead", "err", err)
+	}
+	if pq != nil {
+		fs.project = pq
+		fs.log.Info("quota: the upper filesystem's project quota", "project", pq.id, "bytes", opts.QuotaBytes, "inodes", opts.QuotaInodes)
+		return nil
+	}
+	if fs.quota, err = newQuota(opts.Upper, index, opts.QuotaBytes, opts.QuotaInodes); err != nil {
+		return err
+	}
+	fs.log.Info("quota: counted by the union", "bytes", opts.QuotaBytes, "inodes", opts.QuotaInodes)
+	return nil
 }
 
 // ParseSize reads a quota size: a whole number with an optional binary suffix K, M, G, T

@@ -88,3 +88,30 @@ func TestMetrics(t *testing.T) {
 		t.Error("no copy-up time counted")
 	}
 }
+
+// TestQuotaMetrics: an export with a quota reports its limits and usage; one without, none.
+func TestQuotaMetrics(t *testing.T) {
+	l := newLayout(t)
+	r := startServe(t, "--lowerdir="+l.l1, "--upperdir="+l.upper, "--workdir="+l.work, "--listen=127.0.0.1:0",
+		"--portmap=off", "--nlm=off", "--metrics-listen=127.0.0.1:0", "-o", "quota_bytes=1M,quota_inodes=100")
+	c := rpctest.Dial(t, r.field("listen"))
+	root := c.MountRoot()
+	before := scrape(t, r.field("metrics"))
+	f := c.Create(root, "new")
+	c.Write(f, 0, make([]byte, 5000), rpctest.FileSync)
+	if st, _ := c.NFS(nfs3.ProcWrite, rpctest.WriteArgs(f, 5000, make([]byte, 1<<20), rpctest.FileSync)); st != nfs3.StatusDQuot {
+		t.Fatalf("WRITE past the quota: status %d", st)
+	}
+	m := scrape(t, r.field("metrics"))
+	for series, want := range map[string]float64{
+		`ovlnfs_quota_limit_bytes{export="/"}`:                                 1 << 20,
+		`ovlnfs_quota_limit_inodes{export="/"}`:                                100,
+		`ovlnfs_quota_used_bytes{export="/"}`:                                  5000,
+		`ovlnfs_quota_used_inodes{export="/"}`:                                 before[`ovlnfs_quota_used_inodes{export="/"}`] + 1,
+		`ovlnfs_nfs_errors_total{export="/",procedure="WRITE",status="DQUOT"}`: 1,
+	} {
+		if got, ok := m[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+}

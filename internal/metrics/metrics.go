@@ -42,6 +42,11 @@ type ExportStats struct {
 	// Resolutions counts the file handles resolved by the path that found them (cache,
 	// directory, hint, moves, connected) and those found by none (stale).
 	Resolutions map[string]uint64
+	// Quota says the export has a quota: its limits (0: none of that kind) and what is
+	// counted against them (billyunion.FS.Quota).
+	Quota                             bool
+	QuotaLimitBytes, QuotaLimitInodes uint64
+	QuotaUsedBytes, QuotaUsedInodes   uint64
 }
 
 // exportStats collects ExportStats of every export at scrape time.
@@ -51,6 +56,7 @@ type exportStats struct {
 	next  uint64                  // the last registration's id; guarded by mu
 
 	copyUps, copyUpBytes, copyUpSeconds, listingHits, listingMisses, resolutions *prometheus.Desc
+	quotaLimitBytes, quotaLimitInodes, quotaUsedBytes, quotaUsedInodes           *prometheus.Desc
 }
 
 type registration struct {
@@ -81,6 +87,10 @@ func New() *Metrics {
 	ex.copyUpSeconds = prometheus.NewDesc("ovlnfs_copyup_seconds_total", "Time spent copying up, by export.", []string{"export"}, nil)
 	ex.listingHits = prometheus.NewDesc("ovlnfs_listing_cache_hits_total", "Merged listings served from the cache, by export.", []string{"export"}, nil)
 	ex.listingMisses = prometheus.NewDesc("ovlnfs_listing_cache_misses_total", "Merged listings built, by export.", []string{"export"}, nil)
+	ex.quotaLimitBytes = prometheus.NewDesc("ovlnfs_quota_limit_bytes", "The upper's byte quota, by export (exports with one).", []string{"export"}, nil)
+	ex.quotaLimitInodes = prometheus.NewDesc("ovlnfs_quota_limit_inodes", "The upper's inode quota, by export (exports with one).", []string{"export"}, nil)
+	ex.quotaUsedBytes = prometheus.NewDesc("ovlnfs_quota_used_bytes", "Bytes counted against the upper's quota, by export (exports with a quota).", []string{"export"}, nil)
+	ex.quotaUsedInodes = prometheus.NewDesc("ovlnfs_quota_used_inodes", "Inodes counted against the upper's quota, by export (exports with a quota).", []string{"export"}, nil)
 	ex.resolutions = prometheus.NewDesc("ovlnfs_handle_resolutions_total", "File handles resolved, by export and the path that found them (stale: none).", []string{"export", "path"}, nil)
 	m.reg.MustRegister(m.ops, m.errs, m.duration, m.read, m.written, ex,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -148,7 +158,8 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 func (e *exportStats) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{e.copyUps, e.copyUpBytes, e.copyUpSeconds, e.listingHits, e.listingMisses, e.resolutions} {
+	for _, d := range []*prometheus.Desc{e.copyUps, e.copyUpBytes, e.copyUpSeconds, e.listingHits, e.listingMisses, e.resolutions,
+		e.quotaLimitBytes, e.quotaLimitInodes, e.quotaUsedBytes, e.quotaUsedInodes} {
 		ch <- d
 	}
 }
@@ -168,6 +179,16 @@ func (e *exportStats) Collect(ch chan<- prometheus.Metric) {
 		}{{e.copyUps, float64(s.CopyUps)}, {e.copyUpBytes, float64(s.CopyUpBytes)}, {e.copyUpSeconds, s.CopyUpTime.Seconds()},
 			{e.listingHits, float64(s.ListingHits)}, {e.listingMisses, float64(s.ListingMisses)}} {
 			ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, c.v, export)
+		}
+		if s.Quota {
+			ch <- prometheus.MustNewConstMetric(e.quotaUsedBytes, prometheus.GaugeValue, float64(s.QuotaUsedBytes), export)
+			ch <- prometheus.MustNewConstMetric(e.quotaUsedInodes, prometheus.GaugeValue, float64(s.QuotaUsedInodes), export)
+			if s.QuotaLimitBytes > 0 {
+				ch <- prometheus.MustNewConstMetric(e.quotaLimitBytes, prometheus.GaugeValue, float64(s.QuotaLimitBytes), export)
+			}
+			if s.QuotaLimitInodes > 0 {
+				ch <- prometheus.MustNewConstMetric(e.quotaLimitInodes, prometheus.GaugeValue, float64(s.QuotaLimitInodes), export)
+			}
 		}
 		for path, n := range s.Resolutions {
 			ch <- prometheus.MustNewConstMetric(e.resolutions, prometheus.CounterValue, float64(n), export, path)

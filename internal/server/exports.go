@@ -187,6 +187,10 @@ func (e *export) stats() metrics.ExportStats {
 	ls := e.union.ListingStats()
 	st.ListingHits, st.ListingMisses = ls.Hits, ls.Misses
 	st.Resolutions = e.handles.ResolutionStats()
+	if q, ok := e.union.Quota(); ok {
+		st.Quota, st.QuotaLimitBytes, st.QuotaLimitInodes, st.QuotaUsedBytes, st.QuotaUsedInodes =
+			true, q.LimitBytes, q.LimitInodes, q.Bytes, q.Inodes
+	}
 	return st
 }
 

@@ -61,17 +61,26 @@ type Stack struct {
 	// Flattened: the bottom committed layer is a flattened commit's, the whole tree of
 	// the workspace at that commit, which replaced the configured lowers (Lowers).
 	Flattened bool `json:"flattened,omitempty"`
+	// Former are the committed layers flattened commits replaced, top-most first: no
+	// longer searched, but their objects are origins of the flattened layer's copies.
+	Former []string `json:"former,omitempty"`
 }
 
 // Lowers is a union's lowers for a workspace configured over configured: the committed
-// layers on top of configured, or, once flattened, the committed layers alone, with
-// configured as former lowers (Options.FormerLowers), which keep the identities of the
+// layers on top of configured, or, once flattened, the committed layers alone, with the
+// replaced committed layers and configured as former lowers (Options.FormerLowers, the
+// first formerCommitted of them committed ones), which keep the identities of the
 // objects copied from them. committed is Options.CommittedLowers.
-func (s Stack) Lowers(configured []string) (lowers []string, committed int, former []string) {
+func (s Stack) Lowers(configured []string) (lowers []string, committed int, former []string, formerCommitted int) {
 	if s.Flattened {
-		return slices.Clone(s.Layers), len(s.Layers), slices.Clone(configured)
+		return slices.Clone(s.Layers), len(s.Layers), append(slices.Clone(s.Former), configured...), len(s.Former)
 	}
-	return append(slices.Clone(s.Layers), configured...), len(s.Layers), nil
+	return append(slices.Clone(s.Layers), configured...), len(s.Layers), nil, 0
+}
+
+// flattenedOver is the stack a flattened commit into into makes of s.
+func (s Stack) flattenedOver(into string) Stack {
+	return Stack{Layers: []string{into}, Flattened: true, Former: append(slices.Clone(s.Layers), s.Former...)}
 }
 
 // ReadStack reads the workspace's stack (none: no commits yet).
@@ -248,9 +257,10 @@ func (w Workspace) CommitWith(into string, opts CommitOptions) (CommitInfo, erro
 	if err != nil {
 		return CommitInfo{}, err
 	}
-	stack.Layers = append([]string{into}, stack.Layers...)
 	if opts.Flatten {
-		stack = Stack{Layers: []string{into}, Flattened: true}
+		stack = stack.flattenedOver(into)
+	} else {
+		stack.Layers = append([]string{into}, stack.Layers...)
 	}
 	// The commit's moment: the stack names the new layer.
 	if err := w.writeStack(work, stack); err != nil {
@@ -326,9 +336,9 @@ func (w Workspace) checkTarget(into string, ust *unix.Stat_t, opts CommitOptions
 	if err != nil {
 		return err
 	}
-	ml, _, mf := mine.Lowers(opts.Lowers)
-	tl, _, tf := theirs.Lowers(opts.TargetLowers)
-	if !slices.Equal(ml, tl) || !slices.Equal(mf, tf) {
+	ml, _, mf, mc := mine.Lowers(opts.Lowers)
+	tl, _, tf, tc := theirs.Lowers(opts.TargetLowers)
+	if !slices.Equal(ml, tl) || !slices.Equal(mf, tf) || mc != tc {
 		return fmt.Errorf("commit: the target stands on other lowers (%s) than this workspace (%s): a layer's whiteouts and origins mean something only over the lowers it was made on: %w",
 			strings.Join(tl, ":"), strings.Join(ml, ":"), syscall.EINVAL)
 	}
@@ -472,17 +482,18 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 // into (the index checks it at start, as the kernel does).
 func (w Workspace) pointRootOrigin(upper int, into string) error {
 	x := copyup.Xattrs{Prefix: w.prefix()}
-	old, err := layer.Getxattr(upper, "", x.Origin())
-	if err != nil {
+	if _, err := layer.Getxattr(upper, "", x.Origin()); err != nil {
 		return nil
 	}
 	top, err := unix.Open(into, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
+	// The record the union's index check expects (openIndex): the new top lower's
+	// filesystem uuid when the upper records uuids (initUpperUUID), else zeros.
 	var uuid [16]byte
-	if o, err := layer.DecodeOrigin(old); err == nil {
-		uuid = o.UUID
+	if v, err := layer.Getxattr(upper, "", x.UUID()); err == nil && len(v) == 16 {
+		uuid = layer.FilesystemUUID(top)
 	}
 	rec, err := layer.EncodeOrigin(top, "", uuid)
 	unix.Close(top)
@@ -559,7 +570,11 @@ func (w Workspace) recoverCommit(work int, keepStage bool) error {
 		if err := w.flattenInto(work, journal, into); err != nil {
 			return fmt.Errorf("finishing an interrupted flattened commit: %w", err)
 		}
-		if err := w.writeStack(work, Stack{Layers: []string{into}, Flattened: true}); err != nil {
+		old, err := w.ReadStack()
+		if err != nil {
+			return err
+		}
+		if err := w.writeStack(work, old.flattenedOver(into)); err != nil {
 			return err
 		}
 		return w.finishCommit(work, upper, into)

@@ -437,8 +437,9 @@ func (fs *FS) LayerSetID() uint32 {
 		}
 		add(l)
 	}
-	// Lowers a flattened commit replaced count where they stood (Options.FormerLowers).
-	for _, l := range fs.former {
+	// Lowers a flattened commit replaced count where they stood (Options.FormerLowers),
+	// committed ones not, as before.
+	for _, l := range fs.former[fs.formerCommitted:] {
 		add(l)
 	}
 	h.Write(b)

@@ -21,8 +21,8 @@ func openStacked(t *testing.T, ws Workspace, lowers []string) *FS {
 	t.Helper()
 	stack, err := ws.ReadStack()
 	must(t, err)
-	lw, committed, former := stack.Lowers(lowers)
-	fs, err := New(Options{Lowers: lw, Upper: ws.Upper, Work: ws.Work, CommittedLowers: committed, FormerLowers: former})
+	lw, committed, former, formerCommitted := stack.Lowers(lowers)
+	fs, err := New(Options{Lowers: lw, Upper: ws.Upper, Work: ws.Work, CommittedLowers: committed, FormerLowers: former, FormerCommitted: formerCommitted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +154,18 @@ func TestCommitFlatten(t *testing.T) {
 	}
 	if fs.LayerSetID() != setID {
 		t.Errorf("LayerSetID %08x after the flattened commit, %08x before", fs.LayerSetID(), setID)
+	}
+	// Every directory's handle is placed by the kernel (FindDir), through the layer, the
+	// former committed layer or the former lowers its identity's object lies in.
+	for p, desc := range tree {
+		if !strings.HasPrefix(desc, "d") {
+			continue
+		}
+		id, err := fs.Identify(p)
+		must(t, err)
+		if _, err := fs.FindDir(id.ID); err != nil {
+			t.Errorf("FindDir of %s after the flattened commit: %v", p, err)
+		}
 	}
 	// The workspace goes on over the flattened layer: a copy-up keeps the identity.
 	f, err := fs.OpenFile("fresh/sub/f", os.O_WRONLY|os.O_APPEND, 0)
@@ -406,5 +418,90 @@ func TestCommitIntoKilled(t *testing.T) {
 				must(t, fs.Close())
 			}
 		})
+	}
+}
+
+// TestCommitFlattenLowersElsewhere: with the lowers on another filesystem than the upper
+// (a tmpfs), a plain commit and then a flattened one: the union opens after each (the
+// upper root's origin names the new top layer with its filesystem's uuid); the flattened
+// layer (on the upper's filesystem) holds copies of objects of the lowers' filesystem,
+// which keep their identities (whose filesystem index is the lowers'), the directory
+// handles still lead to them (FindDir through the former lowers), and the LayerSetID
+// stays.
+func TestCommitFlattenLowersElsewhere(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "ovlnfs-flatten-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	root := t.TempDir()
+	var a, b unix.Stat_t
+	must(t, unix.Stat(shm, &a))
+	must(t, unix.Stat(root, &b))
+	if a.Dev == b.Dev {
+		if os.Getenv("CI") != "" {
+			t.Fatal("/dev/shm and the test's temporary directory are one filesystem")
+		}
+		t.Skip("/dev/shm and the test's temporary directory are one filesystem")
+	}
+	lower := filepath.Join(shm, "lower")
+	for p, data := range map[string]string{"a": "a", "d/x": "x", "d/e/y": "y", "gone/z": "z", "ren/r": "r"} {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(lower, p)), 0o755))
+		must(t, os.WriteFile(filepath.Join(lower, p), []byte(data), 0o644))
+	}
+	ws := Workspace{Upper: filepath.Join(root, "upper"), Work: filepath.Join(root, "work")}
+	must(t, os.MkdirAll(ws.Upper, 0o755))
+	must(t, os.MkdirAll(ws.Work, 0o755))
+	lowers := []string{lower}
+	fs := openStacked(t, ws, lowers)
+	f, err := fs.OpenFile("d/x", os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	f.Write([]byte(" more"))
+	f.Close()
+	must(t, fs.Remove("gone/z"))
+	must(t, fs.Remove("gone"))
+	must(t, fs.Rename("ren", "moved"))
+	must(t, fs.MkdirAll("new/sub", 0o755))
+	// A plain commit first: the layer on the upper's filesystem over the tmpfs lower (the
+	// upper root's origin then names it, with its filesystem's uuid).
+	setID := fs.LayerSetID()
+	must(t, fs.Close())
+	_, err = ws.Commit(filepath.Join(root, "layer-1"))
+	must(t, err)
+	fs = openStacked(t, ws, lowers)
+	if fs.LayerSetID() != setID {
+		t.Errorf("LayerSetID %08x after the plain commit, %08x before", fs.LayerSetID(), setID)
+	}
+	must(t, fs.MkdirAll("new/sub2", 0o755))
+	tree, ids := treeOf(t, fs), identities(t, fs)
+	_, err = ws.StageFlatten(fs)
+	must(t, err)
+	must(t, fs.Close())
+	into := filepath.Join(root, "flat")
+	_, err = ws.CommitWith(into, CommitOptions{Flatten: true})
+	must(t, err)
+	fs = openStacked(t, ws, lowers)
+	defer fs.Close()
+	if got := treeOf(t, fs); !maps.Equal(got, tree) {
+		t.Errorf("after the flattened commit:\n got %v\nwant %v", got, tree)
+	}
+	got := identities(t, fs)
+	for p, id := range ids {
+		if got[p] != id {
+			t.Errorf("%s changed identity across the flattened commit", p)
+		}
+	}
+	if fs.LayerSetID() != setID {
+		t.Errorf("LayerSetID %08x after the flattened commit, %08x before", fs.LayerSetID(), setID)
+	}
+	for _, p := range []string{"d", "d/e", "moved", "new/sub"} {
+		id, err := fs.Identify(p)
+		must(t, err)
+		if where, err := fs.FindDir(id.ID); err != nil || where != p && p != "moved" {
+			t.Errorf("FindDir of %s: %q %v", p, where, err)
+		}
+	}
+	if id, err := fs.Identify("d/e"); err != nil || id.ID.FS == 0 {
+		t.Errorf("d/e (copied from the tmpfs lower) has filesystem index %d, want the lowers' (%v)", id.ID.FS, err)
 	}
 }

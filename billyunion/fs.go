@@ -73,6 +73,9 @@ type Options struct {
 	// were: their filesystems keep their indexes and decode origin records, and
 	// LayerSetID counts them where they stood.
 	FormerLowers []string
+	// FormerCommitted is how many of FormerLowers (the first) were committed layers, which
+	// LayerSetID leaves out as it leaves out CommittedLowers.
+	FormerCommitted int
 	// Shared, when set, is the lower work this union shares with the other unions
 	// over the same lowers (shared.go): their descriptors, the listings of
 	// lower-only directories, the origin-decode and handle path caches. Lowers
@@ -123,9 +126,11 @@ type FS struct {
 	shared *Shared
 	// committed: Options.CommittedLowers.
 	committed int
-	// former: Options.FormerLowers, opened (roots only).
-	former         []*layer.Layer
-	sharedListings *readdircache.Cache[os.FileInfo]
+	// former: Options.FormerLowers, opened (roots only); formerCommitted:
+	// Options.FormerCommitted.
+	former          []*layer.Layer
+	formerCommitted int
+	sharedListings  *readdircache.Cache[os.FileInfo]
 	// rootPaths holds each layer root's path as the kernel reports it
 	// (export.go matches reconnected handles against them).
 	rootPaths []string
@@ -256,6 +261,10 @@ func New(opts Options) (*FS, error) {
 			return nil, fmt.Errorf("billyunion: upper %s: %w", opts.Upper, err)
 		}
 	}
+	if opts.FormerCommitted < 0 || opts.FormerCommitted > len(opts.FormerLowers) {
+		return nil, fmt.Errorf("billyunion: %d committed former lowers of %d: %w", opts.FormerCommitted, len(opts.FormerLowers), syscall.EINVAL)
+	}
+	fs.formerCommitted = opts.FormerCommitted
 	for _, p := range opts.FormerLowers {
 		l, err := layer.Open(p)
 		if err != nil {

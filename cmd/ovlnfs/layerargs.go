@@ -56,7 +56,7 @@ func (a *layerArgs) resolve(cmd string, args []string) (namedLayers, error) {
 				if err != nil {
 					return none, err
 				}
-				out.lowers, _, _ = stack.Lowers(e.Lowers)
+				out.lowers, _, _, _ = stack.Lowers(e.Lowers)
 			}
 			return out, nil
 		}

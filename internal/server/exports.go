@@ -210,14 +210,14 @@ func (s *Server) openParts(e *export) error {
 	// Layers committed from the upper (ovlnfs commit) lie above the configured lowers, or
 	// replace them once one was flattened (they stay as former lowers: identities).
 	stacked := cfg
-	var committed int
+	var committed, formerCommitted int
 	var former []string
 	if cfg.Upper != "" {
 		stack, err := workspaceOf(&cfg).ReadStack()
 		if err != nil {
 			return err
 		}
-		stacked.Lowers, committed, former = stack.Lowers(cfg.Lowers)
+		stacked.Lowers, committed, former, formerCommitted = stack.Lowers(cfg.Lowers)
 	}
 	shared, err := s.acquireShared(stacked)
 	if err != nil {
@@ -227,6 +227,7 @@ func (s *Server) openParts(e *export) error {
 		Shared:          shared.lowers,
 		CommittedLowers: committed,
 		FormerLowers:    former,
+		FormerCommitted: formerCommitted,
 		Upper:           cfg.Upper,
 		Work:            cfg.Work,
 		XattrPrefix:     cfg.XattrPrefix,

@@ -52,6 +52,12 @@ import (
 // that no longer exists. For that the cache keeps the most recent events (eventLog);
 // a walk older than them stores nothing.
 //
+// A union over a Shared's lowers keeps here only the directories that have an upper
+// part or lie below one that is not lower-pure; the rest come from the Shared's lower
+// directory cache (lowercache.go). For those, a cached directory remembers which names
+// its upper part held nothing at (upperAbsent): an event naming such an entry in the
+// upper part forgets it, as it marks the attributes stale.
+//
 // Where per-event reports are unavailable (FAN_REPORT_DFID_NAME needs Linux 5.9 and a
 // filesystem whose handles fanotify can report), the group reports object handles only
 // (FAN_REPORT_FID) and any event empties the whole cache, as does a queue overflow in
@@ -110,7 +116,13 @@ type cachedDir struct {
 	deps    []evKey // the dependency set
 	// attrsStale: an entry of one of the parts changed since the parts were looked up.
 	attrsStale bool
+	// upperAbsent: names the directory's upper part held nothing at when looked up
+	// (lowercache.go), each dropped by an event naming it there.
+	upperAbsent map[string]struct{}
 }
+
+// maxUpperAbsent bounds the names a cached directory remembers its upper lacks.
+const maxUpperAbsent = 4096
 
 // identityRec is a remembered identity and what invalidates it.
 type identityRec struct {
@@ -254,6 +266,7 @@ func (c *dirCache) purgeLocked() {
 	counted := c.stats
 	c.entries.Purge()
 	c.identities.Purge()
+	c.root.upperAbsent = nil
 	c.stats = counted // the purge is counted, not what it dropped
 }
 
@@ -286,9 +299,63 @@ func (c *dirCache) applyLocked(ev fanEvent) {
 	for _, p := range c.byHandle[ev.key.dir] {
 		if cd, ok := c.entries.Peek(p); ok {
 			cd.attrsStale = true
+			delete(cd.upperAbsent, ev.key.name)
+		} else if p == "" {
+			delete(c.root.upperAbsent, ev.key.name)
 		}
 		c.dropIdentitiesLocked(c.idByPath, childKey(p, ev.key.name), true)
 	}
+}
+
+// upperAbsent reports whether the cache knows that the upper part of d, a directory it
+// holds (nil: the root), held nothing at name when last looked, with no change named
+// there since. It reads no events: the caller's operation has.
+func (c *dirCache) upperAbsent(d *dir, name string) bool {
+	if !c.on() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cd := c.root
+	if d != nil {
+		cd = c.cachedLocked(d)
+	}
+	if cd == nil {
+		return false
+	}
+	_, ok := cd.upperAbsent[name]
+	return ok
+}
+
+// putUpperAbsent records that the upper part of d (nil: the root), looked in at
+// generation gen, held nothing at name, unless d is not what the cache holds or a
+// change to that name arrived since.
+func (c *dirCache) putUpperAbsent(d *dir, name string, gen uint64) {
+	if !c.on() || gen == noGeneration || c.mode != cachePerEvent {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncLocked()
+	cd := c.root
+	if d != nil {
+		cd = c.cachedLocked(d)
+	}
+	if cd == nil || len(cd.upperAbsent) >= maxUpperAbsent {
+		return
+	}
+	j := slices.Index(cd.lis, 0)
+	if j < 0 || j >= len(cd.handles) {
+		return // no upper part, or its events cannot be told apart
+	}
+	at := evKey{dir: cd.handles[j], name: name}
+	if c.changedSinceLocked(gen, func(ev fanEvent) bool { return ev.key == at || slices.Contains(cd.deps, ev.key) }) {
+		return
+	}
+	if cd.upperAbsent == nil {
+		cd.upperAbsent = map[string]struct{}{}
+	}
+	cd.upperAbsent[name] = struct{}{}
 }
 
 // dropIdentitiesLocked drops the identities listed at index[k], and the list.
@@ -449,7 +516,7 @@ func (c *dirCache) longestPrefix(comps []string) (*dir, int) {
 // Directories with or below an absolute redirect are not cached: their parts'
 // locations, and the places a part could appear, are not in their parents' parts.
 func (c *dirCache) put(comps []string, d, parent *dir, gen uint64) {
-	if !c.on() || gen == noGeneration || !d.owned || d.cached.Load() || len(comps) == 0 {
+	if !c.on() || gen == noGeneration || !d.owned || d.cached.Load() || d.base != nil || len(comps) == 0 {
 		return
 	}
 	handles := make([]string, len(d.parts))

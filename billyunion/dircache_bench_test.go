@@ -27,13 +27,18 @@ func BenchmarkHotLookup(b *testing.B) {
 				if churn {
 					name = mode.String() + "/churn/" + op
 				}
-				b.Run(name, func(b *testing.B) { benchHotLookup(b, mode, churn, op) })
+				b.Run(name, func(b *testing.B) { benchHotLookup(b, mode, churn, op, false) })
 			}
 		}
 	}
+	// A workspace over shared lowers (Options.Shared): the lower-pure directories come
+	// from the Shared's lower directory cache (lowercache.go).
+	for _, op := range []string{"Lstat", "Identify"} {
+		b.Run("shared/quiet/"+op, func(b *testing.B) { benchHotLookup(b, cachePerEvent, false, op, true) })
+	}
 }
 
-func benchHotLookup(b *testing.B, mode cacheMode, churn bool, op string) {
+func benchHotLookup(b *testing.B, mode cacheMode, churn bool, op string, shared bool) {
 	root, err := os.MkdirTemp("/dev/shm", "ovlnfs-bench-")
 	if err != nil {
 		b.Skip("no /dev/shm:", err)
@@ -60,14 +65,26 @@ func benchHotLookup(b *testing.B, mode cacheMode, churn bool, op string) {
 			paths = append(paths, p)
 		}
 	}
-	fs, err := New(Options{Lowers: []string{filepath.Join(root, "l1"), filepath.Join(root, "l2")}, Upper: filepath.Join(root, "u"),
-		Work: filepath.Join(root, "w"), XattrPrefix: "trusted.overlay."})
+	opts := Options{Lowers: []string{filepath.Join(root, "l1"), filepath.Join(root, "l2")}, Upper: filepath.Join(root, "u"),
+		Work: filepath.Join(root, "w"), XattrPrefix: "trusted.overlay."}
+	if shared {
+		s, err := NewShared(SharedOptions{Lowers: opts.Lowers, XattrPrefix: opts.XattrPrefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		opts.Shared = s
+	}
+	fs, err := New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer fs.Close()
-	fs.dirs.close()
-	if mode == cacheOff {
+	if shared {
+		if fs.lower == nil {
+			b.Skip("no shared lower directory cache here")
+		}
+	} else if fs.dirs.close(); mode == cacheOff {
 		fs.dirs = &dirCache{notify: -1}
 	} else if fs.dirs = newDirCache(fs.rootPaths, fs.layers, mode); fs.dirs.mode != mode {
 		b.Skip("directory cache mode " + fs.dirs.mode.String() + ", not " + mode.String())
@@ -92,7 +109,11 @@ func benchHotLookup(b *testing.B, mode cacheMode, churn bool, op string) {
 		startUnrelatedChurn(b, filepath.Join(root, "other"))
 		time.Sleep(20 * time.Millisecond)
 	}
-	before := fs.DirCacheStats()
+	cacheStats := fs.DirCacheStats
+	if shared {
+		cacheStats = opts.Shared.LowerDirCacheStats // where the lower-pure directories are
+	}
+	before := cacheStats()
 	start := time.Now()
 	b.ResetTimer()
 	for b.Loop() {
@@ -101,7 +122,7 @@ func benchHotLookup(b *testing.B, mode cacheMode, churn bool, op string) {
 		}
 	}
 	b.StopTimer()
-	after, secs := fs.DirCacheStats(), time.Since(start).Seconds()
+	after, secs := cacheStats(), time.Since(start).Seconds()
 	b.ReportMetric(float64(after.Hits-before.Hits)/float64(b.N), "hits/op")
 	b.ReportMetric(float64(after.IdentityHits-before.IdentityHits)/float64(b.N), "idhits/op")
 	b.ReportMetric(float64(after.Purges-before.Purges)/secs, "purges/s")

@@ -62,6 +62,9 @@
 //	             lowers' descriptors, listings of lower-only directories, the
 //	             origin-decode and handle path caches, lower directory
 //	             descriptors of the directory caches)
+//	lowercache.go the Shared's lower directory cache: a workspace's lower-pure
+//	             directories resolved once for all workspaces, by a lower-only
+//	             union, seen through views with the workspace's layer indices
 //
 // Package layer (billyunion/layer) holds the descriptor-relative access to
 // one layer every file above goes through.
@@ -157,7 +160,8 @@
 //     (evicted ones are closed), and the file handles a store records are
 //     read before it is taken.
 //   - Shared.mu (shared.go), for a map operation: a union attaching,
-//     detaching or finding its shared listing cache. The shared listing
+//     detaching or finding its shared listing cache or lower-only union
+//     (lowercache.go; one is made, and a spare one closed, without it). The shared listing
 //     caches are readdircache Caches, whose mutex is a leaf as above; no
 //     union changes a shared (lower-only) directory, so their BeginChange
 //     is never called.

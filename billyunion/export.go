@@ -157,7 +157,11 @@ func (fs *FS) identify(d *dir, e *entry, gen uint64) (Identity, error) {
 // touches it (dircache.go); gen is the cache's generation read before it was looked up.
 func (fs *FS) knownIdentity(pl identityPlace, gen uint64, stemFor func() (stem, error)) (knownIdentity, error) {
 	obj := devIno{pl.parts[0].st.Dev, pl.parts[0].st.Ino}
-	if k, ok := fs.dirs.identity(obj); ok {
+	cache, place, g := fs.dirs, pl, gen
+	if lp, lg, ok := fs.lowerIdentityPlace(pl); ok {
+		cache, place, g = fs.lower.dirs, lp, lg // found in a view (lowercache.go)
+	}
+	if k, ok := cache.identity(obj); ok {
 		return k, nil
 	}
 	s, err := stemFor()
@@ -169,7 +173,7 @@ func (fs *FS) knownIdentity(pl identityPlace, gen uint64, stemFor func() (stem, 
 		return knownIdentity{}, err
 	}
 	k := knownIdentity{stem: s.devIno, id: id}
-	fs.dirs.putIdentity(obj, k, pl, gen)
+	cache.putIdentity(obj, k, place, g)
 	return k, nil
 }
 

@@ -139,6 +139,9 @@ type FS struct {
 	moves *moves
 	// dirs caches resolved directories (dircache.go); off without fanotify.
 	dirs *dirCache
+	// lower is the Shared's lower-only union whose directory cache resolves this
+	// union's lower-pure directories (lowercache.go); nil without a Shared or a cache.
+	lower *FS
 	// redirectCreate: renaming a directory with lower parts records a
 	// redirect (redirect_dir=on); redirectFollow: lookups follow redirects
 	// (on, follow, off). Both fixed at New.
@@ -304,6 +307,12 @@ func New(opts Options) (*FS, error) {
 		return nil, err
 	}
 	fs.dirs = newDirCache(fs.rootPaths, fs.layers, cachePerEvent)
+	if fs.shared != nil && fs.dirs.on() {
+		fs.lower = fs.shared.lowerUnion(fs)
+		if err := fs.checkLowerUnion(); err != nil {
+			return nil, err
+		}
+	}
 	if fs.hasUpper {
 		wl, err := layer.Open(opts.Work)
 		if err != nil {

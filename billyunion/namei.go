@@ -40,10 +40,27 @@ type dir struct {
 	// upper part).
 	sharedKeys []devIno
 	sharedFDs  *sharedFDs
+	// pure: d resolves to the parts the lowers alone give at its path (lowercache.go).
+	pure bool
+	// base: d is a view of the Shared's lower-only directory base (lowerView), whose
+	// descriptors it uses and holds until closed.
+	base *dir
+	// lowerGen: for a view, the lower-only union's directory cache generation as the
+	// view was made: what an identity found in it is checked against.
+	lowerGen uint64
+	// shifted: a cached d's parts as its views in unions with an upper see them.
+	shifted atomic.Pointer[shiftedParts]
 }
 
 func (d *dir) close() {
-	if d == nil || !d.owned {
+	if d == nil {
+		return
+	}
+	if d.base != nil {
+		d.base.close()
+		return
+	}
+	if !d.owned {
 		return
 	}
 	if d.cached.Load() {
@@ -307,7 +324,7 @@ func (fs *FS) isWhiteout(dir int, name string, st *unix.Stat_t) (bool, error) {
 
 // rootDir returns the union root with the layers' own root descriptors.
 func (fs *FS) rootDir() (*dir, error) {
-	d := &dir{fs: fs, parts: make([]part, len(fs.layers))}
+	d := &dir{fs: fs, parts: make([]part, len(fs.layers)), pure: true}
 	for i, l := range fs.layers {
 		st, err := layer.Fstat(l.Root)
 		if err != nil {
@@ -320,7 +337,7 @@ func (fs *FS) rootDir() (*dir, error) {
 
 // descend opens the directory entry e (a child of d) as a dir.
 func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
-	child := &dir{fs: fs, path: append(append([]string(nil), d.path...), e.name), owned: true}
+	child := &dir{fs: fs, path: append(append([]string(nil), d.path...), e.name), owned: true, pure: fs.childPure(d, e)}
 	for _, p := range e.parts {
 		fd, err := fs.openPart(d, e.name, &p)
 		if err != nil {
@@ -353,12 +370,14 @@ func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 		if d := cache.get(comps, synced); d != nil {
 			return d, nil
 		}
-		if synced {
-			gen = cache.currentGeneration()
-		} else {
-			gen = cache.generation()
-		}
+		gen = cache.currentGeneration() // get read the events, or the caller did
 		cur, start = cache.longestPrefix(comps)
+		if cur == nil {
+			// From the root, which is lower-pure and never cached.
+			if d, ok, err := fs.fromLowers(nil, comps, 0); ok {
+				return d, err
+			}
+		}
 	}
 	if cur == nil {
 		var err error
@@ -367,6 +386,12 @@ func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 		}
 	}
 	for i := start; i < len(comps); i++ {
+		if useCache {
+			if d, ok, err := fs.fromLowers(cur, comps, i); ok {
+				cur.close()
+				return d, err
+			}
+		}
 		next, err := fs.step(cur, comps[i], copyUp)
 		if err == nil && useCache {
 			cache.put(comps[:i+1], next, cur, gen)

@@ -214,10 +214,11 @@ func entryKey(e *entry) readdircache.Key {
 }
 
 // freshSignature is signature of d's parts as they are now: a directory from the
-// directory cache holds the stats of when it was resolved, which changes to its
-// entries since have made older (dircache.go), so its parts are stat'ed again.
+// directory cache (the union's or, for a view, the shared lowers', lowercache.go)
+// holds the stats of when it was resolved, which changes to its entries since have
+// made older (dircache.go), so its parts are stat'ed again.
 func freshSignature(d *dir) (readdircache.Signature, error) {
-	if !d.cached.Load() {
+	if !d.cached.Load() && d.base == nil {
 		return signature(d.parts), nil
 	}
 	parts := slices.Clone(d.parts)

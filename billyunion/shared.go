@@ -34,12 +34,14 @@ import (
 //     every workspace at its next listing;
 //   - the origin-decode cache (inode.go): an origin record names a lower object, and
 //     decodes to it in any workspace;
-//   - the descriptors of lower directory parts the unions' directory caches hold
-//     (dircache.go): each union keeps its own cached directories, exact through its
-//     own fanotify group, but a lower directory's O_PATH descriptor is opened once
-//     and counted (sharedFDs): without this, every workspace would hold a
-//     descriptor per cached directory, and 50 of them over 1,000 directories pass
-//     a 20,000-descriptor limit;
+//   - the resolved lower-pure directories (lowercache.go): a lower-only union's
+//     directory cache, exact through its own fanotify group, resolves them once for
+//     every workspace, and each workspace checks only that its upper holds nothing
+//     on the way;
+//   - the descriptors of lower directory parts the unions' own directory caches
+//     still hold (dircache.go: directories below an upper directory that is opaque
+//     or redirected): a lower directory's O_PATH descriptor is opened once and
+//     counted (sharedFDs), not once per workspace;
 //   - the handle path cache (package handles picks it up through SharedHandlePaths):
 //     ObjectID -> path hints, each confirmed by a lookup in the asking union.
 //
@@ -77,6 +79,7 @@ type Shared struct {
 
 	mu       sync.Mutex
 	listings map[sharedVariant]*readdircache.Cache[os.FileInfo] // guarded by mu
+	lowerFSs map[lowerVariant]*FS                               // guarded by mu: the lower-only unions (lowercache.go); nil where none could be made
 	users    int                                                // guarded by mu: unions open on it
 	closed   bool                                               // guarded by mu
 }
@@ -118,7 +121,7 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 		return nil, err
 	}
 	s := &Shared{lowers: slices.Clone(opts.Lowers), prefix: prefix, log: opts.Logger, listingSize: opts.DirCacheEntries,
-		listings: map[sharedVariant]*readdircache.Cache[os.FileInfo]{}}
+		listings: map[sharedVariant]*readdircache.Cache[os.FileInfo]{}, lowerFSs: map[lowerVariant]*FS{}}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -159,14 +162,24 @@ func NewShared(opts SharedOptions) (*Shared, error) {
 // Close releases the lowers' descriptors; EBUSY while a union made with it is open.
 func (s *Shared) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.users > 0 {
+		s.mu.Unlock()
 		return fmt.Errorf("billyunion: shared lowers still used by %d unions: %w", s.users, syscall.EBUSY)
 	}
-	if !s.closed {
-		s.closed = true
-		s.closeLayers()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
 	}
+	s.closed = true
+	lowerFSs := s.lowerFSs
+	s.lowerFSs = map[lowerVariant]*FS{}
+	s.mu.Unlock()
+	for _, u := range lowerFSs {
+		if u != nil {
+			u.Close()
+		}
+	}
+	s.closeLayers()
 	return nil
 }
 
@@ -225,14 +238,7 @@ func (s *Shared) detach() {
 
 // listingsFor returns the shared listing cache of the unions like fs.
 func (s *Shared) listingsFor(fs *FS) (*readdircache.Cache[os.FileInfo], error) {
-	v := sharedVariant{hasUpper: fs.hasUpper, follow: fs.redirectFollow, unicode: fs.unicodeInsensitive}
-	var b strings.Builder
-	b.WriteString(strconv.FormatUint(uint64(fs.ino.fsBits), 10))
-	for _, l := range s.layers {
-		b.WriteByte(':')
-		b.WriteString(strconv.FormatUint(fs.ino.fsIndex[l.Dev], 10))
-	}
-	v.numbering = b.String()
+	v := sharedVariant{hasUpper: fs.hasUpper, follow: fs.redirectFollow, unicode: fs.unicodeInsensitive, numbering: s.numbering(fs)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c, ok := s.listings[v]; ok {
@@ -244,6 +250,18 @@ func (s *Shared) listingsFor(fs *FS) (*readdircache.Cache[os.FileInfo], error) {
 	}
 	s.listings[v] = c
 	return c, nil
+}
+
+// numbering is how fs numbers the lowers' objects (inode numbers, ObjectIDs): the
+// lowers' filesystem indices and the index bits.
+func (s *Shared) numbering(fs *FS) string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(uint64(fs.ino.fsBits), 10))
+	for _, l := range s.layers {
+		b.WriteByte(':')
+		b.WriteString(strconv.FormatUint(fs.ino.fsIndex[l.Dev], 10))
+	}
+	return b.String()
 }
 
 // hasLinked reports whether the shared snapshot holds a non-directory with more than

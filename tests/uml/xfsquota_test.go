@@ -28,10 +28,10 @@ func TestKernelXFSProjectQuota(t *testing.T) {
 		os.Remove(filepath.Join(out, f))
 	}
 	bin := filepath.Join(out, "billyunion.test")
-	build := exec.Command("go", "test", "-c", "-o", bin, "./billyunion")
+	build := exec.Command("go", "test", "-c", "-tags", "xfsquota", "-o", bin, "./billyunion")
 	build.Dir = testenv.RepoRoot(t)
 	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go test -c ./billyunion: %v\n%s", err, b)
+		t.Fatalf("go test -c -tags xfsquota ./billyunion: %v\n%s", err, b)
 	}
 	t.Cleanup(func() { os.Remove(bin) })
 	img := filepath.Join(t.TempDir(), "xfs.img")

@@ -301,6 +301,9 @@ func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact b
 		end = start + int64(n)
 	}
 	grow := max(end-st.Size, 0)
+	if !exact && n == 0 {
+		grow = 0 // an empty write extends nothing, wherever it is
+	}
 	if err := q.reserveBytes(grow); err != nil {
 		return 0, err
 	}
@@ -309,6 +312,8 @@ func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact b
 	case exact && err == nil:
 		q.release(0, grow-(end-st.Size)) // a shrink frees
 	case exact:
+		q.release(0, grow)
+	case done <= 0:
 		q.release(0, grow)
 	default:
 		// A short write adds less.

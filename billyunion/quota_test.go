@@ -64,6 +64,8 @@ func TestQuotaWriteRefusedPastTheLimit(t *testing.T) {
 	wantErrno(t, "a byte past the quota", err, syscall.EDQUOT)
 	_, err = wa.WriteAt(bytes.Repeat([]byte{7}, 10000), 0)
 	noErr(t, "overwriting within the file", err)
+	_, err = wa.WriteAt(nil, 1<<20)
+	noErr(t, "an empty write far past the end", err)
 	_, err = f.Write([]byte("x")) // at offset 0 after Create: within
 	noErr(t, "sequential write within", err)
 	if _, err := f.Seek(0, 2); err != nil {

@@ -290,6 +290,8 @@ func (fs *FS) countRename(p *pair, np int, newName string, whiteoutOld *bool, er
 	}
 	return func() {
 		if *err != nil {
+			// (A rename that fails after emptying the replaced directory of its
+			// whiteouts leaves them counted until the next start.)
 			if !replacedDir {
 				uncount() // closes its descriptor; the link count shows nothing went
 			}

@@ -451,7 +451,13 @@ func (w Workspace) writeStack(work int, s Stack) error {
 // moves index dropped (the union rebuilds it from the upper), the upper root's origin
 // pointed at the new top lower (the index checks it at start, as the kernel does), the
 // journal removed. Each step can be redone.
+//
+// A flattened commit keeps the moves index: a directory renamed with a redirect keeps
+// the identity of the lower directory it was, whose handle leads to that directory's old
+// place in a former lower, and only the index's records lead from there to where it is.
 func (w Workspace) finishCommit(work, upper int, into string) error {
+	phase, _ := os.ReadFile(filepath.Join(w.Work, commitDirName, phaseFile))
+	keepMoves := string(phase) == phaseFlatten
 	if idx, err := layer.OpenDir(work, indexDirName); err == nil {
 		names, rerr := layer.ReadNames(idx, "")
 		for _, n := range names {
@@ -464,8 +470,10 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 			return rerr
 		}
 	}
-	if err := layer.RemoveAll(work, movesDir); err != nil && !errors.Is(err, unix.ENOENT) {
-		return err
+	if !keepMoves {
+		if err := layer.RemoveAll(work, movesDir); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
 	}
 	if into != "" {
 		if err := w.pointRootOrigin(upper, into); err != nil {

@@ -324,6 +324,20 @@ func (fs *FS) handleAt(li, dirFD int, name string) (ObjectID, error) {
 	return ObjectID{FS: fs.fsOf(li), Type: h.Type(), Handle: bytes.Clone(b)}, nil
 }
 
+// handleIn is handleAt for a directory of the filesystem with index idx (a layer's or a
+// former lower's).
+func (fs *FS) handleIn(idx uint8, dirFD int, name string) (ObjectID, error) {
+	h, _, err := unix.NameToHandleAt(dirFD, name, 0)
+	if err != nil {
+		return ObjectID{}, layer.Errno(err)
+	}
+	b := h.Bytes()
+	if len(b) == 0 || len(b) > maxObjectHandle {
+		return ObjectID{}, syscall.EOVERFLOW
+	}
+	return ObjectID{FS: idx, Type: h.Type(), Handle: bytes.Clone(b)}, nil
+}
+
 func (fs *FS) fsOf(li int) uint8 { return uint8(fs.ino.fsIndex[fs.layers[li].Dev]) }
 
 // FindDir returns where the directory id should be: the kernel reconnects
@@ -351,20 +365,20 @@ func (fs *FS) FindConnected(id ObjectID) (string, error) {
 	return p, err
 }
 
+// handleRoot is the root of a layer, or of a former lower, a handle was found in.
+type handleRoot struct {
+	fd   int
+	path string
+}
+
 // pathByHandle is where the kernel connects the object id in its layer:
-// the path from the root of layer li, and whether it is a directory. An
-// object of a former lower (Options.FormerLowers) gives its path there, the
-// union path it had when a flattened commit copied it, with li -1.
-func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, li int, err error) {
-	type root struct {
-		li   int
-		fd   int
-		path string
-	}
-	var roots []root
+// the path from the root of the layer (or the former lower,
+// Options.FormerLowers) it lies in, and whether it is a directory.
+func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, in handleRoot, err error) {
+	var roots []handleRoot
 	for li, l := range fs.layers {
 		if fs.fsOf(li) == id.FS {
-			roots = append(roots, root{li, l.Root, fs.rootPaths[li]})
+			roots = append(roots, handleRoot{l.Root, fs.rootPaths[li]})
 		}
 	}
 	for _, l := range fs.former {
@@ -372,31 +386,31 @@ func (fs *FS) pathByHandle(id ObjectID) (p string, isDir bool, li int, err error
 			continue
 		}
 		if p, err := os.Readlink(layer.ProcPath(l.Root)); err == nil {
-			roots = append(roots, root{-1, l.Root, p})
+			roots = append(roots, handleRoot{l.Root, p})
 		}
 	}
 	if len(roots) == 0 || len(id.Handle) == 0 || len(id.Handle) > maxObjectHandle {
-		return "", false, 0, syscall.ESTALE
+		return "", false, handleRoot{}, syscall.ESTALE
 	}
 	fd, err := unix.OpenByHandleAt(roots[0].fd, unix.NewFileHandle(id.Type, id.Handle), unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
-		return "", false, 0, syscall.ESTALE
+		return "", false, handleRoot{}, syscall.ESTALE
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return "", false, 0, syscall.ESTALE
+		return "", false, handleRoot{}, syscall.ESTALE
 	}
 	abs, err := os.Readlink(layer.ProcPath(fd))
 	if err != nil {
-		return "", false, 0, syscall.ESTALE
+		return "", false, handleRoot{}, syscall.ESTALE
 	}
 	for _, r := range roots {
 		if rel, ok := under(abs, r.path); ok {
-			return rel, layer.IsDir(&st), r.li, nil
+			return rel, layer.IsDir(&st), r, nil
 		}
 	}
-	return "", false, 0, syscall.ESTALE
+	return "", false, handleRoot{}, syscall.ESTALE
 }
 
 // under returns abs relative to root when it lies inside it.

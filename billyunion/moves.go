@@ -445,12 +445,9 @@ func (fs *FS) findMoved(id ObjectID, depth int, budget *int) (string, error) {
 		return "", syscall.ESTALE
 	}
 	*budget--
-	rel, isDir, li, err := fs.pathByHandle(id)
+	rel, isDir, in, err := fs.pathByHandle(id)
 	if err != nil {
 		return "", err
-	}
-	if li < 0 {
-		return "", syscall.ESTALE // a former lower's object: no records lead from its place
 	}
 	comps, err := splitPath(rel)
 	if err != nil || len(comps) == 0 {
@@ -467,9 +464,9 @@ func (fs *FS) findMoved(id ObjectID, depth int, budget *int) (string, error) {
 		locs  []Location
 	}
 	var found []recorded
-	fd := fs.layers[li].Root
+	fd := in.fd
 	for k := 0; k < dirs; k++ {
-		pid, err := fs.handleAt(li, fd, comps[k])
+		pid, err := fs.handleIn(id.FS, fd, comps[k])
 		if err != nil {
 			break
 		}
@@ -480,16 +477,16 @@ func (fs *FS) findMoved(id ObjectID, depth int, budget *int) (string, error) {
 			break
 		}
 		next, err := layer.OpenDir(fd, comps[k])
-		if fd != fs.layers[li].Root {
+		if fd != in.fd {
 			unix.Close(fd)
 		}
 		if err != nil {
-			fd = fs.layers[li].Root
+			fd = in.fd
 			break
 		}
 		fd = next
 	}
-	if fd != fs.layers[li].Root {
+	if fd != in.fd {
 		unix.Close(fd)
 	}
 	for i := len(found) - 1; i >= 0; i-- {

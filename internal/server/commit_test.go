@@ -44,8 +44,8 @@ func callControl(t *testing.T, sock string, req control.Request) (control.Respon
 }
 
 // TestCommitFlattenWhileServing: a flattened commit through the control socket while a
-// client holds handles of a file it made, a copied-up lower file, a lower file it never
-// touched, a merged directory it removed a file from and a directory it made: every
+// client holds handles of a file it made, a copied-up lower file, a merged directory it
+// removed a file from and renamed, and a directory it made: every
 // handle keeps working with the same content and fileid, the layer is the whole tree as
 // a plain directory tree, the stack names it alone, and a write afterwards keeps the
 // fileid; after a restart of the server on the same layers the handles still work.
@@ -68,6 +68,11 @@ func TestCommitFlattenWhileServing(t *testing.T) {
 	}
 	newDir := c.Mkdir(wsRoot, "newdir")
 	inNew := c.Create(newDir, "inner")
+	// The merged directory renamed (a redirect): its handle names the lower directory,
+	// whose place in the former lower is its old name.
+	if st, _ := c.NFS(nfs3.ProcRename, rpctest.RenameArgs(wsRoot, "src", wsRoot, "code")); st != nfs3.StatusOK {
+		t.Fatalf("RENAME src code: %d", st)
+	}
 	handles := map[string][]byte{"made": made, "shared": shared, "src": src, "newdir": newDir, "inner": inNew, "root": wsRoot}
 	before := map[string]rpctest.Fattr{}
 	for name, fh := range handles {
@@ -105,13 +110,13 @@ func TestCommitFlattenWhileServing(t *testing.T) {
 		}
 	}
 	check("after the flattened commit")
-	for _, p := range []string{"made", "shared.txt", "src/b.c", "newdir/inner"} {
+	for _, p := range []string{"made", "shared.txt", "code/b.c", "newdir/inner"} {
 		if _, err := os.Lstat(filepath.Join(layer, p)); err != nil {
 			t.Errorf("the flattened layer lacks %s: %v", p, err)
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(layer, "src", "a.c")); !os.IsNotExist(err) {
-		t.Errorf("the flattened layer has src/a.c (a whiteout or the file): %v", err)
+	if _, err := os.Lstat(filepath.Join(layer, "code", "a.c")); !os.IsNotExist(err) {
+		t.Errorf("the flattened layer has code/a.c (a whiteout or the file): %v", err)
 	}
 	if entries, _ := os.ReadDir(ws.Upper); len(entries) != 0 {
 		t.Errorf("the upper holds %d entries after the commit", len(entries))

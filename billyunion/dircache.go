@@ -75,7 +75,12 @@ const defaultDirEntries = 1024
 const defaultIdentities = 1 << 16
 
 // eventLog is how many recent events the cache keeps to check a walk's store against.
+// The log grows to it as events come (many unions over shared lowers see few).
 const eventLog = 4096
+
+// eventBuffer is the size of one read of the event queue; a read takes what fits and the
+// next read the rest.
+const eventBuffer = 16 << 10
 
 // knownIdentity is what the identity rule made of a layer object.
 type knownIdentity struct {
@@ -160,7 +165,7 @@ type dirCache struct {
 	mu         sync.Mutex
 	seq        uint64                               // guarded by mu: events applied (and purges)
 	purgedAt   uint64                               // guarded by mu: seq at the last purge
-	log        [eventLog]fanEvent                   // guarded by mu: log[s%eventLog] is event s, for the last eventLog
+	log        []fanEvent                           // guarded by mu: event s at log[(s-1)%eventLog] (logEventLocked), for the last eventLog
 	entries    *simplelru.LRU[string, *cachedDir]   // guarded by mu
 	identities *simplelru.LRU[devIno, *identityRec] // guarded by mu: by the object's own device and inode
 	byEvent    map[evKey][]string                   // guarded by mu: cached directories by dependency
@@ -203,7 +208,7 @@ func openDirCache(roots []string, layers []*layer.Layer, mode cacheMode, fids bo
 		return off
 	}
 	c := &dirCache{
-		notify: fd, mode: mode, objectFIDs: mode == cachePerEvent && fids, fsids: map[uint64][8]byte{}, buf: make([]byte, 64<<10),
+		notify: fd, mode: mode, objectFIDs: mode == cachePerEvent && fids, fsids: map[uint64][8]byte{}, buf: make([]byte, eventBuffer),
 		byEvent: map[evKey][]string{}, byHandle: map[string][]string{},
 		idByParent: map[string][]devIno{}, idByPath: map[string][]devIno{}, idBySelf: map[string][]devIno{},
 	}
@@ -261,6 +266,7 @@ func (c *dirCache) syncLocked() {
 // purgeLocked empties the cache: what a walk begun before finds is not stored.
 func (c *dirCache) purgeLocked() {
 	c.seq++
+	c.logEventLocked(fanEvent{all: true}) // keeps event s at its place; never matched (purgedAt)
 	c.purgedAt = c.seq
 	c.stats.Purges++
 	counted := c.stats
@@ -278,7 +284,7 @@ func (c *dirCache) applyLocked(ev fanEvent) {
 		return
 	}
 	c.seq++
-	c.log[c.seq%eventLog] = ev
+	c.logEventLocked(ev)
 	// Each list is taken out of its index before its members go, so that their
 	// removal does not search it (a directory's list can be long).
 	if paths, ok := c.byEvent[ev.key]; ok {
@@ -358,6 +364,17 @@ func (c *dirCache) putUpperAbsent(d *dir, name string, gen uint64) {
 	cd.upperAbsent[name] = struct{}{}
 }
 
+// logEventLocked records ev as event c.seq. Every seq is logged, so until the log is
+// full its length is c.seq and the event goes at its end.
+func (c *dirCache) logEventLocked(ev fanEvent) {
+	i := (c.seq - 1) % eventLog
+	if uint64(len(c.log)) <= i {
+		c.log = append(c.log, ev)
+		return
+	}
+	c.log[i] = ev
+}
+
 // dropIdentitiesLocked drops the identities listed at index[k], and the list.
 func (c *dirCache) dropIdentitiesLocked(index map[string][]devIno, k string, counted bool) {
 	objs, ok := index[k]
@@ -382,7 +399,7 @@ func (c *dirCache) changedSinceLocked(gen uint64, match func(fanEvent) bool) boo
 		return true
 	}
 	for s := gen + 1; s <= c.seq; s++ {
-		if match(c.log[s%eventLog]) {
+		if match(c.log[(s-1)%eventLog]) {
 			return true
 		}
 	}

@@ -103,15 +103,10 @@ func (s *Shared) LowerDirCacheStats() DirCacheStats {
 		}
 		st := u.DirCacheStats()
 		t.Mode = st.Mode
-		t.Events += st.Events
-		t.Purges += st.Purges
-		t.DirsInvalidated += st.DirsInvalidated
-		t.IdentitiesInvalidated += st.IdentitiesInvalidated
-		t.Hits += st.Hits
-		t.Misses += st.Misses
-		t.IdentityHits += st.IdentityHits
-		t.Dirs += st.Dirs
-		t.Identities += st.Identities
+		t.Events, t.Purges = t.Events+st.Events, t.Purges+st.Purges
+		t.DirsInvalidated, t.IdentitiesInvalidated = t.DirsInvalidated+st.DirsInvalidated, t.IdentitiesInvalidated+st.IdentitiesInvalidated
+		t.Hits, t.Misses, t.IdentityHits = t.Hits+st.Hits, t.Misses+st.Misses, t.IdentityHits+st.IdentityHits
+		t.Dirs, t.Identities = t.Dirs+st.Dirs, t.Identities+st.Identities
 	}
 	return t
 }

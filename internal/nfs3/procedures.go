@@ -37,6 +37,16 @@ const (
 	ProcCommit      Proc = 21
 )
 
+// Changes reports whether procedure p can change what the export's layers hold: what a
+// snapshot of the upper waits for, while the others go on.
+func Changes(p Proc) bool {
+	switch p {
+	case ProcSetattr, ProcWrite, ProcCreate, ProcMkdir, ProcSymlink, ProcMknod, ProcRemove, ProcRmdir, ProcRename, ProcLink:
+		return true
+	}
+	return false
+}
+
 // Program is the dispatch table of NFSv3: every procedure, its name, and the function in
 // the file named after it that answers it.
 func (s *Server) Program() oncrpc.Program {

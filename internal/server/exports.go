@@ -48,6 +48,11 @@ type export struct {
 	// it, so that its union closes only after the calls that found it have ended.
 	inflight sync.RWMutex
 	retired  bool // guarded by inflight
+	// changes is held shared by each call of a procedure that can change the layers
+	// (nfs3.Changes), inside inflight, and exclusively by a snapshot: it waits for the
+	// changes in flight, holds new ones back and lets every other call through while it
+	// copies the upper.
+	changes sync.RWMutex
 }
 
 // exportSet is the exports served at one time; it is never changed once published.
@@ -396,6 +401,7 @@ func (s *Server) nfsProgram() oncrpc.Program {
 // removed export, or not a handle at all) goes to any export, whose handles refuse it: the
 // client gets STALE, or GARBAGE_ARGS, with the procedure's own failure results.
 func (s *Server) route(proc int) oncrpc.Handler {
+	changes := nfs3.Changes(nfs3.Proc(proc))
 	return func(ctx context.Context, call *oncrpc.Call, reply *oncrpc.Reply) error {
 		for {
 			set := s.exports.Load()
@@ -409,15 +415,22 @@ func (s *Server) route(proc int) oncrpc.Handler {
 			if !e.enter() {
 				continue // retired since: Reconfigure published its successor set first
 			}
+			if changes {
+				e.changes.RLock()
+			}
 			m := s.cfg.Metrics
+			var start time.Time
+			if m != nil {
+				start = time.Now() // only for the metrics: nothing else per call
+			}
+			err := e.procs[proc].Handle(ctx, call, reply)
+			if changes {
+				e.changes.RUnlock()
+			}
+			e.leave()
 			if m == nil {
-				err := e.procs[proc].Handle(ctx, call, reply)
-				e.leave()
 				return err
 			}
-			start := time.Now() // only for the metrics: nothing else per call
-			err := e.procs[proc].Handle(ctx, call, reply)
-			e.leave()
 			if err == nil {
 				observe(m, e.cfg.Path, s.nfsProcs[proc].Name, uint32(proc), reply, time.Since(start))
 			}

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -716,5 +717,76 @@ func TestCommitWhileServing(t *testing.T) {
 	}
 	if _, err := s.srv.Commit("/ws", layer2, false, "", nil); err == nil {
 		t.Error("a commit into an existing directory was taken")
+	}
+}
+
+// A snapshot stops only the workspace's changes: reads are answered while it copies the
+// upper, a change waits for it, and the snapshot holds what was there before the change.
+func TestSnapshotLetsReadsThrough(t *testing.T) {
+	root, lower := t.TempDir(), sharedLower(t)
+	ws := workspace(t, root, "/ws", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	// A big upper file makes the snapshot's copy last (ext4 copies, it cannot reflink).
+	big, err := os.Create(filepath.Join(ws.Upper, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("snapshot"), 1<<17)
+	for range 512 {
+		if _, err := big.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := big.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := startExports(t, []server.Export{ws})
+	c := rpctest.Dial(t, s.addr)
+	r := c.Mount("/ws")
+	small := c.Create(r, "small")
+	write(t, c, small, "before")
+
+	var ended atomic.Int64 // when Snapshot returned, in UnixNano
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.srv.Snapshot("/ws", "s1")
+		ended.Store(time.Now().UnixNano())
+		done <- err
+	}()
+	copying := filepath.Join(ws.Work, "ovlnfs-snapshots", ".tmp-s1", "upper")
+	for {
+		if _, err := os.Lstat(copying); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the snapshot ended (%v) before its copy could be seen", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if got := string(readAll(c, small)); got != "before" {
+		t.Fatalf("READ during the snapshot: %q", got)
+	}
+	if st := getattrStatus(c, r); st != nfs3.StatusOK {
+		t.Fatalf("GETATTR during the snapshot: %d", st)
+	}
+	if names := listNames(t, c, r); !slices.Contains(names, "small") {
+		t.Fatalf("READDIRPLUS during the snapshot: %v", names)
+	}
+	readsDone := time.Now().UnixNano()
+	if e := ended.Load(); e != 0 && e < readsDone {
+		t.Fatal("the reads were answered only after the snapshot ended")
+	}
+	c.Write(small, 0, []byte("after!"), rpctest.FileSync)
+	wrote := time.Now().UnixNano()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Snapshot's return is stamped a moment after it let the changes go.
+	if e := ended.Load(); wrote < e-int64(50*time.Millisecond) {
+		t.Fatalf("a WRITE was answered %v before the snapshot ended", time.Duration(e-wrote))
+	}
+	got, err := os.ReadFile(filepath.Join(ws.Work, "ovlnfs-snapshots", "s1", "upper", "small"))
+	if err != nil || string(got) != "before" {
+		t.Fatalf("the snapshot's small: %q (%v), want what was there before the WRITE", got, err)
 	}
 }

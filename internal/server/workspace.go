@@ -126,20 +126,19 @@ func (s *Server) unfrozen(path string, fn func(ws billyunion.Workspace) error) e
 	return fn(workspaceOf(&e.cfg))
 }
 
-// frozenResult is frozen for an operation with a result.
-func frozenResult[T any](s *Server, path string, reopen bool, fn func(ws billyunion.Workspace) (T, error)) (T, error) {
-	var out T
-	err := s.frozen(path, reopen, func(ws billyunion.Workspace) error {
-		var err error
-		out, err = fn(ws)
-		return err
-	})
-	return out, err
-}
-
-// Snapshot takes the snapshot name of the export's workspace, frozen meanwhile.
+// Snapshot takes the snapshot name of the export's workspace. Its changes are stopped
+// meanwhile (the change calls in flight finish, new ones wait); reads go on, and the
+// other exports are not touched.
 func (s *Server) Snapshot(path, name string) (billyunion.SnapshotInfo, error) {
-	return frozenResult(s, path, false, func(ws billyunion.Workspace) (billyunion.SnapshotInfo, error) { return ws.Snapshot(name) })
+	s.reconfigure.Lock() // no reload, reset or commit meanwhile: the export stays open
+	defer s.reconfigure.Unlock()
+	e, err := s.workspaceExport(path)
+	if err != nil {
+		return billyunion.SnapshotInfo{}, err
+	}
+	e.changes.Lock()
+	defer e.changes.Unlock()
+	return workspaceOf(&e.cfg).Snapshot(name)
 }
 
 // Reset empties the export's upper (snapshot "") or makes it the snapshot's, while

@@ -12,15 +12,18 @@
 // Files: server.go (Config, Export, New, NewStandby, Serve, ServeUDP, Services, Shutdown, Close),
 // exports.go (the export set: opening and retiring exports, routing a call to its export,
 // MNT's and EXPORT's view of them, Reconfigure), workspace.go (Snapshot, Reset, Commit:
-// an export frozen around a reset or commit of its workspace, its changes alone stopped
-// for a snapshot; the snapshots listed and removed without either), workdir.go (the lock that keeps a workdir to one process, and a standby's wait for it), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
+// an export (or two, for a commit into another's stack) frozen around a reset or commit
+// of its workspace, its changes alone stopped for a snapshot; the snapshots listed and
+// removed without either), workdir.go (the lock that keeps a workdir to one process, and a standby's wait for it), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
 // LockServices, NotifyRestart), portmap.go (Portmapper: the portmapper's own RPC server).
 //
 // Lock order: Server.reconfigure, then an export's inflight (taken shared by the calls
 // using the export, exclusively to retire or freeze it), then its changes (taken shared
 // by the calls that can change its layers, exclusively by a snapshot, which holds
 // reconfigure and not inflight). Nothing takes reconfigure while holding inflight; a
-// call holds inflight of one export at a time.
+// call holds inflight of one export at a time. Only a commit into another export's stack
+// freezes two exports (frozenExports: the giver's inflight, then the target's), and it
+// holds reconfigure throughout, so no two such freezes run at once.
 package server
 
 import (

@@ -84,7 +84,8 @@ func checkWork(opts CheckOptions, add func(Finding)) error {
 	ws := Workspace{Upper: opts.Upper, Work: opts.Work, XattrPrefix: opts.XattrPrefix}
 	for _, j := range []struct{ dir, kind, what string }{
 		{resetDirName, "reset-interrupted", "a reset"}, {commitDirName, "commit-interrupted", "a commit"},
-		{flattenStage, "commit-interrupted", "a flattened commit (its stage, before any change)"}} {
+		{flattenStage, "commit-interrupted", "a flattened commit (its stage, before any change)"},
+		{commitDoneName, "commit-interrupted", "a finished commit's journal being removed"}} {
 		if _, err := os.Lstat(filepath.Join(opts.Work, j.dir)); err != nil {
 			continue
 		}

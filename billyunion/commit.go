@@ -42,6 +42,8 @@ const (
 	// commitReceived is in that workspace's own journal, naming the giver's workdir.
 	commitTarget   = "target"
 	commitReceived = "received"
+	// commitDoneName is a journal being removed (dropJournal).
+	commitDoneName = "ovlnfs-commit.done"
 )
 
 // CommitInfo describes a finished commit.
@@ -186,7 +188,7 @@ func (w Workspace) CommitWith(into string, opts CommitOptions) (CommitInfo, erro
 	defer unix.Close(journal)
 	abandon := func(err error) (CommitInfo, error) {
 		_ = os.Remove(into)
-		_ = layer.RemoveAll(work, commitDirName)
+		_ = w.dropJournal(work)
 		_ = layer.RemoveAll(work, flattenStage)
 		return CommitInfo{}, err
 	}
@@ -371,7 +373,7 @@ func (t Workspace) receive(from Workspace, into string) error {
 		err = unix.Syncfs(twork)
 	}
 	if err != nil {
-		_ = layer.RemoveAll(twork, commitDirName)
+		_ = t.dropJournal(twork)
 		return err
 	}
 	t.step("target journal")
@@ -402,7 +404,7 @@ func (t Workspace) finishReceive(twork int, into string) error {
 	if err := unix.Syncfs(twork); err != nil {
 		return err
 	}
-	return layer.RemoveAll(twork, commitDirName)
+	return t.dropJournal(twork)
 }
 
 // stripRootMarks removes the overlay's marks of a directory's contents from the new
@@ -483,7 +485,7 @@ func (w Workspace) finishCommit(work, upper int, into string) error {
 	if err := unix.Syncfs(work); err != nil {
 		return err
 	}
-	return layer.RemoveAll(work, commitDirName)
+	return w.dropJournal(work)
 }
 
 // pointRootOrigin points the upper root's origin, where it has one, at the new top lower
@@ -511,11 +513,36 @@ func (w Workspace) pointRootOrigin(upper int, into string) error {
 	return layer.Setxattr(upper, "", x.Origin(), rec)
 }
 
+// dropJournal removes the commit journal of the workdir work: renamed out of the way
+// first, in one step, since a journal missing some of its files (a removal killed
+// halfway) would mean another operation, then removed (Recover removes what a kill
+// left of it).
+func (w Workspace) dropJournal(work int) error {
+	if err := layer.RemoveAll(work, commitDoneName); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	if err := unix.Renameat(work, commitDirName, work, commitDoneName); err != nil {
+		if err == unix.ENOENT {
+			return nil
+		}
+		return err
+	}
+	if err := unix.Fsync(work); err != nil {
+		return err
+	}
+	w.step("journal renamed")
+	return layer.RemoveAll(work, commitDoneName)
+}
+
 // recoverCommit takes back or finishes an interrupted commit (Recover calls it), and
 // removes a flattened commit's stage that no commit took (unless keepStage).
 func (w Workspace) recoverCommit(work int, keepStage bool) error {
 	// A stack file a kill left before renaming it into place: the stack is the old one.
 	if err := unix.Unlinkat(work, stackFile+".tmp", 0); err != nil && err != unix.ENOENT {
+		return err
+	}
+	// A finished commit's journal a kill left half removed.
+	if err := layer.RemoveAll(work, commitDoneName); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	if !keepStage {
@@ -546,7 +573,7 @@ func (w Workspace) recoverCommit(work int, keepStage bool) error {
 		if into != "" && slices.Contains(stack, into) {
 			return w.finishReceive(work, into)
 		}
-		return layer.RemoveAll(work, commitDirName)
+		return w.dropJournal(work)
 	}
 	upper, err := unix.Open(w.Upper, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -605,7 +632,7 @@ func (w Workspace) recoverCommit(work int, keepStage bool) error {
 			return fmt.Errorf("taking back an interrupted commit: removing %s: %w", into, err)
 		}
 	}
-	return layer.RemoveAll(work, commitDirName)
+	return w.dropJournal(work)
 }
 
 // within reports whether p is dir or lies below it (both clean and absolute).

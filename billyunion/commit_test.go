@@ -172,7 +172,7 @@ func TestCommit(t *testing.T) {
 // workspace showing the same tree, with the new layer stacked (from the stack file's
 // update on) or not there at all (before).
 func TestCommitKilled(t *testing.T) {
-	for _, step := range []string{"half committed", "all moved", "stack written", "stacked"} {
+	for _, step := range []string{"half committed", "all moved", "stack written", "stacked", "journal renamed"} {
 		t.Run(step, func(t *testing.T) {
 			lowers, upper, work := committedFixture(t)
 			fs := openWorkspace(t, lowers, upper, work)
@@ -193,7 +193,7 @@ func TestCommitKilled(t *testing.T) {
 			stack, err := ws.Committed()
 			must(t, err)
 			lw := lowers
-			if step == "stacked" {
+			if step == "stacked" || step == "journal renamed" {
 				if len(stack) != 1 || stack[0] != into {
 					t.Fatalf("killed after stacking: stack %v", stack)
 				}
@@ -214,7 +214,7 @@ func TestCommitKilled(t *testing.T) {
 			if got := treeOf(t, fs); !maps.Equal(got, tree) {
 				t.Errorf("killed at %q:\n got %v\nwant %v", step, got, tree)
 			}
-			for _, n := range []string{commitDirName, stackFile + ".tmp"} {
+			for _, n := range []string{commitDirName, commitDoneName, stackFile + ".tmp"} {
 				if _, err := os.Lstat(filepath.Join(work, n)); err == nil {
 					t.Errorf("%s is left after recovery", n)
 				}

@@ -204,7 +204,7 @@ func TestCommitFlatten(t *testing.T) {
 // the workspace showing the same tree with the same identities: taken back (the old
 // stack) before all is moved, finished (the flattened layer alone) after.
 func TestCommitFlattenKilled(t *testing.T) {
-	for _, step := range []string{"half committed", "all moved", "flattening", "half flattened", "flattened", "stack written", "stacked"} {
+	for _, step := range []string{"half committed", "all moved", "flattening", "half flattened", "flattened", "stack written", "stacked", "journal renamed"} {
 		t.Run(step, func(t *testing.T) {
 			lowers, ws := flattenFixture(t)
 			fs := openStacked(t, ws, lowers)
@@ -246,7 +246,7 @@ func TestCommitFlattenKilled(t *testing.T) {
 			if got := identities(t, fs); !maps.Equal(got, ids) {
 				t.Errorf("killed at %q: identities changed", step)
 			}
-			for _, n := range []string{commitDirName, flattenStage, stackFile + ".tmp"} {
+			for _, n := range []string{commitDirName, commitDoneName, flattenStage, stackFile + ".tmp"} {
 				if _, err := os.Lstat(filepath.Join(ws.Work, n)); err == nil {
 					t.Errorf("%s is left after recovery", n)
 				}
@@ -368,7 +368,7 @@ func TestCommitInto(t *testing.T) {
 // once recovered (the target first, as a server may open it first), as they were or
 // handed over.
 func TestCommitIntoKilled(t *testing.T) {
-	for _, step := range []string{"half committed", "all moved", "target journal", "stack written", "stacked"} {
+	for _, step := range []string{"half committed", "all moved", "target journal", "stack written", "stacked", "journal renamed"} {
 		t.Run(step, func(t *testing.T) {
 			lowers, alice, bob, bobPaths := intoFixture(t)
 			afs := openStacked(t, alice, lowers)
@@ -391,13 +391,13 @@ func TestCommitIntoKilled(t *testing.T) {
 			must(t, bob.Recover())
 			must(t, alice.Recover())
 			for _, ws := range []Workspace{alice, bob} {
-				for _, n := range []string{commitDirName, stackFile + ".tmp"} {
+				for _, n := range []string{commitDirName, commitDoneName, stackFile + ".tmp"} {
 					if _, err := os.Lstat(filepath.Join(ws.Work, n)); err == nil {
 						t.Errorf("%s is left after recovery", filepath.Join(ws.Work, n))
 					}
 				}
 			}
-			if step == "stacked" {
+			if step == "stacked" || step == "journal renamed" {
 				handedOver(t, lowers, alice, bob, bobPaths, into, aliceTree, aliceIDs, bobTree, bobIDs, aliceSet, bobSet)
 				return
 			}

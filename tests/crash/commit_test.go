@@ -645,7 +645,7 @@ func (w *workspace) run(op wsOp, k kill, tm *timing, st *wsStats) (inside, isNew
 	}
 
 	w.start()
-	for _, j := range []string{"ovlnfs-commit.new", "ovlnfs-reset.new", "ovlnfs-stack.tmp", "ovlnfs-flatten.new"} {
+	for _, j := range []string{"ovlnfs-commit.new", "ovlnfs-reset.new", "ovlnfs-stack.tmp", "ovlnfs-flatten.new", "ovlnfs-commit.done"} {
 		if exists(filepath.Join(w.work, j)) {
 			w.fatalf("%v killed: WORK/%s is left after the restart", op, j)
 		}

@@ -53,9 +53,33 @@ func inNetns(t *testing.T, addrs []string, fn func()) {
 				return
 			}
 		}
+		// The kernel installs an address's local route a moment after `ip addr add`
+		// returns (from a work queue, even with nodad), and a socket connected before
+		// keeps the route it found then: wait for each.
+		for _, a := range addrs {
+			if !waitLocalRoute(strings.Split(a, "/")[0]) {
+				t.Errorf("no local route for %s after 5 s", a)
+				return
+			}
+		}
 		fn()
 	}()
 	<-done
+}
+
+// waitLocalRoute waits up to 5 s for the local route of addr, in the thread's namespace.
+func waitLocalRoute(addr string) bool {
+	family := "-4"
+	if strings.Contains(addr, ":") {
+		family = "-6"
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		out, err := exec.Command("ip", family, "route", "show", "table", "local", addr).Output()
+		if err == nil && strings.Contains(string(out), addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestUDPWildcardSocket: a socket bound to every address answers each call from the

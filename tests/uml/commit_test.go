@@ -50,17 +50,11 @@ func TestKernelClientCommit(t *testing.T) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct{ ask, answer string }{
+	steps := []guestStep{
 		{"ready-commit1", "committed1"}, {"ready-commit2", "committed2"}, {"ready-check", "checked"},
 		{"ready-snap", "snapped"}, {"ready-reset1", "reset1"}, {"ready-reset2", "reset2"},
 	}
-	for _, f := range []string{"guest.status", "transcript.txt", "before.manifest", "after.manifest", "kernel.manifest"} {
-		os.Remove(filepath.Join(out, f)) // a kept artifacts dir from an earlier run
-	}
-	for _, s := range steps {
-		os.Remove(filepath.Join(out, s.ask))
-		os.Remove(filepath.Join(out, s.answer))
-	}
+	clearArtifacts(out, []string{"guest.status", "transcript.txt", "before.manifest", "after.manifest", "kernel.manifest"}, steps) // a kept artifacts dir from an earlier run
 
 	root := t.TempDir()
 	testenv.WriteFiles(t, root, map[string]string{
@@ -103,7 +97,6 @@ func TestKernelClientCommit(t *testing.T) {
 		upperAtCheck, l1, l2 map[string]string
 		kernelManifest       string
 		kernelErr, stackErr  error
-		cliOutputs           []string
 	)
 	actions := map[string]func() (string, error){
 		"ready-commit1": func() (string, error) { return cli("commit", "/ws", layer1) },
@@ -124,39 +117,16 @@ func TestKernelClientCommit(t *testing.T) {
 		"ready-reset1": func() (string, error) { return cli("reset", "--to=s1", "/ws") },
 		"ready-reset2": func() (string, error) { return cli("reset", "/ws") },
 	}
-	hostDone := make(chan []string, 1)
 	guestDone := make(chan struct{})
-	go func() {
-		var problems []string
-		for _, s := range steps {
-			for {
-				if _, err := os.Stat(filepath.Join(out, s.ask)); err == nil {
-					break
-				}
-				select {
-				case <-guestDone:
-					hostDone <- append(problems, "the guest never wrote "+s.ask)
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-			msg, err := actions[s.ask]()
-			cliOutputs = append(cliOutputs, s.ask+": "+msg)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v: %s", s.ask, err, msg))
-				msg = "FAIL " + msg
-			}
-			_ = os.WriteFile(filepath.Join(out, s.answer), []byte(strings.ReplaceAll(msg, "\n", " ")+"\n"), 0o644)
-		}
-		hostDone <- problems
-	}()
+	hostDone := answerSteps(out, steps, actions, guestDone)
 
 	runGuest(t, ns, testsDir, out, "WORKLOAD=commit-workload.sh", "NOMOUNT=yes")
 	close(guestDone)
-	for _, p := range <-hostDone {
+	host := <-hostDone
+	for _, p := range host[0] {
 		t.Error(p)
 	}
-	for _, o := range cliOutputs {
+	for _, o := range host[1] {
 		t.Logf("host: %s", o)
 	}
 	stopServer(t, server, filepath.Join(out, "ovlnfs-server.log"))

@@ -35,14 +35,8 @@ func TestKernelClientFlatten(t *testing.T) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct{ ask, answer string }{{"ready-flatten", "flattened"}, {"ready-check", "checked"}}
-	for _, f := range []string{"guest.status", "transcript.txt", "after.manifest", "kernel.manifest"} {
-		os.Remove(filepath.Join(out, f))
-	}
-	for _, s := range steps {
-		os.Remove(filepath.Join(out, s.ask))
-		os.Remove(filepath.Join(out, s.answer))
-	}
+	steps := []guestStep{{"ready-flatten", "flattened"}, {"ready-check", "checked"}}
+	clearArtifacts(out, []string{"guest.status", "transcript.txt", "after.manifest", "kernel.manifest"}, steps) // a kept artifacts dir from an earlier run
 	root := t.TempDir()
 	testenv.WriteFiles(t, root, map[string]string{
 		"lower1/top.txt":       "top\n",
@@ -102,34 +96,12 @@ func TestKernelClientFlatten(t *testing.T) {
 			return "checked", kernelErr
 		},
 	}
-	hostDone := make(chan []string, 1)
 	guestDone := make(chan struct{})
-	go func() {
-		var problems []string
-		for _, s := range steps {
-			for {
-				if _, err := os.Stat(filepath.Join(out, s.ask)); err == nil {
-					break
-				}
-				select {
-				case <-guestDone:
-					hostDone <- append(problems, "the guest never wrote "+s.ask)
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-			msg, err := actions[s.ask]()
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v: %s", s.ask, err, msg))
-				msg = "FAIL " + msg
-			}
-			_ = os.WriteFile(filepath.Join(out, s.answer), []byte(strings.ReplaceAll(msg, "\n", " ")+"\n"), 0o644)
-		}
-		hostDone <- problems
-	}()
+	hostDone := answerSteps(out, steps, actions, guestDone)
 	runGuest(t, ns, testsDir, out, "WORKLOAD=flatten-workload.sh", "NOMOUNT=yes")
 	close(guestDone)
-	for _, p := range <-hostDone {
+	host := <-hostDone
+	for _, p := range host[0] {
 		t.Error(p)
 	}
 	stopServer(t, server, filepath.Join(out, "ovlnfs-server.log"))

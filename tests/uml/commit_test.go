@@ -44,12 +44,7 @@ func TestKernelClientCommit(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "mount.nfs")
 	started := time.Now()
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "commit")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "commit")
 	steps := []guestStep{
 		{"ready-commit1", "committed1"}, {"ready-commit2", "committed2"}, {"ready-check", "checked"},
 		{"ready-snap", "snapped"}, {"ready-reset1", "reset1"}, {"ready-reset2", "reset2"},

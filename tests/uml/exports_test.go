@@ -78,12 +78,7 @@ func TestKernelClientExports(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "mount.nfs")
 	started := time.Now()
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "exports")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "exports")
 	for _, f := range []string{"guest.status", "transcript.txt", "ready-reload", "reloaded", "ready-broken", "refused"} {
 		os.Remove(filepath.Join(out, f)) // a kept artifacts dir from an earlier run
 	}

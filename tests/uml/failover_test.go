@@ -44,12 +44,7 @@ const floatingIP = "10.213.77.10"
 func TestKernelClientFailover(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "rpcinfo", "mount.nfs", "rpcbind", "rpc.statd", "gcc")
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "failover")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "failover")
 	for _, f := range []string{"guest.status", "transcript.txt", "lock-held", "ready1", "taken-over", "ready2", "moved",
 		"guest-done", "release", "mount-options.txt"} {
 		os.Remove(filepath.Join(out, f))

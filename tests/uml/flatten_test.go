@@ -29,12 +29,7 @@ import (
 func TestKernelClientFlatten(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "mount.nfs")
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "flatten")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "flatten")
 	steps := []guestStep{{"ready-flatten", "flattened"}, {"ready-check", "checked"}}
 	clearArtifacts(out, []string{"guest.status", "transcript.txt", "after.manifest", "kernel.manifest"}, steps) // a kept artifacts dir from an earlier run
 	root := t.TempDir()

@@ -40,12 +40,7 @@ const lockGrace = 8 * time.Second
 func TestKernelClientLocks(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "rpcinfo", "mount.nfs", "rpcbind", "rpc.statd", "flock", "gcc")
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "locks")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "locks")
 	for _, f := range []string{"guest.status", "transcript.txt", "flock-held", "ranges-held", "kernel-lock-held",
 		"restarted", "release", "mount-options.txt", "guest-rpcinfo.txt"} {
 		os.Remove(filepath.Join(out, f)) // a kept artifacts dir from an earlier run

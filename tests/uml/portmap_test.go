@@ -18,12 +18,7 @@ import (
 func TestKernelClientMountsWithoutPortOptions(t *testing.T) {
 	requirePrerequisites(t)
 	testenv.RequireCommands(t, "rpcinfo", "showmount", "mount.nfs")
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "portmap")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "portmap")
 	for _, f := range []string{"guest.status", "transcript.txt", "rpcinfo.txt", "showmount.txt", "mount-options.txt"} {
 		os.Remove(filepath.Join(out, f)) // a kept artifacts dir from an earlier run
 	}

@@ -21,12 +21,7 @@ import (
 // error.
 func TestKernelClientQuota(t *testing.T) {
 	requirePrerequisites(t)
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "quota")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "quota")
 	for _, f := range []string{"guest.status", "transcript.txt", "ready-fill", "measured"} {
 		os.Remove(filepath.Join(out, f))
 	}

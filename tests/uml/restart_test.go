@@ -16,12 +16,7 @@ import (
 // with SIGTERM and started again; nothing it holds goes stale and the copy completes.
 func TestKernelClientSurvivesServerRestart(t *testing.T) {
 	requirePrerequisites(t)
-	testsDir := filepath.Join(testenv.RepoRoot(t), "tests", "uml")
-	bin := testenv.BuildOvlnfs(t)
-	out := filepath.Join(artifactsDir(t), "restart")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testsDir, bin, out := workloadDirs(t, "restart")
 	for _, f := range []string{"ready", "restarted", "guest.status", "transcript.txt"} {
 		os.Remove(filepath.Join(out, f))
 	}

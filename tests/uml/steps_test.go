@@ -5,8 +5,24 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/ovlnfs/ovlnfs/tests/internal/testenv"
 )
+
+// workloadDirs is what a workload test starts with: the directory of the tests' scripts,
+// the ovlnfs binary built from the tree, and the test's artifacts directory (made).
+func workloadDirs(t *testing.T, name string) (testsDir, bin, out string) {
+	t.Helper()
+	testsDir = filepath.Join(testenv.RepoRoot(t), "tests", "uml")
+	bin = testenv.BuildOvlnfs(t)
+	out = filepath.Join(artifactsDir(t), name)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return testsDir, bin, out
+}
 
 // guestStep is one exchange of a workload with the host: the guest writes the file ask
 // into the artifacts directory and waits for answer, which the host writes once it has

@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,13 +72,7 @@ const kernelEvery = 5
 func TestCommitResetKilled(t *testing.T) {
 	testenv.RequireRoot(t)
 	kills := envInt(t, "CRASHTEST_COMMIT_KILLS", 100)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("CRASHTEST_SEED"); v != "" {
-		var err error
-		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("CRASHTEST_SEED=%q: %v", v, err)
-		}
-	}
+	seed := seedFromEnv(t)
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_COMMIT_KILLS=%d", seed, kills)
 	bin := testenv.BuildOvlnfs(t)
 	base := commitTestDir(t)

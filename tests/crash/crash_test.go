@@ -53,6 +53,20 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
+// seedFromEnv is CRASHTEST_SEED, or a new seed: a failure's log names it, to run the
+// same kills again.
+func seedFromEnv(t *testing.T) uint64 {
+	v := os.Getenv("CRASHTEST_SEED")
+	if v == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	seed, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("CRASHTEST_SEED=%q: %v", v, err)
+	}
+	return seed
+}
+
 // killsPerRound: fresh layers after this many kills, so that lower files are still left
 // to copy up and lower directories to rename.
 const killsPerRound = 10
@@ -90,13 +104,7 @@ func TestCrashConsistency(t *testing.T) {
 	testenv.RequireRoot(t)
 	kills := envInt(t, "CRASHTEST_KILLS", 100)
 	workers := envInt(t, "CRASHTEST_WORKERS", 3)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("CRASHTEST_SEED"); v != "" {
-		var err error
-		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("CRASHTEST_SEED=%q: %v", v, err)
-		}
-	}
+	seed := seedFromEnv(t)
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_KILLS=%d CRASHTEST_WORKERS=%d", seed, kills, workers)
 	bin := testenv.BuildOvlnfs(t)
 	hasIndex := indexSupported(t, bin)

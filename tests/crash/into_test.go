@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,13 +27,7 @@ import (
 func TestCommitIntoKilled(t *testing.T) {
 	testenv.RequireRoot(t)
 	kills := envInt(t, "CRASHTEST_INTO_KILLS", 40)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("CRASHTEST_SEED"); v != "" {
-		var err error
-		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("CRASHTEST_SEED=%q: %v", v, err)
-		}
-	}
+	seed := seedFromEnv(t)
 	t.Logf("CRASHTEST_SEED=%d CRASHTEST_INTO_KILLS=%d", seed, kills)
 	bin := testenv.BuildOvlnfs(t)
 	base := commitTestDir(t)

@@ -44,6 +44,24 @@ func identities(t *testing.T, fs *FS) map[string]string {
 	return out
 }
 
+// wantKept checks that fs, after what (a commit), shows tree, gives every path of ids its
+// ObjectID and has the LayerSetID setID, as the union before it did.
+func wantKept(t *testing.T, fs *FS, what string, tree, ids map[string]string, setID uint32) {
+	t.Helper()
+	if got := treeOf(t, fs); !maps.Equal(got, tree) {
+		t.Errorf("after the %s:\n got %v\nwant %v", what, got, tree)
+	}
+	got := identities(t, fs)
+	for p, id := range ids {
+		if got[p] != id {
+			t.Errorf("%s changed identity across the %s", p, what)
+		}
+	}
+	if fs.LayerSetID() != setID {
+		t.Errorf("LayerSetID %08x after the %s, %08x before", fs.LayerSetID(), what, setID)
+	}
+}
+
 // TestCommit: a commit moves the upper into a new lower layer; the union over it (with
 // an empty upper) shows the same tree, every object with the same identity (so the same
 // file handle), under the same LayerSetID; the kernel overlay mounts the new layer under
@@ -78,19 +96,7 @@ func TestCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := treeOf(t, fs); !maps.Equal(got, tree) {
-		t.Errorf("after the commit:\n got %v\nwant %v", got, tree)
-	}
-	if got := identities(t, fs); !maps.Equal(got, ids) {
-		for p, id := range ids {
-			if got[p] != id {
-				t.Errorf("%s changed identity across the commit", p)
-			}
-		}
-	}
-	if fs.LayerSetID() != setID {
-		t.Errorf("LayerSetID %08x after the commit, %08x before", fs.LayerSetID(), setID)
-	}
+	wantKept(t, fs, "commit", tree, ids, setID)
 	// The workspace goes on: a change after the commit lands in the empty upper, and a
 	// committed file written again (copied up from the new layer) keeps its identity.
 	f, err := fs.OpenFile("after", os.O_CREATE|os.O_WRONLY, 0o644)

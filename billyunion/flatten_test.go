@@ -142,19 +142,7 @@ func TestCommitFlatten(t *testing.T) {
 	}))
 
 	fs = openStacked(t, ws, lowers)
-	if got := treeOf(t, fs); !maps.Equal(got, tree) {
-		t.Errorf("after the flattened commit:\n got %v\nwant %v", got, tree)
-	}
-	if got := identities(t, fs); !maps.Equal(got, ids) {
-		for p, id := range ids {
-			if got[p] != id {
-				t.Errorf("%s changed identity across the flattened commit", p)
-			}
-		}
-	}
-	if fs.LayerSetID() != setID {
-		t.Errorf("LayerSetID %08x after the flattened commit, %08x before", fs.LayerSetID(), setID)
-	}
+	wantKept(t, fs, "flattened commit", tree, ids, setID)
 	// Every directory's handle is placed by the kernel (FindDir), through the layer, the
 	// former committed layer or the former lowers its identity's object lies in.
 	for p, desc := range tree {
@@ -482,18 +470,7 @@ func TestCommitFlattenLowersElsewhere(t *testing.T) {
 	must(t, err)
 	fs = openStacked(t, ws, lowers)
 	defer fs.Close()
-	if got := treeOf(t, fs); !maps.Equal(got, tree) {
-		t.Errorf("after the flattened commit:\n got %v\nwant %v", got, tree)
-	}
-	got := identities(t, fs)
-	for p, id := range ids {
-		if got[p] != id {
-			t.Errorf("%s changed identity across the flattened commit", p)
-		}
-	}
-	if fs.LayerSetID() != setID {
-		t.Errorf("LayerSetID %08x after the flattened commit, %08x before", fs.LayerSetID(), setID)
-	}
+	wantKept(t, fs, "flattened commit", tree, ids, setID)
 	for _, p := range []string{"d", "d/e", "moved", "new/sub"} {
 		id, err := fs.Identify(p)
 		must(t, err)

@@ -56,10 +56,7 @@ during() {
 	echo "${c:-0}"
 }
 
-# err CMD...: the command's first line of error output, or "ok".
-err() {
-	if "$@" >/tmp/err.out 2>&1; then echo ok; else head -1 /tmp/err.out; fi
-}
+. /run/tests/workload-lib.sh # err
 
 echo "== mounts"
 mnt alice /ws/alice

@@ -173,26 +173,52 @@ func mkdirTemp(t *testing.T, base string) string {
 }
 
 // workspace is one export's layers made for one kill, and the trees it may show.
-type workspace struct {
+// served is a directory of layers one ovlnfs serves from an exports file, with a control
+// socket, restarted after each kill: what the commit tests' fixtures share.
+type served struct {
 	t    *testing.T
 	bin  string
-	r    *rand.Rand
-	iter int
+	iter int // the kill iteration, for messages (-1 before the first)
 
-	dir, l1, l2, upper, work, committed, mnt, conf, sock string
-	port                                                 int
-	srv                                                  *testenv.Server
+	dir, conf, sock string
+	port            int
+	srv             *testenv.Server
+}
+
+func (s *served) fatalf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Fatalf("iteration %d: %s", s.iter, fmt.Sprintf(format, args...))
+}
+
+// start (re)starts the server.
+func (s *served) start() {
+	s.t.Helper()
+	if s.srv != nil {
+		s.srv.SetLogOnFailure(false) // a failure shows the last server's log
+	}
+	s.srv = testenv.StartServer(s.t, s.bin, nil, "--config="+s.conf, "--control="+s.sock,
+		fmt.Sprintf("--listen=127.0.0.1:%d", s.port), "--portmap=off", "--nlm=off", "--udp=false")
+}
+
+func (s *served) dispose() {
+	s.srv.Kill()
+	s.srv.SetLogOnFailure(false)
+	if err := os.RemoveAll(s.dir); err != nil {
+		s.t.Error(err)
+	}
+}
+
+type workspace struct {
+	served
+	r *rand.Rand
+
+	l1, l2, upper, work, committed, mnt string
 
 	lowers map[string]entry // the lowers alone
 	old    map[string]entry // the tree before the operation
 	target map[string]entry // the tree after it (a commit's: the same as old)
 	layer  string           // a commit's new layer
 	stack0 []string         // the committed layers before the operation
-}
-
-func (w *workspace) fatalf(format string, args ...any) {
-	w.t.Helper()
-	w.t.Fatalf("iteration %d: %s", w.iter, fmt.Sprintf(format, args...))
 }
 
 // newWorkspace builds two lowers and an upper made by the kernel overlay (copy-ups by
@@ -202,7 +228,7 @@ func (w *workspace) fatalf(format string, args ...any) {
 // through it, a few hundred files in the upper root so that moving them takes a while),
 // then starts the server on it and brings it to the state the operation op starts from.
 func newWorkspace(t *testing.T, bin string, r *rand.Rand, dir string, op wsOp) *workspace {
-	w := &workspace{t: t, bin: bin, r: r, dir: dir, iter: -1}
+	w := &workspace{served: served{t: t, bin: bin, dir: dir, iter: -1}, r: r}
 	w.l1, w.l2 = filepath.Join(dir, "l1"), filepath.Join(dir, "l2")
 	w.upper, w.work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	w.committed, w.mnt = filepath.Join(dir, "committed"), filepath.Join(dir, "mnt")
@@ -356,23 +382,6 @@ func newWorkspace(t *testing.T, bin string, r *rand.Rand, dir string, op wsOp) *
 	w.layer = filepath.Join(w.committed, fmt.Sprintf("layer-%d", len(w.stack())))
 	w.stack0 = w.stack()
 	return w
-}
-
-func (w *workspace) start() {
-	w.t.Helper()
-	if w.srv != nil {
-		w.srv.SetLogOnFailure(false) // a failure shows the last server's log
-	}
-	w.srv = testenv.StartServer(w.t, w.bin, nil, "--config="+w.conf, "--control="+w.sock,
-		fmt.Sprintf("--listen=127.0.0.1:%d", w.port), "--portmap=off", "--nlm=off", "--udp=false")
-}
-
-func (w *workspace) dispose() {
-	w.srv.Kill()
-	w.srv.SetLogOnFailure(false)
-	if err := os.RemoveAll(w.dir); err != nil {
-		w.t.Error(err)
-	}
 }
 
 // cli runs an ovlnfs command that must succeed.

@@ -61,30 +61,20 @@ func TestCommitIntoKilled(t *testing.T) {
 
 // pair is two exports over one lower, /alice and /bob, for one kill.
 type pair struct {
-	t                       *testing.T
-	bin                     string
-	iter                    int
-	dir, lower, layer, conf string
-	sock                    string
-	port                    int
-	srv                     *testenv.Server
-	aUpper, aWork           string
-	bUpper, bWork           string
-	lowers, a0, b0, bNew    map[string]entry
-	handed                  bool
-	bobPaths                []string
-}
-
-func (p *pair) fatalf(format string, args ...any) {
-	p.t.Helper()
-	p.t.Fatalf("iteration %d: %s", p.iter, fmt.Sprintf(format, args...))
+	served
+	lower, layer         string
+	aUpper, aWork        string
+	bUpper, bWork        string
+	lowers, a0, b0, bNew map[string]entry
+	handed               bool
+	bobPaths             []string
 }
 
 // newPair makes the lower, starts the server on both (empty) workspaces and changes them
 // through NFS: alice many new files (so that moving them takes a while), a copy-up, a
 // whiteout, a new directory; bob new files, a copy-up, a whiteout of his own.
 func newPair(t *testing.T, bin string, r *rand.Rand, dir string) *pair {
-	p := &pair{t: t, bin: bin, iter: -1, dir: dir, lower: filepath.Join(dir, "lower"), layer: filepath.Join(dir, "alice-1")}
+	p := &pair{served: served{t: t, bin: bin, iter: -1, dir: dir}, lower: filepath.Join(dir, "lower"), layer: filepath.Join(dir, "alice-1")}
 	p.aUpper, p.aWork = filepath.Join(dir, "alice", "upper"), filepath.Join(dir, "alice", "work")
 	p.bUpper, p.bWork = filepath.Join(dir, "bob", "upper"), filepath.Join(dir, "bob", "work")
 	for _, d := range []string{p.lower, p.aUpper, p.aWork, p.bUpper, p.bWork} {
@@ -162,23 +152,6 @@ func newPair(t *testing.T, bin string, r *rand.Rand, dir string) *pair {
 	}
 	delete(p.bNew, "f3")
 	return p
-}
-
-func (p *pair) start() {
-	p.t.Helper()
-	if p.srv != nil {
-		p.srv.SetLogOnFailure(false)
-	}
-	p.srv = testenv.StartServer(p.t, p.bin, nil, "--config="+p.conf, "--control="+p.sock,
-		fmt.Sprintf("--listen=127.0.0.1:%d", p.port), "--portmap=off", "--nlm=off", "--udp=false")
-}
-
-func (p *pair) dispose() {
-	p.srv.Kill()
-	p.srv.SetLogOnFailure(false)
-	if err := os.RemoveAll(p.dir); err != nil {
-		p.t.Error(err)
-	}
 }
 
 func (p *pair) mount(export string) (*client, []byte) {

@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlnfs/ovlnfs/billyunion/layer"
 )
 
 // ChangeKind is what a change did to a path, as docker diff says it.
@@ -39,6 +44,11 @@ type DiffOptions struct {
 	Upper       string
 	XattrPrefix string // as Options.XattrPrefix
 	RedirectDir string // as Options.RedirectDir; "" follows redirects
+	// Work, when set, is the workspace's workdir. With index=on its index (WORK/index)
+	// tells which lower files with several names were copied up through one of them:
+	// their other names show the copy too (index.go), and are listed as changed. ""
+	// reads no index, as for a bare upper, whose diff lists only the names it holds.
+	Work string
 }
 
 // Diff lists, sorted by path, what the upper layer changes in the union of the lowers:
@@ -73,6 +83,11 @@ func Diff(opts DiffOptions) ([]Change, error) {
 	d := differ{merged: merged, base: base}
 	if err := d.dir(""); err != nil {
 		return nil, err
+	}
+	if opts.Work != "" {
+		if err := d.indexedNames(filepath.Join(opts.Work, indexDirName)); err != nil {
+			return nil, err
+		}
 	}
 	slices.SortFunc(d.out, func(a, b Change) int {
 		switch {
@@ -135,6 +150,88 @@ func (d *differ) dir(p string) error {
 					return err
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// indexedNames lists as changed the names of lower files the index at dir holds a copy
+// of that the upper does not hold itself: the copy-up through one name shows under
+// them all, as the kernel's index makes it. Their names are found by a walk of the
+// lowers' union, which is made only when the index holds such a copy.
+func (d *differ) indexedNames(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	copies := map[devIno]int64{} // lower object -> its copy's size
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		rec, err := layer.Getxattr(fd, e.Name(), d.base.x.Origin())
+		if err != nil {
+			continue // an entry without a usable origin names no lower file
+		}
+		o, err := layer.DecodeOrigin(rec)
+		if err != nil {
+			continue
+		}
+		st, err := layer.Lstat(fd, e.Name())
+		if err != nil {
+			return err
+		}
+		for _, fd := range d.base.ino.decodeFDs {
+			if lst, err := layer.StatOrigin(fd, o); err == nil && lst.Mode&unix.S_IFMT == unix.S_IFREG {
+				copies[devIno{lst.Dev, lst.Ino}] = st.Size
+				break
+			}
+		}
+	}
+	if len(copies) == 0 {
+		return nil
+	}
+	listed := make(map[string]bool, len(d.out))
+	for _, c := range d.out {
+		listed[c.Path] = true
+	}
+	return d.walkLowers("", func(p string, fi os.FileInfo) error {
+		dev, ino, ok := LayerObject(fi)
+		size, copied := copies[devIno{dev, ino}]
+		if !ok || !copied || listed["/"+p] {
+			return nil
+		}
+		// Shown by the workspace (no upper name over it, no opaque or removed parent).
+		if now, err := d.merged.Lstat("/" + p); err == nil && sameLayerObject(now, fi) {
+			d.out = append(d.out, Change{Kind: Changed, Path: "/" + p, Type: typeName(fi.Mode()), Size: size})
+		}
+		return nil
+	})
+}
+
+// walkLowers calls fn for every non-directory below p in the lowers' union.
+func (d *differ) walkLowers(p string, fn func(p string, fi os.FileInfo) error) error {
+	infos, err := d.base.ReadDir("/" + p)
+	if err != nil {
+		return err
+	}
+	for _, fi := range infos {
+		child := path.Join(p, fi.Name())
+		if fi.IsDir() {
+			err = d.walkLowers(child, fn)
+		} else {
+			err = fn(child, fi)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -104,11 +104,13 @@ func TestDiffNamedChanges(t *testing.T) {
 	must(fs.Mkdir("m", 0o755)) // a merged directory replaced: opaque
 	must(fs.Close())
 
-	got, err := Diff(DiffOptions{Lowers: lowers, Upper: upper})
+	got, err := Diff(DiffOptions{Lowers: lowers, Upper: upper, Work: work})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"C /a", "D /b", "C /d", "C /d/w", "C /deep", "C /deep/1", "D /deep/1/2", "C /keep",
+	// d/linked2, the lower file's other name, shows the copy "linked" got through the
+	// index when it was linked: changed too.
+	want := []string{"C /a", "D /b", "C /d", "C /d/linked2", "C /d/w", "C /deep", "C /deep/1", "D /deep/1/2", "C /keep",
 		"C /keep/k", "C /linked", "A /linked3", "C /m", "D /m/p", "D /m/q", "A /new", "A /newdir", "A /newdir/sub", "D /s",
 		"A /s2", "A /s2/t", "A /s2/t/u"}
 	if !slices.Equal(diffStrings(got), want) {
@@ -147,11 +149,12 @@ func TestDiffMatchesWalk(t *testing.T) {
 			if err := fs.Close(); err != nil {
 				t.Fatal(err)
 			}
-			got, err := Diff(DiffOptions{Lowers: lowers, Upper: upper})
+			got, err := Diff(DiffOptions{Lowers: lowers, Upper: upper, Work: work})
 			if err != nil {
 				t.Fatal(err)
 			}
-			merged, err := New(Options{Lowers: append([]string{upper}, lowers...)})
+			// The workspace as it is served (the index on), against the lowers.
+			merged, err := New(Options{Lowers: lowers, Upper: upper, Work: work})
 			if err != nil {
 				t.Fatal(err)
 			}

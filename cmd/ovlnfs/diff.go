@@ -26,7 +26,9 @@ Lists what the upper layer changes in the union of the lowers, one path per line
 (everything below an added directory too), C changed (replaced, written, or its attributes
 or xattrs changed; a directory holding changes), D deleted (once: not what was below it).
 Whiteouts, opaque directories and redirects (renamed directories) are read as the kernel
-overlay reads them. The layers are only read: a workspace being served can be diffed.
+overlay reads them, and the workdir's index: a lower file with several names changed
+through one shows as changed under each. The layers are only read: a workspace being
+served can be diffed.
 
 Flags:
 `)
@@ -52,7 +54,7 @@ Flags:
 		return exitBadConfig
 	}
 	changes, err := billyunion.Diff(billyunion.DiffOptions{Lowers: named.lowers, Upper: named.upper,
-		XattrPrefix: named.xattrPrefix, RedirectDir: named.redirectDir})
+		XattrPrefix: named.xattrPrefix, RedirectDir: named.redirectDir, Work: named.work})
 	if err != nil {
 		fmt.Fprintf(stderr, "ovlnfs: diff: %v\n", err)
 		return exitFailure

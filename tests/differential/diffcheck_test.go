@@ -17,11 +17,14 @@ import (
 // by path, by kind, mode, owner, size, content, mtime and ctime (a copy-up changes an
 // object's ctime), a deleted path said once, an added directory's contents all added.
 // With index=on a lower file with several names that one name copied up shows the copy
-// under its other names too, which Diff, listing what the upper holds, does not name:
-// that variant is not compared.
+// under its other names too: Diff reads the kernel's index (its workdir's) to name them.
 func (s *sides) checkDiff() error {
 	lowers := []string{s.kdir + "/l1", s.kdir + "/l2", s.kdir + "/l3"}
-	got, err := billyunion.Diff(billyunion.DiffOptions{Lowers: lowers, Upper: s.kdir + "/u", XattrPrefix: "trusted.overlay."})
+	opts := billyunion.DiffOptions{Lowers: lowers, Upper: s.kdir + "/u", XattrPrefix: "trusted.overlay."}
+	if s.index {
+		opts.Work = s.kdir + "/w"
+	}
+	got, err := billyunion.Diff(opts)
 	if err != nil {
 		return fmt.Errorf("diff: %w", err)
 	}

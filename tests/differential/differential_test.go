@@ -296,7 +296,8 @@ func runSequence(seed uint64, nops int, v variant) (st seqStats, err error) {
 		if idx, err := indexEntries(filepath.Join(s.kdir, "w", "index")); err == nil {
 			st.indexEntries = len(idx)
 		}
-	} else if seed%diffEvery == 0 || len(os.Getenv("DIFFTEST_SEED")) > 0 {
+	}
+	if seed%diffEvery == 0 || len(os.Getenv("DIFFTEST_SEED")) > 0 {
 		if err := s.checkDiff(); err != nil {
 			return st, fail(nops, "ovlnfs diff", err.Error())
 		}

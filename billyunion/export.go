@@ -100,7 +100,10 @@ func (w typeWidth) decode(b []byte) (ObjectID, []byte, error) {
 func (id ObjectID) AppendBinary(b []byte) []byte { return wideType.encode(b, id) }
 
 // Key is the wide binary form as a string, for maps and file names.
-func (id ObjectID) Key() string { return string(id.AppendBinary(nil)) }
+func (id ObjectID) Key() string {
+	var room [96]byte // on the stack: the usual handle fits, a bigger one makes append allocate
+	return string(id.AppendBinary(room[:0]))
+}
 
 // AppendCompact appends id's compact binary form (handle type in 1 byte),
 // the one NFS file handles carry; EOVERFLOW when id does not fit it.

@@ -29,8 +29,13 @@ func splitPath(p string) ([]string, error) {
 	if strings.IndexByte(p, 0) >= 0 {
 		return nil, syscall.EINVAL
 	}
-	var comps []string
-	for _, c := range strings.Split(p, "/") {
+	// Two passes over p, the first counting and checking the components, the second
+	// keeping them: one allocation, where splitting and appending took one per
+	// doubling (every call resolving a handle splits a path, some twice).
+	n := 0
+	for rest, more := p, true; more; {
+		var c string
+		c, rest, more = strings.Cut(rest, "/")
 		switch {
 		case c == "" || c == ".":
 			continue
@@ -39,7 +44,18 @@ func splitPath(p string) ([]string, error) {
 		case len(c) > maxNameLen:
 			return nil, syscall.ENAMETOOLONG
 		}
-		comps = append(comps, c)
+		n++
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	comps := make([]string, 0, n)
+	for rest, more := p, true; more; {
+		var c string
+		c, rest, more = strings.Cut(rest, "/")
+		if c != "" && c != "." {
+			comps = append(comps, c)
+		}
 	}
 	return comps, nil
 }

@@ -23,6 +23,9 @@ type conn struct {
 	slots chan struct{}
 
 	wmu sync.Mutex // whole reply records go out one at a time
+	// wr is the writev of one reply, under wmu: kept so that a reply allocates neither
+	// its record mark nor its vector.
+	wr recordWriter
 
 	// inlineTimer hands reading on when a call answered on the reading goroutine outlasts
 	// inlineBudget; touched only by the goroutine reading the connection.
@@ -222,7 +225,7 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 func (c *conn) write(parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return WriteRecord(c.nc, parts...)
+	return c.wr.write(c.nc, parts)
 }
 
 // close ends the connection. Calls being handled finish, fail to write and count

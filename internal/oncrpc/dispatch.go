@@ -41,11 +41,18 @@ func (s *Server) admit(record []byte, local, remote net.Addr, client string) (ca
 	return call, proc, nil, true
 }
 
+// replyRoom is the capacity a reply's buffer starts with: the RPC header and the results
+// of every NFSv3 procedure but READDIR, READDIRPLUS and READLINK (whose buffers grow),
+// a LOOKUP's with a 64-byte handle and both attributes being 272 bytes.
+const replyRoom = 320
+
 // answer runs a call's handler and returns the reply record's parts, in order, and what to
 // call once they are written (nil when nothing).
 func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release func()) {
 	started := time.Now()
-	reply := &Reply{}
+	// Room for most replies up front: grown from nothing, the header and a LOOKUP's
+	// results took six allocations, a tenth of a call's in the toolchain profile.
+	reply := &Reply{Writer: xdr.Writer{Buf: make([]byte, 0, replyRoom)}}
 	acceptedHeader(&reply.Writer, call.XID, Success)
 	reply.resultsAt = len(reply.Buf)
 	err := proc.Handle(context.Background(), call, reply)
@@ -53,11 +60,10 @@ func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release fu
 	switch {
 	case err == nil && reply.Raw != nil:
 		parts = [][]byte{reply.Raw}
+	case err == nil && reply.Data != nil:
+		parts = [][]byte{reply.Buf, reply.Data, xdr.Padding(len(reply.Data))}
 	case err == nil:
 		parts = [][]byte{reply.Buf}
-		if reply.Data != nil {
-			parts = append(parts, reply.Data, xdr.Padding(len(reply.Data)))
-		}
 	case errors.Is(err, ErrGarbageArgs):
 		parts = [][]byte{acceptedReply(call.XID, GarbageArgs)}
 	case errors.Is(err, ErrWeakAuth):

@@ -87,19 +87,34 @@ const readChunk = 64 << 10
 
 // WriteRecord writes parts as one record with one writev: nothing is copied to join them.
 func WriteRecord(w io.Writer, parts ...[]byte) error {
+	var rw recordWriter
+	return rw.write(w, parts)
+}
+
+// recordWriter writes records as WriteRecord does, reusing its record mark and vector
+// from one record to the next: a connection's replies, written one at a time, allocate
+// neither. Not for concurrent use.
+type recordWriter struct {
+	mark [4]byte
+	room [4][]byte // the vector's memory: the mark and up to three parts (a READ's)
+	bufs net.Buffers
+}
+
+func (rw *recordWriter) write(w io.Writer, parts [][]byte) error {
 	n := 0
 	for _, p := range parts {
 		n += len(p)
 	}
-	var mark [4]byte
-	binary.BigEndian.PutUint32(mark[:], uint32(n)|lastFragment)
-	bufs := make(net.Buffers, 0, len(parts)+1)
-	bufs = append(bufs, mark[:])
+	binary.BigEndian.PutUint32(rw.mark[:], uint32(n)|lastFragment)
+	rw.bufs = append(rw.room[:0], rw.mark[:])
 	for _, p := range parts {
 		if len(p) > 0 {
-			bufs = append(bufs, p)
+			rw.bufs = append(rw.bufs, p)
 		}
 	}
-	_, err := bufs.WriteTo(w)
+	_, err := rw.bufs.WriteTo(w)
+	// Let go of the parts (a READ's pooled data buffer goes back once written).
+	clear(rw.room[:])
+	rw.bufs = nil
 	return err
 }

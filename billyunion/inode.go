@@ -167,6 +167,17 @@ func LayerObject(fi os.FileInfo) (dev, ino uint64, ok bool) {
 	return f.st.Dev, f.layerIno, true
 }
 
+// StatOf returns the attributes a union FileInfo describes (Sys's), without the copy
+// Sys makes for each caller: the FileInfo's own memory, which a listing snapshot's entries
+// share between calls, so only to be read. ok is false for another FileInfo.
+func StatOf(fi os.FileInfo) (st *syscall.Stat_t, ok bool) {
+	f, ok := fi.(*fileInfo)
+	if !ok {
+		return nil, false
+	}
+	return &f.st, true
+}
+
 func (fi *fileInfo) Name() string       { return fi.name }
 func (fi *fileInfo) Size() int64        { return fi.st.Size }
 func (fi *fileInfo) Mode() os.FileMode  { return FileMode(uint32(fi.st.Mode)) }

@@ -204,21 +204,28 @@ func (h *Handles) FromHandle(fh []byte) ([]string, error) {
 // Resolve is FromHandle that also returns the object's attributes, read by the lookup
 // that confirmed the path names the object: an NFS call that needs both pays one lookup.
 func (h *Handles) Resolve(fh []byte) ([]string, os.FileInfo, error) {
+	elems, _, info, err := h.ResolvePath(fh)
+	return elems, info, err
+}
+
+// ResolvePath is Resolve that also returns the path as the union names it (the
+// components joined by "/", "" for the root), which the caller need not join again.
+func (h *Handles) ResolvePath(fh []byte) ([]string, string, os.FileInfo, error) {
 	hd, err := decode(fh)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	if hd.export != h.export {
-		return nil, nil, syscall.ESTALE
+		return nil, "", nil, syscall.ESTALE
 	}
 	p, info, err := h.resolve(hd)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	if p == "" {
-		return []string{}, info, nil
+		return []string{}, "", info, nil
 	}
-	return strings.Split(p, "/"), info, nil
+	return strings.Split(p, "/"), p, info, nil
 }
 
 // Forget drops what is cached for fh's object (go-nfs calls it after a

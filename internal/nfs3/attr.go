@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlnfs/ovlnfs/billyunion"
 	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
@@ -17,8 +18,13 @@ import (
 // fattr3Size is the XDR size of a fattr3.
 const fattr3Size = 84
 
-// statOf returns the stat behind a union FileInfo.
+// statOf returns the stat behind a union FileInfo: the FileInfo's own, shared with every
+// holder of fi (billyunion.StatOf), so never to be changed; the copy Sys makes cost one
+// allocation per resolved handle.
 func statOf(fi os.FileInfo) *syscall.Stat_t {
+	if st, ok := billyunion.StatOf(fi); ok {
+		return st
+	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return st
 	}

@@ -18,7 +18,7 @@ func read(rq *request) error {
 	if err := rq.decoded(); err != nil {
 		return err
 	}
-	elems, info, err := rq.resolveInfo(fh)
+	_, p, info, err := rq.resolveInfo(fh)
 	var st *syscall.Stat_t
 	if err == nil {
 		st = statOf(info)
@@ -30,7 +30,7 @@ func read(rq *request) error {
 	var data []byte
 	eof := false
 	if err == nil {
-		data, eof, st, err = rq.readAt(unionPath(elems), info, offset, min(count, TransferSize))
+		data, eof, st, err = rq.readAt(p, info, offset, min(count, TransferSize))
 	}
 	rq.status(err)
 	rq.postOpAttr(st)

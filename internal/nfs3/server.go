@@ -211,23 +211,27 @@ func (rq *request) objectReply() (ok bool, err error) {
 // statHandle resolves fh and returns the object's attributes from the lookup that
 // confirmed it: STALE when it is gone.
 func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, error) {
-	elems, info, err := rq.resolveInfo(fh)
+	elems, p, info, err := rq.resolveInfo(fh)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	return elems, unionPath(elems), statOf(info), nil
+	return elems, p, statOf(info), nil
 }
 
-// resolveInfo resolves fh to the object's path and the union's FileInfo of it.
-func (rq *request) resolveInfo(fh []byte) ([]string, os.FileInfo, error) {
-	elems, info, err := rq.s.handles.Resolve(fh)
+// resolveInfo resolves fh to the object's path (its components, and joined as the union
+// names it: unionPath of the components) and the union's FileInfo of it.
+func (rq *request) resolveInfo(fh []byte) ([]string, string, os.FileInfo, error) {
+	elems, p, info, err := rq.s.handles.ResolvePath(fh)
 	if err != nil {
 		if errors.Is(err, handles.ErrBadHandle) {
 			rq.s.logger.Debug("malformed file handle", "len", len(fh))
 		}
-		return nil, nil, errStale
+		return nil, "", nil, errStale
 	}
-	return elems, info, nil
+	if p != "" && (p[0] == '/' || path.Clean(p) != p) { // Clean allocates only when it changes p
+		p = unionPath(elems)
+	}
+	return elems, p, info, nil
 }
 
 // fileAttr is the attributes of an open file as the union reports them: the layer

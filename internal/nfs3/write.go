@@ -25,7 +25,7 @@ func write(rq *request) error {
 		return err
 	}
 	data = data[:min(uint32(len(data)), count)]
-	elems, info, err := rq.resolveInfo(fh)
+	_, p, info, err := rq.resolveInfo(fh)
 	var st *syscall.Stat_t
 	if err == nil {
 		st = statOf(info)
@@ -44,10 +44,10 @@ func write(rq *request) error {
 	post := st
 	if err == nil {
 		// Before the data, as the kernel does: a WRITE that cannot drop them writes nothing.
-		err = rq.dropPrivileges(unionPath(elems), st)
+		err = rq.dropPrivileges(p, st)
 	}
 	if err == nil {
-		n, post, err = rq.writeAt(unionPath(elems), info, data, offset, stable != stableUnstable)
+		n, post, err = rq.writeAt(p, info, data, offset, stable != stableUnstable)
 	}
 	rq.status(err)
 	// No pre-operation attributes: without a lock that orders them with the write they

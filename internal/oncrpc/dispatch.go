@@ -36,8 +36,9 @@ func (s *Server) admit(record []byte, local, remote net.Addr, client string) (ca
 		return nil, nil, refusal, true
 	}
 	call = &Call{XID: h.xid, Prog: h.prog, Vers: h.vers, Proc: h.proc, Cred: h.cred,
-		Args: xdr.NewReader(record, h.argsAt), Record: record, Client: client,
-		LocalAddr: local, RemoteAddr: remote}
+		Record: record, Client: client, LocalAddr: local, RemoteAddr: remote,
+		args: xdr.Reader{Buf: record, Pos: h.argsAt}}
+	call.Args = &call.args
 	return call, proc, nil, true
 }
 

@@ -62,6 +62,8 @@ type Call struct {
 	// buf holds Record's memory, reused once the reply is written: Args, Record and
 	// every slice of them are valid only until the handler returns.
 	buf *[]byte
+	// args is what Args points to, allocated with the Call.
+	args xdr.Reader
 }
 
 // Reply is what a Handler answers. Results go into the embedded Writer, which already

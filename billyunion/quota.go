@@ -31,10 +31,12 @@ import (
 type quota struct {
 	limitBytes, limitInodes uint64 // 0: no limit of that kind
 	bytes, inodes           atomic.Int64
-	// stripes serialise the accounted writes and truncates of one upper inode (by inode
-	// number), so that the size a write's charge is computed from is the size it writes
-	// over: the kernel's inode lock, which it holds across a buffered write anyway.
-	stripes [64]sync.Mutex
+	// writing serialises the accounted writes and truncates of one upper inode, so that
+	// the size a write's charge is computed from is the size it writes over: the
+	// kernel's inode lock, which it holds across a buffered write anyway. One lock per
+	// inode being written, not stripes: a slow write never holds up another file's.
+	writingMu sync.Mutex                 // a leaf, for the map operations
+	writing   map[uint64]*inodeWriteLock // guarded by writingMu; made on first use
 }
 
 // QuotaUsage is an upper layer's quota and what is counted against it.
@@ -255,18 +257,49 @@ func (q *quota) reserveObject(st *unix.Stat_t) (release func(), err error) {
 	return func() { q.release(1, size) }, nil
 }
 
-// stripe is the lock of the upper inode ino's accounted writes.
-func (q *quota) stripe(ino uint64) *sync.Mutex { return &q.stripes[ino%uint64(len(q.stripes))] }
+// inodeWriteLock is the lock of one upper inode's accounted writes, with its holders
+// and waiters counted (guarded by quota.writingMu) so the last lets it go.
+type inodeWriteLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lockInode takes the lock of the upper inode ino's accounted writes; unlockInode
+// releases it.
+func (q *quota) lockInode(ino uint64) *inodeWriteLock {
+	q.writingMu.Lock()
+	if q.writing == nil {
+		q.writing = map[uint64]*inodeWriteLock{}
+	}
+	l := q.writing[ino]
+	if l == nil {
+		l = &inodeWriteLock{}
+		q.writing[ino] = l
+	}
+	l.users++
+	q.writingMu.Unlock()
+	l.mu.Lock()
+	return l
+}
+
+func (q *quota) unlockInode(ino uint64, l *inodeWriteLock) {
+	l.mu.Unlock()
+	q.writingMu.Lock()
+	if l.users--; l.users == 0 {
+		delete(q.writing, ino)
+	}
+	q.writingMu.Unlock()
+}
 
 // resize runs op, which changes the size of the open upper file f to at most end (a write
 // ending there, or a truncate to it; -1: at the file's current offset plus n, or its size
-// plus n with O_APPEND), under the inode's stripe, and counts what it added or freed. A
+// plus n with O_APPEND), under the inode's lock (lockInode), and counts what it added or freed. A
 // growth past the byte quota is refused with EDQUOT before op runs, so nothing beyond the
 // quota is written. exact says op sets the size to end (a truncate), which may free.
 // Files no longer linked anywhere (nlink 0) are not counted: their space was freed from
 // the count when their last name went.
 //
-// ino is the file's inode number, which picks the stripe, cached by the caller (0: not
+// ino is the file's inode number, which picks the lock, cached by the caller (0: not
 // known yet, and then found and stored): an upper file's descriptor never changes.
 func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact bool, op func() (int, error)) (int, error) {
 	fd := int(f.Fd())
@@ -277,9 +310,8 @@ func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact b
 		}
 		ino.Store(st.Ino)
 	}
-	mu := q.stripe(ino.Load())
-	mu.Lock()
-	defer mu.Unlock()
+	l := q.lockInode(ino.Load())
+	defer q.unlockInode(ino.Load(), l)
 	st, err := layer.Fstat(fd)
 	if err != nil {
 		return 0, layer.Errno(err)

@@ -15,7 +15,7 @@ import (
 // nothing charged) and extending one ("extend": every write charges 4 KiB; the file is
 // truncated back to 0 every 64 MiB, one accounted truncate per 16384 writes). "parallel"
 // runs GOMAXPROCS writers, each on a file of its own; "shared" as many on one file
-// (the quota's stripe for that inode serialises them). The layers are on tmpfs
+// (the quota's lock of that inode serialises them). The layers are on tmpfs
 // (/dev/shm), so the figures are the CPU cost, not a disk's.
 func BenchmarkQuotaWrite(b *testing.B) {
 	for _, q := range []string{"off", "on"} {
@@ -118,7 +118,7 @@ func benchQuotaWrite(b *testing.B, quotaOn, extend bool, par string) {
 
 // BenchmarkQuotaCharge: what the quota adds to each write by itself, without the write:
 // quota.resize around an op that does nothing, on an upper file's descriptor (the inode
-// number cached as a union file caches it): one fstat, the stripe's lock and, when the
+// number cached as a union file caches it): one fstat, the inode's lock and, when the
 // write grows the file, a compare-and-swap and an add.
 func BenchmarkQuotaCharge(b *testing.B) {
 	for _, grow := range []bool{false, true} {

@@ -49,9 +49,10 @@ type export struct {
 	inflight sync.RWMutex
 	retired  bool // guarded by inflight
 	// changes is held shared by each call of a procedure that can change the layers
-	// (nfs3.Changes), inside inflight, and exclusively by a snapshot: it waits for the
-	// changes in flight, holds new ones back and lets every other call through while it
-	// copies the upper.
+	// (nfs3.Changes), taken before inflight, and exclusively by a snapshot and by a
+	// freeze before its inflight: it waits for the changes in flight, holds new ones
+	// back and lets every other call through while a snapshot copies the upper or a
+	// freeze prepares (a flattened commit's copy).
 	changes sync.RWMutex
 }
 
@@ -412,11 +413,14 @@ func (s *Server) route(proc int) oncrpc.Handler {
 			if e == nil {
 				return oncrpc.ErrSystem // no export at all: only while closing
 			}
-			if !e.enter() {
-				continue // retired since: Reconfigure published its successor set first
-			}
 			if changes {
-				e.changes.RLock()
+				e.changes.RLock() // before inflight: a freeze stops changes first
+			}
+			if !e.enter() {
+				if changes {
+					e.changes.RUnlock()
+				}
+				continue // retired since: Reconfigure published its successor set first
 			}
 			m := s.cfg.Metrics
 			var start time.Time

@@ -790,3 +790,63 @@ func TestSnapshotLetsReadsThrough(t *testing.T) {
 		t.Fatalf("the snapshot's small: %q (%v), want what was there before the WRITE", got, err)
 	}
 }
+
+// A flattened commit copies what the lowers hold with only the export's changes stopped:
+// reads are answered while it copies, and the commit then finishes as usual.
+func TestFlattenStageLetsReadsThrough(t *testing.T) {
+	root, lower := t.TempDir(), sharedLower(t)
+	// A big lower file makes the stage's copy last (ext4 copies, it cannot reflink).
+	big, err := os.Create(filepath.Join(lower, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("flatten!"), 1<<17)
+	for range 512 {
+		if _, err := big.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := big.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ws := workspace(t, root, "/ws", "127.0.0.1(rw,insecure,no_root_squash)", lower)
+	s := startExports(t, []server.Export{ws})
+	c := rpctest.Dial(t, s.addr)
+	r := c.Mount("/ws")
+	small := c.Create(r, "small")
+	write(t, c, small, "before")
+
+	var ended atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.srv.Commit("/ws", filepath.Join(root, "flat"), true, "", nil)
+		ended.Store(time.Now().UnixNano())
+		done <- err
+	}()
+	staging := filepath.Join(ws.Work, "ovlnfs-flatten.new")
+	for {
+		if _, err := os.Lstat(staging); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the commit ended (%v) before its stage could be seen", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if got := string(readAll(c, small)); got != "before" {
+		t.Fatalf("READ during the stage: %q", got)
+	}
+	if st := getattrStatus(c, r); st != nfs3.StatusOK {
+		t.Fatalf("GETATTR during the stage: %d", st)
+	}
+	if e := ended.Load(); e != 0 && e < time.Now().UnixNano() {
+		t.Fatal("the reads were answered only after the commit ended")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readAll(c, small)); got != "before" {
+		t.Fatalf("READ after the flattened commit: %q", got)
+	}
+}

@@ -17,11 +17,11 @@
 // removed without either), workdir.go (the lock that keeps a workdir to one process, and a standby's wait for it), locking.go (the lock manager: ServeLocks, ServeLocksUDP,
 // LockServices, NotifyRestart), portmap.go (Portmapper: the portmapper's own RPC server).
 //
-// Lock order: Server.reconfigure, then an export's inflight (taken shared by the calls
-// using the export, exclusively to retire or freeze it), then its changes (taken shared
-// by the calls that can change its layers, exclusively by a snapshot, which holds
-// reconfigure and not inflight). Nothing takes reconfigure while holding inflight; a
-// call holds inflight of one export at a time. Only a commit into another export's stack
+// Lock order: Server.reconfigure, then an export's changes (taken shared by the calls
+// that can change its layers, exclusively by a snapshot and by a freeze), then its
+// inflight (taken shared by every call using the export, exclusively to retire or
+// freeze it). Nothing takes reconfigure while holding either; a call holds the locks of
+// one export at a time. Only a commit into another export's stack
 // freezes two exports (frozenExports: the giver's inflight, then the target's), and it
 // holds reconfigure throughout, so no two such freezes run at once.
 package server

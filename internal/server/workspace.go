@@ -22,21 +22,14 @@ var ErrNoExport = errors.New("no such export")
 // union is closed before fn and opened again after it, whatever fn did; the export keeps
 // its id, so handles of objects that still exist stay valid and the others answer STALE.
 func (s *Server) frozen(path string, reopen bool, fn func(ws billyunion.Workspace) error) error {
-	return s.frozenPrepared(path, reopen, nil, fn)
+	return s.frozenExports([]string{path}, reopen, nil, func(ws []billyunion.Workspace, _ []Export) error { return fn(ws[0]) })
 }
 
-// frozenPrepared is frozen with prepare run on the export's union first, frozen and
-// open.
-func (s *Server) frozenPrepared(path string, reopen bool, prepare func(u *billyunion.FS, ws billyunion.Workspace) error, fn func(ws billyunion.Workspace) error) error {
-	var prep func(int, *billyunion.FS, billyunion.Workspace) error
-	if prepare != nil {
-		prep = func(_ int, u *billyunion.FS, ws billyunion.Workspace) error { return prepare(u, ws) }
-	}
-	return s.frozenExports([]string{path}, reopen, prep, func(ws []billyunion.Workspace, _ []Export) error { return fn(ws[0]) })
-}
-
-// frozenExports is frozenPrepared for several exports at once (distinct paths), frozen
-// in the order given; fn gets their workspaces and configurations in that order.
+// frozenExports is frozen for several exports at once (distinct paths), frozen in the
+// order given; fn gets their workspaces and configurations in that order. prepare, when
+// set, runs first on each export's open union with only the exports' changes stopped
+// (the calls that can change the layers finish and new ones wait, the others go on), so
+// that long work that reads the union (a flattened commit's copy) does not hold up reads.
 func (s *Server) frozenExports(paths []string, reopen bool, prepare func(i int, u *billyunion.FS, ws billyunion.Workspace) error, fn func(ws []billyunion.Workspace, cfgs []Export) error) error {
 	s.reconfigure.Lock() // no reload meanwhile
 	defer s.reconfigure.Unlock()
@@ -49,21 +42,33 @@ func (s *Server) frozenExports(paths []string, reopen bool, prepare func(i int, 
 		if slices.Contains(es, e) {
 			return fmt.Errorf("export %s named twice: %w", path, syscall.EINVAL)
 		}
-		e.inflight.Lock()
-		defer e.inflight.Unlock()
-		if e.retired {
-			return fmt.Errorf("export %s: %w", path, ErrNoExport)
-		}
 		es = append(es, e)
 	}
 	wss := make([]billyunion.Workspace, len(es))
 	cfgs := make([]Export, len(es))
 	for i, e := range es {
+		e.changes.Lock()
+		defer e.changes.Unlock()
 		wss[i], cfgs[i] = workspaceOf(&e.cfg), e.cfg
-		if prepare != nil {
-			if err := prepare(i, e.union, wss[i]); err != nil {
-				return err
-			}
+	}
+	for i, e := range es {
+		if prepare == nil {
+			break
+		}
+		if !e.enter() {
+			return fmt.Errorf("export %s: %w", e.cfg.Path, ErrNoExport)
+		}
+		err := prepare(i, e.union, wss[i])
+		e.leave()
+		if err != nil {
+			return err
+		}
+	}
+	for _, e := range es {
+		e.inflight.Lock()
+		defer e.inflight.Unlock()
+		if e.retired {
+			return fmt.Errorf("export %s: %w", e.cfg.Path, ErrNoExport)
 		}
 	}
 	if !reopen {

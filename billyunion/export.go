@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -263,6 +264,73 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 		return Identity{}, ObjectID{}, false, err
 	}
 	return obj, k.id, true, nil
+}
+
+// IdentifyIn identifies the directory at dir and the object at name in it with one
+// lookup, the name's, which resolves the directory on its way: what an NFS LOOKUP
+// needs. When the directory resolves and the name does not, parent is the directory's
+// identity and err the name's (ENOENT); when the directory does not, parent is zero
+// (its ID has no Handle) and err the directory's. The directory's attributes (parent's
+// Info) are its top part's, from an fstat of the descriptor the lookup went through:
+// the lookup may have taken the directory from the cache, where the attributes of a
+// directory whose entries changed are older than the disk's.
+func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
+	if name == "" {
+		return Identity{}, Identity{}, syscall.EINVAL
+	}
+	gen := fs.dirs.generation()
+	d, e, err := fs.lookupToIdentify(fs.respell(childKey(strings.Trim(dir, "/"), name)))
+	if err != nil {
+		if err != syscall.ENOENT {
+			return Identity{}, Identity{}, err
+		}
+		comps, serr := splitPath(fs.respell(dir))
+		if serr != nil {
+			return Identity{}, Identity{}, serr
+		}
+		if d, serr = fs.resolveDirIn(comps, false, true); serr != nil {
+			return Identity{}, Identity{}, serr
+		}
+	}
+	defer d.close()
+	if err == nil {
+		if obj, err = fs.identify(d, &e, gen); err != nil {
+			return Identity{}, Identity{}, err
+		}
+	}
+	if d == nil { // name is the root's own ("" was refused): no parent
+		return Identity{}, Identity{}, syscall.EINVAL
+	}
+	parent, perr := fs.identifyDir(d, gen)
+	if perr != nil {
+		return Identity{}, Identity{}, perr
+	}
+	return parent, obj, err
+}
+
+// identifyDir is Identify of the resolved directory d, its attributes fstat'ed afresh
+// (see IdentifyIn).
+func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
+	if len(d.parts) == 0 {
+		return Identity{}, syscall.EIO
+	}
+	k, err := fs.knownIdentity(identityPlace{parts: d.parts, self: d}, gen, func() (stem, error) { return fs.dirStem(d) })
+	if err != nil {
+		return Identity{}, err
+	}
+	e := entry{parts: d.parts}
+	var under *dir       // fileInfoOf names the root "/" when it has no parent
+	if len(d.path) > 0 { // the root's parts were fstat'ed by this lookup (rootDir)
+		e.name, under = d.path[len(d.path)-1], d
+		st, err := layer.Fstat(d.parts[0].fd)
+		if err != nil {
+			return Identity{}, layer.Errno(err)
+		}
+		e.parts = slices.Clone(d.parts)
+		e.parts[0].st = st
+	}
+	info := fs.fileInfoOf(under, &e, stem{devIno: k.stem})
+	return Identity{ID: k.id, Dir: true, Ino: fs.ino.number(k.stem), Info: info}, nil
 }
 
 // entryPlace is where entry e, a child of d (d nil for the root, whose parts are in

@@ -156,6 +156,39 @@ func (fs *FS) fromLowers(cur *dir, comps []string, i int) (d *dir, ok bool, err 
 	return v, true, nil
 }
 
+// freshChildView is getFresh for a directory the workspace sees through a view: the view
+// of the lower-only union's directory at comps, a child of d (resolved at comps' parent),
+// when the workspace sees the lowers' alone there and that union's cache holds the
+// directory with its parts' attributes exact; nil otherwise. Views are not cached by the
+// workspace, so without this every identification of a lower directory would look it up
+// again in its parent's parts (a stat and the opaque and redirect xattrs in each). The
+// workspace sees the lowers' alone at comps when d is a view itself (everything below
+// one is the lowers'), or when d is lower-pure and its cache knows d's upper part holds
+// nothing at the name (fromLowers' test, from the memo only: a stat here would cost what
+// it saves). A path the lower cache does not hold as a directory costs a map lookup.
+// The caller has read the workspace's events (generation).
+func (fs *FS) freshChildView(d *dir, comps []string) *dir {
+	if fs.lower == nil || !d.pure {
+		return nil
+	}
+	if d.base == nil && fs.dirHasUpper(d) {
+		holder := d
+		if len(d.path) == 0 {
+			holder = nil // the root, which upperAbsent names so
+		}
+		if !fs.dirs.upperAbsent(holder, comps[len(comps)-1]) {
+			return nil
+		}
+	}
+	base := fs.lower.dirs.getFresh(comps, false)
+	if base == nil {
+		return nil
+	}
+	v := fs.lowerView(base)
+	v.lowerGen = fs.lower.dirs.currentGeneration()
+	return v
+}
+
 // lowerIdentityPlace is where pl, a place in a view, lies in the lower-only union,
 // with the generation its identity is checked against there: an identity found
 // through a view is remembered by the lower-only union's directory cache, once for

@@ -491,21 +491,44 @@ func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	child := fs.dirs.getFresh(comps, true)
-	if child == nil {
-		return fs.lookupIn(comps, true)
+	name := comps[len(comps)-1]
+	if child := fs.dirs.getFresh(comps, true); child != nil {
+		defer child.close()
+		d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
+		if err != nil {
+			return nil, entry{}, err
+		}
+		return d, entryOfDir(name, child), nil
 	}
-	defer child.close()
 	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
 	if err != nil {
 		return nil, entry{}, err
 	}
-	e := entry{name: comps[len(comps)-1], parts: make([]part, len(child.parts))}
-	for i, cp := range child.parts {
-		cp.fd = -1 // the descriptors stay the cached directory's
-		e.parts[i] = cp
+	if v := fs.freshChildView(d, comps); v != nil {
+		defer v.close()
+		return d, entryOfDir(name, v), nil
+	}
+	e, err := fs.lookupChild(d, name)
+	if err == nil && !e.exists() {
+		err = syscall.ENOENT
+	}
+	if err != nil {
+		d.close()
+		return nil, entry{}, err
 	}
 	return d, e, nil
+}
+
+// entryOfDir is the entry of the resolved directory child, named name in its parent,
+// as a lookup there finds it: its parts and their attributes, without descriptors (they
+// stay child's).
+func entryOfDir(name string, child *dir) entry {
+	e := entry{name: name, parts: make([]part, len(child.parts))}
+	for i, cp := range child.parts {
+		cp.fd = -1
+		e.parts[i] = cp
+	}
+	return e
 }
 
 // lowerPositive reports whether removing the upper object at name in d would

@@ -18,6 +18,7 @@ import (
 type Union interface {
 	Identify(path string) (billyunion.Identity, error)
 	IdentifyWithParent(path string) (billyunion.Identity, billyunion.ObjectID, bool, error)
+	IdentifyIn(dir, name string) (parent, obj billyunion.Identity, err error)
 	FindDir(id billyunion.ObjectID) (string, error)
 	FindConnected(id billyunion.ObjectID) (string, error)
 	FindMoved(id billyunion.ObjectID) (string, error)
@@ -139,6 +140,91 @@ func (h *Handles) Lookup(path []string) ([]byte, os.FileInfo, error) {
 	}
 	h.paths.Add(obj.ID.Key(), p)
 	return b, obj.Info, nil
+}
+
+// Found is what LookupIn found: the directory a handle names, and the object at a name
+// in it.
+type Found struct {
+	// DirElems, DirPath and DirInfo are the directory's path (components, and joined as
+	// ResolvePath gives it) and attributes. DirErr is ResolvePath's error for the
+	// directory's handle: when it is set, nothing else is.
+	DirElems []string
+	DirPath  string
+	DirInfo  os.FileInfo
+	DirErr   error
+	// Handle and Info are the object's handle and attributes; Err is Lookup's error for
+	// the name (ENOENT when the directory holds nothing there).
+	Handle []byte
+	Info   os.FileInfo
+	Err    error
+}
+
+// LookupIn resolves the directory handle dirFH and looks name up in it: ResolvePath of
+// dirFH, then Lookup of the name, paying one union lookup where the directory's path
+// is cached. The name's lookup resolves the directory on its way, and the identity of
+// the directory it went through confirms the handle's path as ResolvePath's own
+// lookup would: the same object, so never another directory that took the path.
+// Anything else (no cached path, another object there, a name that is not a plain
+// entry's) takes ResolvePath and Lookup. name must be an entry's name (not "." or "..").
+func (h *Handles) LookupIn(dirFH []byte, name string) Found {
+	if f, ok := h.lookupInCached(dirFH, name); ok {
+		return f
+	}
+	var f Found
+	var info os.FileInfo
+	f.DirElems, f.DirPath, info, f.DirErr = h.ResolvePath(dirFH)
+	if f.DirErr != nil {
+		return Found{DirErr: f.DirErr}
+	}
+	f.DirInfo = info
+	if !info.IsDir() {
+		f.Err = syscall.ENOTDIR
+		return f
+	}
+	child := append(append(make([]string, 0, len(f.DirElems)+1), f.DirElems...), name)
+	f.Handle, f.Info, f.Err = h.Lookup(child)
+	return f
+}
+
+// lookupInCached is LookupIn through the directory's cached path; ok false when that
+// cannot answer.
+func (h *Handles) lookupInCached(dirFH []byte, name string) (Found, bool) {
+	hd, err := decode(dirFH)
+	if err != nil || hd.export != h.export || !hd.dir {
+		return Found{}, false
+	}
+	dirPath, ok := h.paths.Get(hd.obj.Key())
+	if !ok {
+		return Found{}, false
+	}
+	parent, obj, err := h.union.IdentifyIn(dirPath, name)
+	if !parent.Dir || !parent.ID.Equal(hd.obj) {
+		return Found{}, false
+	}
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return Found{}, false
+	}
+	h.resolutions[viaCache].Add(1)
+	f := Found{DirPath: dirPath, DirInfo: parent.Info, DirElems: []string{}}
+	if dirPath != "" {
+		f.DirElems = strings.Split(dirPath, "/")
+	}
+	if err != nil {
+		f.Err = err
+		return f, true
+	}
+	p := join(dirPath, name)
+	hd = &handle{export: h.export, dir: obj.Dir, obj: obj.ID}
+	if !obj.Dir {
+		hd.hasHint, hd.parent, hd.name = true, parent.ID, name
+	}
+	if f.Handle, err = encode(hd); err != nil {
+		f.Err = err
+		return f, true
+	}
+	h.paths.Add(obj.ID.Key(), p)
+	f.Info = obj.Info
+	return f, true
 }
 
 // goneFS is a filesystem index no layer has: ObjectIDs on it resolve to nothing.

@@ -3,14 +3,52 @@ package nfs3
 import "syscall"
 
 // lookup answers LOOKUP (RFC 1813 section 3.3.3). ".." of the export root is the root.
+// A plain name is looked up with the directory's handle in one union lookup
+// (handles.LookupIn); "." and ".." resolve the directory first.
 func lookup(rq *request) error {
-	d := rq.dirArgs()
+	fh, name := rq.handle(), rq.name()
 	if err := rq.decoded(); err != nil {
 		return err
 	}
+	if name == "." || name == ".." || existingName(name) != nil {
+		return lookupResolved(rq, fh, name)
+	}
+	f := rq.s.handles.LookupIn(fh, name)
+	if f.DirErr != nil {
+		rq.status(rq.staleHandle(fh, f.DirErr))
+		rq.postOpAttr(nil)
+		return nil
+	}
+	dirSt := statOf(f.DirInfo)
+	err := f.Err
+	if err == nil && !isDir(dirSt) {
+		err = syscall.ENOTDIR
+	}
+	var st *syscall.Stat_t
+	if err == nil {
+		err = rq.checkMade(childPath(f.DirPath, name), f.Handle, f.Info)
+	}
+	if err != nil {
+		err = rq.lookupFailed(childPath(f.DirPath, name), err)
+	} else {
+		st = statOf(f.Info)
+	}
+	rq.status(err)
+	if err == nil {
+		rq.res.Opaque(f.Handle)
+		rq.postOpAttr(st)
+	}
+	rq.postOpAttr(dirSt)
+	return nil
+}
+
+// lookupResolved is LOOKUP of ".", ".." and names no entry can have, which resolve the
+// directory's handle first: the reply carries its attributes whatever the name.
+func lookupResolved(rq *request, fh []byte, name string) error {
+	d := dirArgs{name: name}
+	d.elems, d.dir, d.st, d.err = rq.statHandle(fh)
 	dirSt, err := rq.checkDir(&d)
 	var elems []string
-	var st *syscall.Stat_t
 	if err == nil {
 		switch d.name {
 		case ".":
@@ -22,18 +60,26 @@ func lookup(rq *request) error {
 			}
 		default:
 			err = existingName(d.name)
-			elems = d.childElems()
 		}
 	}
-	var fh []byte
+	var out []byte
+	var st *syscall.Stat_t
 	if err == nil {
-		fh, st, err = rq.lookupHandle(elems)
+		out, st, err = rq.lookupHandle(elems)
 	}
 	rq.status(err)
 	if err == nil {
-		rq.res.Opaque(fh)
+		rq.res.Opaque(out)
 		rq.postOpAttr(st)
 	}
 	rq.postOpAttr(dirSt)
 	return nil
+}
+
+// childPath is the union path of name in the directory at union path dir.
+func childPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }

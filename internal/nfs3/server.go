@@ -166,18 +166,39 @@ func unionPath(elems []string) string { return path.Join(elems...) }
 // lookup.
 func (rq *request) lookupHandle(elems []string) ([]byte, *syscall.Stat_t, error) {
 	fh, info, err := rq.s.handles.Lookup(elems)
+	if err == nil {
+		err = rq.checkMade(unionPath(elems), fh, info)
+	}
+	if err != nil {
+		return nil, nil, rq.lookupFailed(unionPath(elems), err)
+	}
+	return fh, statOf(info), nil
+}
+
+// checkMade refuses a lookup's result that names nothing: a server fault, logged.
+func (rq *request) checkMade(p string, fh []byte, info os.FileInfo) error {
+	if len(fh) == 0 || info == nil {
+		rq.s.logger.Warn("cannot make a file handle", "path", p)
+		return errServerFault
+	}
+	return nil
+}
+
+// lookupFailed is the answer to a failed lookup of the object at p: there is no such
+// object (any more), or the layers failed (logged), or a server fault.
+func (rq *request) lookupFailed(p string, err error) error {
 	var errno syscall.Errno
 	switch {
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
-		return nil, nil, err // there is no such object (any more)
+		return err
 	case errors.As(err, &errno):
-		rq.s.logger.Warn("cannot look up or make a file handle", "path", unionPath(elems), "err", err)
-		return nil, nil, err
-	case err != nil || len(fh) == 0 || info == nil:
-		rq.s.logger.Warn("cannot make a file handle", "path", unionPath(elems), "err", err)
-		return nil, nil, errServerFault
+		rq.s.logger.Warn("cannot look up or make a file handle", "path", p, "err", err)
+		return err
+	case err == errServerFault:
+		return err
 	}
-	return fh, statOf(info), nil
+	rq.s.logger.Warn("cannot make a file handle", "path", p, "err", err)
+	return errServerFault
 }
 
 func (rq *request) stat(p string) (*syscall.Stat_t, error) {
@@ -223,15 +244,21 @@ func (rq *request) statHandle(fh []byte) ([]string, string, *syscall.Stat_t, err
 func (rq *request) resolveInfo(fh []byte) ([]string, string, os.FileInfo, error) {
 	elems, p, info, err := rq.s.handles.ResolvePath(fh)
 	if err != nil {
-		if errors.Is(err, handles.ErrBadHandle) {
-			rq.s.logger.Debug("malformed file handle", "len", len(fh))
-		}
-		return nil, "", nil, errStale
+		return nil, "", nil, rq.staleHandle(fh, err)
 	}
 	if p != "" && (p[0] == '/' || path.Clean(p) != p) { // Clean allocates only when it changes p
 		p = unionPath(elems)
 	}
 	return elems, p, info, nil
+}
+
+// staleHandle is the answer to a handle that did not resolve (err from handles): STALE,
+// and a debug line for bytes that are no handle at all.
+func (rq *request) staleHandle(fh []byte, err error) error {
+	if errors.Is(err, handles.ErrBadHandle) {
+		rq.s.logger.Debug("malformed file handle", "len", len(fh))
+	}
+	return errStale
 }
 
 // fileAttr is the attributes of an open file as the union reports them: the layer

@@ -137,7 +137,7 @@ type Identity struct {
 // Identify returns the identity of the object at p (Lstat semantics).
 func (fs *FS) Identify(p string) (Identity, error) {
 	p = fs.respell(p)
-	gen := fs.dirs.generation()
+	gen := fs.readEvents()
 	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {
 		return Identity{}, err
@@ -220,7 +220,7 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 	if fi.gen == noGeneration || len(fi.parts) == 0 {
 		return Identity{}, false, nil
 	}
-	gen := fs.dirs.generation()
+	gen := fs.readEvents()
 	comps, err := splitPath(dir)
 	if err != nil {
 		return Identity{}, false, err
@@ -247,7 +247,7 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 // lookup.
 func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bool, err error) {
 	p = fs.respell(p)
-	gen := fs.dirs.generation()
+	gen := fs.readEvents()
 	d, e, err := fs.lookupToIdentify(p)
 	if err != nil {
 		return Identity{}, ObjectID{}, false, err
@@ -278,7 +278,7 @@ func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
 	if name == "" {
 		return Identity{}, Identity{}, syscall.EINVAL
 	}
-	gen := fs.dirs.generation()
+	gen := fs.readEvents()
 	d, e, err := fs.lookupToIdentify(fs.respell(childKey(strings.Trim(dir, "/"), name)))
 	if err != nil {
 		if err != syscall.ENOENT {

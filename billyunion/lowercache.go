@@ -111,6 +111,18 @@ func (s *Shared) LowerDirCacheStats() DirCacheStats {
 	return t
 }
 
+// readEvents reads the events of the workspace's directory cache and of the lower-only
+// union's, once for an operation: calls within it then pass synced, and each cache
+// still sees every change completed before the operation began. It returns the
+// workspace cache's generation.
+func (fs *FS) readEvents() uint64 {
+	gen := fs.dirs.generation()
+	if fs.lower != nil {
+		fs.lower.dirs.generation()
+	}
+	return gen
+}
+
 // childPure reports whether the child e of d, a directory, is lower-pure (see above):
 // d is, e's upper part is not opaque, and no part was found through a redirect.
 func (fs *FS) childPure(d *dir, e *entry) bool {
@@ -128,8 +140,8 @@ func (fs *FS) childPure(d *dir, e *entry) bool {
 // fromLowers resolves comps in the shared lowers when it can tell the workspace sees
 // exactly that there: cur, resolved at comps[:i] (nil: the root), is lower-pure and its
 // upper part (if any) holds nothing at comps[i]. ok false means the caller walks on
-// itself.
-func (fs *FS) fromLowers(cur *dir, comps []string, i int) (d *dir, ok bool, err error) {
+// itself. synced: the caller has read both unions' events (readEvents).
+func (fs *FS) fromLowers(cur *dir, comps []string, i int, synced bool) (d *dir, ok bool, err error) {
 	if fs.lower == nil || cur != nil && !cur.pure {
 		return nil, false, nil
 	}
@@ -147,7 +159,7 @@ func (fs *FS) fromLowers(cur *dir, comps []string, i int) (d *dir, ok bool, err 
 		}
 		fs.dirs.putUpperAbsent(cur, comps[i], gen)
 	}
-	base, err := fs.lower.resolveDirIn(comps, false, false)
+	base, err := fs.lower.resolveDirIn(comps, false, synced)
 	if err != nil {
 		return nil, true, err
 	}
@@ -166,7 +178,7 @@ func (fs *FS) fromLowers(cur *dir, comps []string, i int) (d *dir, ok bool, err 
 // one is the lowers'), or when d is lower-pure and its cache knows d's upper part holds
 // nothing at the name (fromLowers' test, from the memo only: a stat here would cost what
 // it saves). A path the lower cache does not hold as a directory costs a map lookup.
-// The caller has read the workspace's events (generation).
+// The caller has read both unions' events (readEvents).
 func (fs *FS) freshChildView(d *dir, comps []string) *dir {
 	if fs.lower == nil || !d.pure {
 		return nil
@@ -180,7 +192,7 @@ func (fs *FS) freshChildView(d *dir, comps []string) *dir {
 			return nil
 		}
 	}
-	base := fs.lower.dirs.getFresh(comps, false)
+	base := fs.lower.dirs.getFresh(comps, true)
 	if base == nil {
 		return nil
 	}

@@ -374,7 +374,7 @@ func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 		cur, start = cache.longestPrefix(comps)
 		if cur == nil {
 			// From the root, which is lower-pure and never cached.
-			if d, ok, err := fs.fromLowers(nil, comps, 0); ok {
+			if d, ok, err := fs.fromLowers(nil, comps, 0, synced); ok {
 				return d, err
 			}
 		}
@@ -387,7 +387,7 @@ func (fs *FS) resolveDirIn(comps []string, copyUp, synced bool) (*dir, error) {
 	}
 	for i := start; i < len(comps); i++ {
 		if useCache {
-			if d, ok, err := fs.fromLowers(cur, comps, i); ok {
+			if d, ok, err := fs.fromLowers(cur, comps, i, synced); ok {
 				cur.close()
 				return d, err
 			}

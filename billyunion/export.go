@@ -232,7 +232,17 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 	defer d.close()
 	e := entryOf(fi.name, fi.parts)
 	pl := fs.entryPlace(d, &e)
-	if !fs.dirs.unchangedSince(fi.gen, pl) {
+	cache, place := fs.dirs, pl
+	if fi.ofLowers {
+		// Listed through a view: d must still be one (this workspace's upper holds
+		// nothing on the way), and the lower-only union's cache vouches.
+		lp, _, ok := fs.lowerIdentityPlace(pl)
+		if !ok {
+			return Identity{}, false, nil
+		}
+		cache, place = fs.lower.dirs, lp
+	}
+	if !cache.unchangedSince(fi.gen, place) {
 		return Identity{}, false, nil
 	}
 	k, err := fs.knownIdentity(pl, gen, func() (stem, error) { return fs.entryStem(d, &e) })

@@ -94,8 +94,11 @@ type fileInfo struct {
 	// For a listing entry: the parts its lookup found and the directory cache's
 	// generation before that lookup (noGeneration when unknown). While the generation
 	// holds, the parts are still what the name holds, and EntryIdentity needs no lookup.
-	parts []partRef
-	gen   uint64
+	// With ofLowers set, gen is the lower-only union's (an entry of a shared listing of
+	// a view, lowercache.go), and only that union's cache vouches for the parts.
+	parts    []partRef
+	gen      uint64
+	ofLowers bool
 	// id caches what EntryIdentity found for the entry: a snapshot is
 	// immutable and an ObjectID survives copy-up, so clients paging through
 	// a listing again need no lookup per entry.

@@ -112,8 +112,8 @@ func (fs *FS) listing(p string) (*readdircache.Snapshot[os.FileInfo], error) {
 }
 
 // listFrom lists d through cache c; shared builds the workspace-independent listing
-// a shared cache holds: without the index, and with no directory cache generation
-// (it is another union's).
+// a shared cache holds: without the index, and with no generation of this union's
+// directory cache (the listing is every workspace's; see listingEntry).
 func (fs *FS) listFrom(c *readdircache.Cache[os.FileInfo], d *dir, sig readdircache.Signature, shared bool) (*readdircache.Snapshot[os.FileInfo], error) {
 	// What the last Names call read: which parts hold each name. The calls of one
 	// List come one at a time.
@@ -257,11 +257,15 @@ func (fs *FS) forget(d *dir) {
 // when the name shows nothing (a whiteout, hidden, overlay-private, or
 // removed since the names were read). It takes no lock. With shared set the
 // entry is for a shared listing (shared.go): looked up without the index,
-// and carrying no generation of this union's directory cache.
+// and carrying no generation of this union's directory cache, but, listed
+// through a view, the lower-only union's, which every workspace shares.
 func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64, shared bool) (os.FileInfo, bool, error) {
-	gen := fs.dirs.knownGeneration()
+	gen, ofLowers := fs.dirs.knownGeneration(), false
 	if shared {
 		gen = noGeneration
+		if d.base != nil {
+			gen, ofLowers = fs.lower.dirs.knownGeneration(), true
+		}
 	}
 	e, refused, err := fs.lookupChildWith(d, name, held, shared)
 	if err == syscall.ENOENT || refused {
@@ -274,9 +278,9 @@ func (fs *FS) listingEntry(d *dir, id uint64, name string, held uint64, shared b
 		return nil, false, err
 	}
 	fi := fs.newFileInfo(d, &e)
-	fi.listing, fi.gen = id, gen
-	if !shared {
-		// Only a generation of this union's directory cache vouches for them
+	fi.listing, fi.gen, fi.ofLowers = id, gen, ofLowers
+	if gen != noGeneration {
+		// Only a generation of the cache that saw the lookup vouches for them
 		// (identifyListed).
 		fi.parts = partRefs(e.parts)
 	}

@@ -604,3 +604,75 @@ func TestSharedLowerIdentityOfReusedInode(t *testing.T) {
 		}
 	}
 }
+
+// EntryIdentity of the entries of a shared listing (a lower-only directory every
+// workspace lists from one snapshot, vouched for by the lower-only union's cache) equals
+// Identify in each workspace, also in one whose upper has since made the directory its
+// own; and an entry not yet identified whose name was given to another file in the lower
+// behind the workspaces' back answers ENOENT.
+func TestSharedListingIdentitiesAreIdentify(t *testing.T) {
+	w := newWorkspaces(t, 1)
+	w.ls.file("l1", "d/lower", "l")
+	w.ls.file("l1", "d/other", "o")
+	w.ls.file("l1", "d/sub/z", "z")
+	w.open(2, Options{})
+	requireDirCache(t, w.fs[0])
+	// vouched: the entries come from the shared snapshot, and nothing changed since
+	// their lookup, so the lower-only union's cache vouches for their parts.
+	check := func(when string, fs *FS, want int, vouched bool) {
+		t.Helper()
+		entries, err := fs.ReadDir("d")
+		noErr(t, "list d", err)
+		if len(entries) != want {
+			t.Fatalf("%s: %d entries in d, want %d", when, len(entries), want)
+		}
+		for _, fi := range entries {
+			if vouched {
+				_, ok, err := fs.identifyListed("d", fi.(*fileInfo))
+				if err != nil || !ok {
+					t.Errorf("%s: d/%s of the shared listing not identified from its parts: %v", when, fi.Name(), err)
+				}
+			}
+			listed, err := fs.EntryIdentity("d", fi)
+			noErr(t, when+": EntryIdentity(d/"+fi.Name()+")", err)
+			looked, err := fs.Identify("d/" + fi.Name())
+			noErr(t, "identify", err)
+			if !listed.ID.Equal(looked.ID) || listed.Ino != looked.Ino || listed.Dir != looked.Dir {
+				t.Errorf("%s: d/%s listed as %+v, Identify says %+v", when, fi.Name(), listed, looked)
+			}
+		}
+	}
+	for i, fs := range w.fs {
+		check(fmt.Sprintf("workspace %d", i), fs, 3, true)
+	}
+	if st := w.shared.ListingStats(); st.Hits == 0 {
+		t.Fatalf("the second workspace did not list d from the shared snapshot: %+v", st)
+	}
+	w.ls.file("l1", "d/unrelated", "a change in the lower")
+	check("after a change, workspace 1", w.fs[1], 4, true)
+	noErr(t, "create in workspace 0", w.fs[0].MkdirAll("d/mine", 0o755))
+	check("workspace 0 after its create", w.fs[0], 5, false) // its own listing now
+	check("workspace 1 after workspace 0's create", w.fs[1], 4, true)
+
+	w.ls.file("l1", "d/another", "a") // a new snapshot, no entry identified yet
+	entries, err := w.fs[1].ReadDir("d")
+	noErr(t, "list d", err)
+	old := w.ls.path("l1", "d/lower")
+	noErr(t, "remove d/lower", os.Remove(old))
+	w.ls.file("l1", "d/lower", "another file")
+	for _, fi := range entries {
+		if fi.Name() != "lower" {
+			continue
+		}
+		if _, ok, _ := w.fs[1].identifyListed("d", fi.(*fileInfo)); ok {
+			t.Errorf("d/lower, replaced in the lower since it was listed, identified from the parts its listing found")
+		}
+		if _, err := w.fs[1].EntryIdentity("d", fi); err != syscall.ENOENT {
+			var st syscall.Stat_t
+			noErr(t, "stat", syscall.Lstat(old, &st))
+			if _, ino, _ := LayerObject(fi); ino != st.Ino { // the new file may have got the old inode
+				t.Errorf("EntryIdentity of a replaced entry of a shared listing: %v, want ENOENT", err)
+			}
+		}
+	}
+}

@@ -285,31 +285,26 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 // the lookup may have taken the directory from the cache, where the attributes of a
 // directory whose entries changed are older than the disk's.
 func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
-	if name == "" {
-		return Identity{}, Identity{}, syscall.EINVAL
+	if name == "" || name == "." || name == ".." || strings.IndexByte(name, '/') >= 0 {
+		return Identity{}, Identity{}, syscall.EINVAL // not an entry's name
 	}
 	gen := fs.readEvents()
-	d, e, err := fs.lookupToIdentify(fs.respell(childKey(strings.Trim(dir, "/"), name)))
+	comps, err := splitPath(fs.respell(childKey(strings.Trim(dir, "/"), name)))
 	if err != nil {
-		if err != syscall.ENOENT {
-			return Identity{}, Identity{}, err
-		}
-		comps, serr := splitPath(fs.respell(dir))
-		if serr != nil {
-			return Identity{}, Identity{}, serr
-		}
-		if d, serr = fs.resolveDirIn(comps, false, true); serr != nil {
-			return Identity{}, Identity{}, serr
-		}
+		return Identity{}, Identity{}, err
+	}
+	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
+	if err != nil {
+		return Identity{}, Identity{}, err
 	}
 	defer d.close()
+	e, err := fs.childToIdentify(d, comps)
 	if err == nil {
 		if obj, err = fs.identify(d, &e, gen); err != nil {
 			return Identity{}, Identity{}, err
 		}
-	}
-	if d == nil { // name is the root's own ("" was refused): no parent
-		return Identity{}, Identity{}, syscall.EINVAL
+	} else if err != syscall.ENOENT {
+		return Identity{}, Identity{}, err
 	}
 	parent, perr := fs.identifyDir(d, gen)
 	if perr != nil {

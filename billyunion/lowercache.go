@@ -163,9 +163,7 @@ func (fs *FS) fromLowers(cur *dir, comps []string, i int, synced bool) (d *dir, 
 	if err != nil {
 		return nil, true, err
 	}
-	v := fs.lowerView(base)
-	v.lowerGen = fs.lower.dirs.currentGeneration()
-	return v, true, nil
+	return fs.lowerView(base), true, nil
 }
 
 // freshChildView is getFresh for a directory the workspace sees through a view: the view
@@ -196,9 +194,7 @@ func (fs *FS) freshChildView(d *dir, comps []string) *dir {
 	if base == nil {
 		return nil
 	}
-	v := fs.lowerView(base)
-	v.lowerGen = fs.lower.dirs.currentGeneration()
-	return v
+	return fs.lowerView(base)
 }
 
 // lowerIdentityPlace is where pl, a place in a view, lies in the lower-only union,
@@ -240,7 +236,7 @@ func (fs *FS) lowerView(base *dir) *dir {
 		parts = base.shiftedBy(shift)
 	}
 	return &dir{fs: fs, path: base.path[:len(base.path):len(base.path)], parts: parts[:len(parts):len(parts)],
-		owned: true, pure: true, base: base}
+		owned: true, pure: true, base: base, lowerGen: fs.lower.dirs.currentGeneration()}
 }
 
 // shiftedParts is a directory's parts with every layer index moved by shift.

@@ -482,41 +482,47 @@ func (fs *FS) lookupIn(comps []string, synced bool) (*dir, entry, error) {
 }
 
 // lookupToIdentify is lookup for reading an object's identity and attributes, within an
-// operation that has just read the directory cache's events (generation). A
-// directory the directory cache holds is taken from it, its parts' attributes included:
-// they are exact while no event named an entry of its parts or the directory itself
-// (getFresh; only its atime can be older than the disk's).
+// operation that has just read the directory caches' events (readEvents).
 func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	comps, err := splitPath(p)
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	name := comps[len(comps)-1]
-	if child := fs.dirs.getFresh(comps, true); child != nil {
-		defer child.close()
-		d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
-		if err != nil {
-			return nil, entry{}, err
-		}
-		return d, entryOfDir(name, child), nil
-	}
 	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
 	if err != nil {
 		return nil, entry{}, err
 	}
-	if v := fs.freshChildView(d, comps); v != nil {
-		defer v.close()
-		return d, entryOfDir(name, v), nil
-	}
-	e, err := fs.lookupChild(d, name)
-	if err == nil && !e.exists() {
-		err = syscall.ENOENT
-	}
+	e, err := fs.childToIdentify(d, comps)
 	if err != nil {
 		d.close()
 		return nil, entry{}, err
 	}
 	return d, e, nil
+}
+
+// childToIdentify is the entry at comps, a child of the resolved directory d, for
+// reading its identity and attributes (lookupToIdentify); ENOENT when d holds nothing
+// there. A directory the directory cache holds is taken from it, its parts' attributes
+// included: they are exact while no event named an entry of its parts or the directory
+// itself (getFresh; only its atime can be older than the disk's); so is one the
+// workspace sees through a view (freshChildView).
+func (fs *FS) childToIdentify(d *dir, comps []string) (entry, error) {
+	name := comps[len(comps)-1]
+	if fs.dirs.on() {
+		if child := fs.dirs.getFresh(comps, true); child != nil {
+			defer child.close()
+			return entryOfDir(name, child), nil
+		}
+		if v := fs.freshChildView(d, comps); v != nil {
+			defer v.close()
+			return entryOfDir(name, v), nil
+		}
+	}
+	e, err := fs.lookupChild(d, name)
+	if err == nil && !e.exists() {
+		err = syscall.ENOENT
+	}
+	return e, err
 }
 
 // entryOfDir is the entry of the resolved directory child, named name in its parent,

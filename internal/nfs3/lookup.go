@@ -1,6 +1,9 @@
 package nfs3
 
-import "syscall"
+import (
+	"path"
+	"syscall"
+)
 
 // lookup answers LOOKUP (RFC 1813 section 3.3.3). ".." of the export root is the root.
 // A plain name is looked up with the directory's handle in one union lookup
@@ -19,27 +22,29 @@ func lookup(rq *request) error {
 		rq.postOpAttr(nil)
 		return nil
 	}
-	dirSt := statOf(f.DirInfo)
-	err := f.Err
-	if err == nil && !isDir(dirSt) {
-		err = syscall.ENOTDIR
-	}
 	var st *syscall.Stat_t
+	err := f.Err // ENOTDIR when the handle names no directory
 	if err == nil {
-		err = rq.checkMade(childPath(f.DirPath, name), f.Handle, f.Info)
+		err = checkMade(f.Handle, f.Info)
 	}
 	if err != nil {
-		err = rq.lookupFailed(childPath(f.DirPath, name), err)
+		err = rq.lookupFailed(path.Join(f.DirPath, name), err)
 	} else {
 		st = statOf(f.Info)
 	}
+	lookupReply(rq, err, f.Handle, st, statOf(f.DirInfo))
+	return nil
+}
+
+// lookupReply encodes LOOKUP's result: the handle and attributes found (when err is
+// nil), then the directory's attributes.
+func lookupReply(rq *request, err error, fh []byte, st, dirSt *syscall.Stat_t) {
 	rq.status(err)
 	if err == nil {
-		rq.res.Opaque(f.Handle)
+		rq.res.Opaque(fh)
 		rq.postOpAttr(st)
 	}
 	rq.postOpAttr(dirSt)
-	return nil
 }
 
 // lookupResolved is LOOKUP of ".", ".." and names no entry can have, which resolve the
@@ -67,19 +72,6 @@ func lookupResolved(rq *request, fh []byte, name string) error {
 	if err == nil {
 		out, st, err = rq.lookupHandle(elems)
 	}
-	rq.status(err)
-	if err == nil {
-		rq.res.Opaque(out)
-		rq.postOpAttr(st)
-	}
-	rq.postOpAttr(dirSt)
+	lookupReply(rq, err, out, st, dirSt)
 	return nil
-}
-
-// childPath is the union path of name in the directory at union path dir.
-func childPath(dir, name string) string {
-	if dir == "" {
-		return name
-	}
-	return dir + "/" + name
 }

@@ -167,7 +167,7 @@ func unionPath(elems []string) string { return path.Join(elems...) }
 func (rq *request) lookupHandle(elems []string) ([]byte, *syscall.Stat_t, error) {
 	fh, info, err := rq.s.handles.Lookup(elems)
 	if err == nil {
-		err = rq.checkMade(unionPath(elems), fh, info)
+		err = checkMade(fh, info)
 	}
 	if err != nil {
 		return nil, nil, rq.lookupFailed(unionPath(elems), err)
@@ -175,10 +175,10 @@ func (rq *request) lookupHandle(elems []string) ([]byte, *syscall.Stat_t, error)
 	return fh, statOf(info), nil
 }
 
-// checkMade refuses a lookup's result that names nothing: a server fault, logged.
-func (rq *request) checkMade(p string, fh []byte, info os.FileInfo) error {
+// checkMade refuses a lookup's result that names nothing: a server fault (lookupFailed
+// logs it).
+func checkMade(fh []byte, info os.FileInfo) error {
 	if len(fh) == 0 || info == nil {
-		rq.s.logger.Warn("cannot make a file handle", "path", p)
 		return errServerFault
 	}
 	return nil
@@ -193,8 +193,6 @@ func (rq *request) lookupFailed(p string, err error) error {
 		return err
 	case errors.As(err, &errno):
 		rq.s.logger.Warn("cannot look up or make a file handle", "path", p, "err", err)
-		return err
-	case err == errServerFault:
 		return err
 	}
 	rq.s.logger.Warn("cannot make a file handle", "path", p, "err", err)

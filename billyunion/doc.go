@@ -175,9 +175,9 @@
 //   - file.mu (file.go) serialises one open file's switch to the upper
 //     copy after a copy-up: a lock-free lookup and an open happen under it.
 //     It is never held together with a directory lock.
-//   - The quota's inode locks (quota.go lockInode), with a quota set only:
-//     the lock of one upper inode is taken, alone (no directory lock, not
-//     file.mu; quota.writingMu, a leaf, only for the map), around one
+//   - The quota's inode locks (quota.writing, a lockTable of its own), with a
+//     quota set only: the lock of one upper inode is taken, alone (no
+//     directory lock, not file.mu; the table's mu, a leaf, only for the map), around one
 //     write or truncate of an upper file and the fstat its charge is
 //     computed from, so that two writes extending one inode are counted
 //     once each; the kernel holds the inode's lock across a buffered write

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -35,8 +34,7 @@ type quota struct {
 	// the size a write's charge is computed from is the size it writes over: the
 	// kernel's inode lock, which it holds across a buffered write anyway. One lock per
 	// inode being written, not stripes: a slow write never holds up another file's.
-	writingMu sync.Mutex                 // a leaf, for the map operations
-	writing   map[uint64]*inodeWriteLock // guarded by writingMu; made on first use
+	writing *lockTable // by upper inode number
 }
 
 // QuotaUsage is an upper layer's quota and what is counted against it.
@@ -139,7 +137,7 @@ func newQuota(root, index string, limitBytes, limitInodes uint64) (*quota, error
 	if limitBytes > math.MaxInt64 || limitInodes > math.MaxInt64 {
 		return nil, fmt.Errorf("billyunion: quota too large: %w", syscall.EINVAL)
 	}
-	q := &quota{limitBytes: limitBytes, limitInodes: limitInodes}
+	q := &quota{limitBytes: limitBytes, limitInodes: limitInodes, writing: newLockTable()}
 	b, n, err := scanUpper(root, index)
 	if err != nil {
 		return nil, fmt.Errorf("billyunion: counting the upper layer for its quota: %w", err)
@@ -257,43 +255,9 @@ func (q *quota) reserveObject(st *unix.Stat_t) (release func(), err error) {
 	return func() { q.release(1, size) }, nil
 }
 
-// inodeWriteLock is the lock of one upper inode's accounted writes, with its holders
-// and waiters counted (guarded by quota.writingMu) so the last lets it go.
-type inodeWriteLock struct {
-	mu    sync.Mutex
-	users int
-}
-
-// lockInode takes the lock of the upper inode ino's accounted writes; unlockInode
-// releases it.
-func (q *quota) lockInode(ino uint64) *inodeWriteLock {
-	q.writingMu.Lock()
-	if q.writing == nil {
-		q.writing = map[uint64]*inodeWriteLock{}
-	}
-	l := q.writing[ino]
-	if l == nil {
-		l = &inodeWriteLock{}
-		q.writing[ino] = l
-	}
-	l.users++
-	q.writingMu.Unlock()
-	l.mu.Lock()
-	return l
-}
-
-func (q *quota) unlockInode(ino uint64, l *inodeWriteLock) {
-	l.mu.Unlock()
-	q.writingMu.Lock()
-	if l.users--; l.users == 0 {
-		delete(q.writing, ino)
-	}
-	q.writingMu.Unlock()
-}
-
 // resize runs op, which changes the size of the open upper file f to at most end (a write
 // ending there, or a truncate to it; -1: at the file's current offset plus n, or its size
-// plus n with O_APPEND), under the inode's lock (lockInode), and counts what it added or freed. A
+// plus n with O_APPEND), under the inode's lock (writing), and counts what it added or freed. A
 // growth past the byte quota is refused with EDQUOT before op runs, so nothing beyond the
 // quota is written. exact says op sets the size to end (a truncate), which may free.
 // Files no longer linked anywhere (nlink 0) are not counted: their space was freed from
@@ -310,8 +274,8 @@ func (q *quota) resize(f *os.File, ino *atomic.Uint64, end int64, n int, exact b
 		}
 		ino.Store(st.Ino)
 	}
-	l := q.lockInode(ino.Load())
-	defer q.unlockInode(ino.Load(), l)
+	l := q.writing.lockKey(ino.Load())
+	defer q.writing.unlockKey(ino.Load(), l)
 	st, err := layer.Fstat(fd)
 	if err != nil {
 		return 0, layer.Errno(err)

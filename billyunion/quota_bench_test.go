@@ -135,7 +135,7 @@ func BenchmarkQuotaCharge(b *testing.B) {
 			if err := f.Truncate(1 << 20); err != nil {
 				b.Fatal(err)
 			}
-			q := &quota{limitBytes: 1 << 62}
+			q := &quota{limitBytes: 1 << 62, writing: newLockTable()}
 			var ino atomic.Uint64
 			end := int64(4096)
 			if grow {

@@ -234,6 +234,11 @@ func (f *file) LayerStat() (syscall.Stat_t, error) {
 	return st, ioErr(err)
 }
 
+// LayerFile is the descriptor the file reads through now: the upper copy once the object
+// has one. It stays open until the file is closed (a replaced descriptor is retired, not
+// closed), so a caller holding the file open may read it directly (splice).
+func (f *file) LayerFile() *os.File { return f.current() }
+
 func (f *file) Read(b []byte) (int, error) {
 	n, err := f.current().Read(b)
 	return n, ioErr(err)

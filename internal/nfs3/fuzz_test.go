@@ -73,8 +73,8 @@ func FuzzProcedures(f *testing.F) {
 			t.Fatalf("%s: %v (answered SYSTEM_ERR)", name, err)
 		}
 		results := reply.Results()
-		if len(results) > maxFuzzResults || len(reply.Data) > TransferSize {
-			t.Errorf("%s: %d bytes of results and %d of data", name, len(results), len(reply.Data))
+		if len(results) > maxFuzzResults || reply.DataLen() > TransferSize {
+			t.Errorf("%s: %d bytes of results and %d of data", name, len(results), reply.DataLen())
 		}
 		if Proc(p) == ProcNull {
 			return
@@ -95,7 +95,7 @@ func FuzzProcedures(f *testing.F) {
 
 // maxFuzzResults bounds a reply's results: a READDIR page is at most its maxcount, which
 // is capped at TransferSize; everything else is a few hundred bytes. READ's data is not
-// in the results but in Reply.Data.
+// in the results but in Reply.Data or Reply.Pipe.
 const maxFuzzResults = 2 << 20
 
 // allocBound is the most one call may allocate for args bytes of arguments. The decoders

@@ -36,6 +36,8 @@ type openFile interface {
 	Sync() error
 	// LayerStat is fstat of the descriptor: the layer object's own attributes.
 	LayerStat() (syscall.Stat_t, error)
+	// layerFile is the layer descriptor reads go through, for splicing its pages.
+	layerFile() (*os.File, bool)
 	Release()
 }
 
@@ -242,6 +244,16 @@ func (e *openEntry) LayerStat() (syscall.Stat_t, error) {
 		return syscall.Stat_t{}, syscall.ENOTSUP
 	}
 	return s.LayerStat()
+}
+
+// layerFile is the layer descriptor e reads through now, valid until e is released;
+// false when e's file has none.
+func (e *openEntry) layerFile() (*os.File, bool) {
+	l, ok := e.f.(interface{ LayerFile() *os.File })
+	if !ok {
+		return nil, false
+	}
+	return l.LayerFile(), true
 }
 
 func (e *openEntry) Sync() error {

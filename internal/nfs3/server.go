@@ -47,6 +47,8 @@ type Server struct {
 	union   *billyunion.FS
 	handles *handles.Handles
 	files   *openFiles
+	// pipes carry READ's data by reference (read.go).
+	pipes *oncrpc.Pipes
 	// cookieOrders: recent snapshots' entries in cookie order (cookies.go).
 	cookieOrders *cookieOrders
 	fsid         uint64 // the export's fsid in every fattr3
@@ -85,11 +87,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.files = newOpenFiles(func(p string, flag int) (billy.File, error) { return cfg.Union.OpenFile(p, flag, 0) })
+	s.pipes = oncrpc.NewPipes(TransferSize, maxPipes)
 	return s, nil
 }
 
-// Close closes the files kept open between calls; calls after it open files uncached.
-func (s *Server) Close() { s.files.closeAll() }
+// maxPipes bounds the pipes of READs in flight (two descriptors each); READs beyond it
+// copy their data.
+const maxPipes = 64
+
+// Close closes the files kept open between calls and the idle pipes; calls after it open
+// files uncached.
+func (s *Server) Close() {
+	s.files.closeAll()
+	s.pipes.Close()
+}
 
 // namespace is the union as one principal sees it: *billyunion.FS, or the
 // *billyunion.Caller whose new objects are the caller's.

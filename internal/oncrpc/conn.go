@@ -104,7 +104,7 @@ func (c *conn) readCalls() bool {
 		}
 		if refusal != nil {
 			c.srv.records.put(buf)
-			if err := c.write(refusal); err != nil {
+			if err := c.write(nil, refusal); err != nil {
 				return true
 			}
 			continue
@@ -213,18 +213,22 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 		delete(c.calls, call.XID)
 		c.mu.Unlock()
 	}()
-	parts, release := c.srv.answer(call, proc)
+	parts, pipe, release := c.srv.answer(call, proc)
 	if release != nil {
 		defer release()
 	}
-	if err := c.write(parts...); err != nil {
+	if err := c.write(pipe, parts...); err != nil {
 		c.close()
 	}
 }
 
-func (c *conn) write(parts ...[]byte) error {
+// write sends one reply record: parts, then the pipe's data when there is a pipe.
+func (c *conn) write(pipe *Pipe, parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if pipe != nil {
+		return c.wr.writeSpliced(c.nc, parts, pipe)
+	}
 	return c.wr.write(c.nc, parts)
 }
 

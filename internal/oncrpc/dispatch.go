@@ -47,9 +47,10 @@ func (s *Server) admit(record []byte, local, remote net.Addr, client string) (ca
 // a LOOKUP's with a 64-byte handle and both attributes being 272 bytes.
 const replyRoom = 320
 
-// answer runs a call's handler and returns the reply record's parts, in order, and what to
-// call once they are written (nil when nothing).
-func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release func()) {
+// answer runs a call's handler and returns the reply record's parts, in order, the pipe
+// whose data follows them (nil when none), and what to call once they are written (nil
+// when nothing).
+func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, pipe *Pipe, release func()) {
 	started := time.Now()
 	// Room for most replies up front: grown from nothing, the header and a LOOKUP's
 	// results took six allocations, a tenth of a call's in the toolchain profile.
@@ -61,6 +62,8 @@ func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release fu
 	switch {
 	case err == nil && reply.Raw != nil:
 		parts = [][]byte{reply.Raw}
+	case err == nil && reply.Pipe != nil:
+		parts, pipe = [][]byte{reply.Buf}, reply.Pipe
 	case err == nil && reply.Data != nil:
 		parts = [][]byte{reply.Buf, reply.Data, xdr.Padding(len(reply.Data))}
 	case err == nil:
@@ -85,5 +88,5 @@ func (s *Server) answer(call *Call, proc *Procedure) (parts [][]byte, release fu
 		}
 		logger.Debug("rpc", attrs...)
 	}
-	return parts, reply.Release
+	return parts, pipe, reply.Release
 }

@@ -9,6 +9,8 @@
 //
 //	record.go    record marking: reading a record's fragments, writing a reply in one writev
 //	buffers.go   record memory recycled in two sizes (small calls, 1 MiB WRITEs)
+//	splice.go    reply data by reference: a pool of pipes, file pages spliced into a pipe
+//	             and from it into the socket behind the header (READ's data, uncopied)
 //	message.go   call header, reply headers, the RPC constants (defined here only)
 //	auth.go      AUTH_UNIX credentials
 //	program.go   the dispatch table: Program, Procedure, Handler, Call, Reply
@@ -34,7 +36,9 @@
 // # Lock order
 //
 // Server.mu, then conn.mu or datagramSocket.mu; conn.wmu (one reply record on the socket
-// at a time) is a leaf taken with none of them held. No lock is held while a handler runs
+// at a time) is a leaf taken with none of them held; Pipes.mu is a leaf held for its free
+// list only. A pipe is filled from its file before conn.wmu is taken: under it, only the
+// pipe-to-socket splice, which does no file I/O. No lock is held while a handler runs
 // or while a socket is read; conn.wmu is held across the socket write of one reply. A UDP
 // reply is one datagram, written without a lock.
 package oncrpc

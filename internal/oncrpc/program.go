@@ -68,16 +68,26 @@ type Call struct {
 
 // Reply is what a Handler answers. Results go into the embedded Writer, which already
 // holds the reply's RPC header. Data, when set, follows the results on the wire, padded,
-// without being copied into them (READ's file data); Release, when set, is called once
-// the reply has been written, to recycle Data's buffer. Raw, when set, is a whole reply
-// record sent instead (the go-nfs bridge's).
+// without being copied into them (READ's file data); Pipe, when set instead, holds such
+// data by reference, spliced into the socket (splice.go). Release, when set, is called
+// once the reply has been written (or has failed to be), to recycle Data's buffer or the
+// Pipe. Raw, when set, is a whole reply record sent instead (the go-nfs bridge's).
 type Reply struct {
 	xdr.Writer
 	Data    []byte
+	Pipe    *Pipe
 	Release func()
 	Raw     []byte
 
 	resultsAt int
+}
+
+// DataLen is the length of the data that follows the results (Data's or Pipe's).
+func (r *Reply) DataLen() int {
+	if r.Pipe != nil {
+		return r.Pipe.Len()
+	}
+	return len(r.Data)
 }
 
 // Results returns the results appended so far.

@@ -105,7 +105,7 @@ func (rw *recordWriter) write(w io.Writer, parts [][]byte) error {
 	for _, p := range parts {
 		n += len(p)
 	}
-	binary.BigEndian.PutUint32(rw.mark[:], uint32(n)|lastFragment)
+	rw.setMark(n)
 	rw.bufs = append(rw.room[:0], rw.mark[:])
 	for _, p := range parts {
 		if len(p) > 0 {
@@ -117,4 +117,9 @@ func (rw *recordWriter) write(w io.Writer, parts [][]byte) error {
 	clear(rw.room[:])
 	rw.bufs = nil
 	return err
+}
+
+// setMark makes the record mark of a record of n bytes, sent as one fragment.
+func (rw *recordWriter) setMark(n int) {
+	binary.BigEndian.PutUint32(rw.mark[:], uint32(n)|lastFragment)
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ovlnfs/ovlnfs/internal/xdr"
 )
 
 // MaxDatagram bounds a call or a reply carried in one UDP datagram: the largest UDP
@@ -200,7 +202,18 @@ func (d *datagramSocket) releaseAll() {
 func (d *datagramSocket) handle(call *Call, proc *Procedure, key datagramCall, local *net.UDPAddr) {
 	defer d.srv.inflight.Done()
 	defer d.untrack(key)
-	parts, release := d.srv.answer(call, proc)
+	parts, pipe, release := d.srv.answer(call, proc)
+	if pipe != nil {
+		// A datagram is one buffer: the pipe's data is read into it.
+		data, err := pipe.readAll()
+		if err != nil {
+			d.srv.logger.Error("reading a reply's data from its pipe; answered SYSTEM_ERR instead",
+				"call", d.srv.table.name(call.Prog, call.Vers, call.Proc), "client", call.Client, "err", err)
+			parts = [][]byte{acceptedReply(call.XID, SystemErr)}
+		} else {
+			parts = append(parts, data, xdr.Padding(len(data)))
+		}
+	}
 	size := 0
 	for _, p := range parts {
 		size += len(p)

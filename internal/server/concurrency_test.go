@@ -117,10 +117,21 @@ func TestOneConnectionIsConcurrent(t *testing.T) {
 	if streamed < 8*readSize {
 		t.Errorf("the READ stream moved only %d bytes while the small calls were timed", streamed)
 	}
-	if med(busyG) > maxRatio*med(idleG) {
-		t.Errorf("GETATTR median %v during the stream is over %dx the idle %v", med(busyG), maxRatio, med(idleG))
+	// A reply queued behind a READ's on the connection waits while the client takes that
+	// READ in; the server can do nothing about that. Here that is well under the bound,
+	// but under the race detector this test's client takes milliseconds per MiB, more
+	// than the server's whole spliced READ, so the stream runs at the client's pace and
+	// a small reply waits for up to one READ reply ahead of it whatever the server does:
+	// there the bound allows one READ's time more.
+	var behind time.Duration
+	if raceDetector {
+		behind = elapsed / time.Duration(max(streamed/readSize, 1))
+		t.Logf("race detector: allowing %v, the stream's time per READ, on top", behind)
 	}
-	if med(busyL) > maxRatio*med(idleL) {
-		t.Errorf("LOOKUP median %v during the stream is over %dx the idle %v", med(busyL), maxRatio, med(idleL))
+	if med(busyG) > maxRatio*med(idleG)+behind {
+		t.Errorf("GETATTR median %v during the stream is over %dx the idle %v (+%v)", med(busyG), maxRatio, med(idleG), behind)
+	}
+	if med(busyL) > maxRatio*med(idleL)+behind {
+		t.Errorf("LOOKUP median %v during the stream is over %dx the idle %v (+%v)", med(busyL), maxRatio, med(idleL), behind)
 	}
 }

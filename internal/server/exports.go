@@ -457,7 +457,7 @@ func observe(m *metrics.Metrics, export, name string, proc uint32, reply *oncrpc
 	switch {
 	case status != 0:
 	case proc == uint32(nfs3.ProcRead):
-		read = len(reply.Data)
+		read = reply.DataLen()
 	case proc == uint32(nfs3.ProcWrite) && len(res) >= 20:
 		written = int(binary.BigEndian.Uint32(res[len(res)-16:]))
 	}

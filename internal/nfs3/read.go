@@ -77,14 +77,25 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 	if err != nil {
 		return false, nil, err
 	}
-	if count >= spliceFrom {
+	// By the length the file has for the read, not the one asked for: a client reads
+	// small files in calls of its largest transfer size too.
+	if min(uint64(count), uint64(pre.Size)-offset) >= spliceFrom {
 		if eof, post, ok, err := rq.spliceAt(f, pre.Ino, offset, count); ok {
 			return eof, post, err // f released with the reply, or on error
 		}
 	}
 	defer f.Release()
+	// No more than the file holds, by the freshest size there is: asked for more, ReadAt
+	// makes a second pread to find the end of the file.
+	size, want := uint64(pre.Size), uint64(count)
+	if checked != nil {
+		size = uint64(checked.Size)
+	}
+	if offset < size {
+		want = min(want, size-offset)
+	}
 	bp := readBuffers.Get().(*[]byte)
-	buf := (*bp)[:count]
+	buf := (*bp)[:want]
 	n, err := f.ReadAt(buf, int64(offset))
 	eof := errors.Is(err, io.EOF)
 	if err != nil && !eof {
@@ -103,11 +114,11 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 	} else {
 		post = fileAttr(f, pre.Ino)
 	}
-	size := pre.Size
+	end := pre.Size
 	if post != nil {
-		size = post.Size
+		end = post.Size
 	}
-	return eof || offset+uint64(n) >= uint64(size), post, nil
+	return eof || offset+uint64(n) >= uint64(end), post, nil
 }
 
 // spliceAt is readAt by reference: the file's pages at offset moved into a pipe the
@@ -132,7 +143,7 @@ func (rq *request) spliceAt(f openFile, unionIno uint64, offset uint64, count ui
 		return false, nil, false, nil // the file shrank meanwhile: readAt's copy answers
 	}
 	want := int(min(uint64(count), uint64(st.Size)-offset))
-	if !rq.s.pipes.Fits(int64(offset), want) {
+	if want < spliceFrom || !rq.s.pipes.Fits(int64(offset), want) {
 		return false, nil, false, nil
 	}
 	pipe := rq.s.pipes.Get()

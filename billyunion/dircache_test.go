@@ -185,7 +185,7 @@ func testRememberedIdentities(t *testing.T, mode cacheMode) {
 	}
 }
 
-// TestListedIdentitiesAreIdentify: EntryIdentity of every entry of a listing (lower and
+// TestListedIdentitiesAreIdentify: the identity (ListedEntries) of every entry of a listing (lower and
 // upper files, merged and pure directories, a copied-up file with an origin record)
 // equals Identify of its path, whether it comes from the parts the listing's lookup found
 // (nothing changed since) or from a lookup again (a change since); and an entry not yet
@@ -213,8 +213,11 @@ func testListedIdentities(t *testing.T, mode cacheMode) {
 		if len(entries) != want {
 			t.Fatalf("%s: %d entries in d", when, len(entries))
 		}
+		// All of them from one ListedEntries, as a READDIRPLUS page identifies its entries.
+		page := fs.ListedEntries("d")
+		defer page.Close()
 		for _, fi := range entries {
-			listed, err := fs.EntryIdentity("d", fi)
+			listed, err := page.Identity(fi)
 			if err != nil {
 				t.Fatalf("%s: EntryIdentity(d/%s): %v", when, fi.Name(), err)
 			}
@@ -237,6 +240,8 @@ func testListedIdentities(t *testing.T, mode cacheMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	page := fs.ListedEntries("d") // made before the change, used after it
+	defer page.Close()
 	// ...then d/lower replaced directly in the lower: the entry names a gone object.
 	if err := os.Remove(ls.path("l1", "d/lower")); err != nil {
 		t.Fatal(err)
@@ -246,7 +251,7 @@ func testListedIdentities(t *testing.T, mode cacheMode) {
 		if fi.Name() != "lower" {
 			continue
 		}
-		if _, err := fs.EntryIdentity("d", fi); err != syscall.ENOENT {
+		if _, err := page.Identity(fi); err != syscall.ENOENT {
 			var st syscall.Stat_t
 			_ = syscall.Lstat(ls.path("l1", "d/lower"), &st)
 			if _, ino, _ := LayerObject(fi); ino != st.Ino { // the new file may have got the old inode

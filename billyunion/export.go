@@ -186,7 +186,39 @@ func (fs *FS) knownIdentity(pl identityPlace, gen uint64, stemFor func() (stem, 
 // whose name now holds another object (or none) answers ENOENT: the
 // listing is older than that change.
 func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
-	dir = fs.respell(dir)
+	l := fs.ListedEntries(dir)
+	defer l.Close()
+	return l.Identity(fi)
+}
+
+// ListedEntries identifies entries of one listing of a directory together, as
+// EntryIdentity does one (a READDIRPLUS page's): the layers' change events are read and
+// the directory is resolved once for all of them, not once per entry. An identity is
+// then as fresh as the first entry that needed them, which is within the one call that
+// lists. Not for concurrent use; Close it when done.
+type ListedEntries struct {
+	fs  *FS
+	dir string // respelled
+
+	resolved bool   // gen, d and err are set
+	gen      uint64 // the directory cache's generation, read before d was resolved
+	d        *dir
+	err      error // of resolving d
+}
+
+// ListedEntries prepares the identification of entries of a listing of dir.
+func (fs *FS) ListedEntries(dir string) *ListedEntries {
+	return &ListedEntries{fs: fs, dir: fs.respell(dir)}
+}
+
+// Close lets go of the directory.
+func (l *ListedEntries) Close() {
+	l.d.close()
+	l.d = nil
+}
+
+// Identity is EntryIdentity of fi, an entry of the listing.
+func (l *ListedEntries) Identity(fi os.FileInfo) (Identity, error) {
 	entry, ok := fi.(*fileInfo)
 	if !ok {
 		return Identity{}, syscall.EINVAL
@@ -194,13 +226,13 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 	if id := entry.id.Load(); id != nil {
 		return *id, nil
 	}
-	p := entry.name
-	if dir != "" && dir != "/" {
-		p = dir + "/" + entry.name
-	}
-	id, ok, err := fs.identifyListed(dir, entry)
+	id, ok, err := l.identifyListed(entry)
 	if !ok && err == nil {
-		id, err = fs.Identify(p)
+		p := entry.name
+		if l.dir != "" && l.dir != "/" {
+			p = l.dir + "/" + entry.name
+		}
+		id, err = l.fs.Identify(p)
 	}
 	if err != nil {
 		return Identity{}, err
@@ -216,20 +248,24 @@ func (fs *FS) EntryIdentity(dir string, fi os.FileInfo) (Identity, error) {
 
 // identifyListed identifies a listing entry from the parts its lookup found, when no
 // change in the layers touched it since (ok false otherwise: look it up again).
-func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
+func (l *ListedEntries) identifyListed(fi *fileInfo) (Identity, bool, error) {
 	if fi.gen == noGeneration || len(fi.parts) == 0 {
 		return Identity{}, false, nil
 	}
-	gen := fs.readEvents()
-	comps, err := splitPath(dir)
-	if err != nil {
-		return Identity{}, false, err
+	fs := l.fs
+	if !l.resolved {
+		l.resolved = true
+		l.gen = fs.readEvents()
+		comps, err := splitPath(l.dir)
+		if err == nil {
+			l.d, err = fs.resolveDirIn(comps, false, true)
+		}
+		l.err = err
 	}
-	d, err := fs.resolveDirIn(comps, false, true)
-	if err != nil {
-		return Identity{}, false, err
+	if l.err != nil {
+		return Identity{}, false, l.err
 	}
-	defer d.close()
+	d := l.d
 	e := entryOf(fi.name, fi.parts)
 	pl := fs.entryPlace(d, &e)
 	cache, place := fs.dirs, pl
@@ -245,7 +281,7 @@ func (fs *FS) identifyListed(dir string, fi *fileInfo) (Identity, bool, error) {
 	if !cache.unchangedSince(fi.gen, place) {
 		return Identity{}, false, nil
 	}
-	k, err := fs.knownIdentity(pl, gen, func() (stem, error) { return fs.entryStem(d, &e) })
+	k, err := fs.knownIdentity(pl, l.gen, func() (stem, error) { return fs.entryStem(d, &e) })
 	if err != nil {
 		return Identity{}, false, err
 	}

@@ -345,7 +345,7 @@ func TestListedRedirectedDirIdentity(t *testing.T) {
 		if fi == nil {
 			t.Fatal("b not listed")
 		}
-		got, ok, err := fs.identifyListed("", fi)
+		got, ok, err := identifyListedIn(fs, "", fi)
 		noErr(t, "identifyListed", err)
 		if !ok {
 			if attempt < 10 {

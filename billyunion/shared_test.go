@@ -628,7 +628,7 @@ func TestSharedListingIdentitiesAreIdentify(t *testing.T) {
 		}
 		for _, fi := range entries {
 			if vouched {
-				_, ok, err := fs.identifyListed("d", fi.(*fileInfo))
+				_, ok, err := identifyListedIn(fs, "d", fi.(*fileInfo))
 				if err != nil || !ok {
 					t.Errorf("%s: d/%s of the shared listing not identified from its parts: %v", when, fi.Name(), err)
 				}
@@ -664,7 +664,7 @@ func TestSharedListingIdentitiesAreIdentify(t *testing.T) {
 		if fi.Name() != "lower" {
 			continue
 		}
-		if _, ok, _ := w.fs[1].identifyListed("d", fi.(*fileInfo)); ok {
+		if _, ok, _ := identifyListedIn(w.fs[1], "d", fi.(*fileInfo)); ok {
 			t.Errorf("d/lower, replaced in the lower since it was listed, identified from the parts its listing found")
 		}
 		if _, err := w.fs[1].EntryIdentity("d", fi); err != syscall.ENOENT {
@@ -675,4 +675,11 @@ func TestSharedListingIdentitiesAreIdentify(t *testing.T) {
 			}
 		}
 	}
+}
+
+// identifyListedIn is ListedEntries.identifyListed of one entry of a listing of dir.
+func identifyListedIn(fs *FS, dir string, fi *fileInfo) (Identity, bool, error) {
+	l := fs.ListedEntries(dir)
+	defer l.Close()
+	return l.identifyListed(fi)
 }

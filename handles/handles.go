@@ -24,7 +24,7 @@ type Union interface {
 	FindMoved(id billyunion.ObjectID) (string, error)
 	Locations(id billyunion.ObjectID) ([]billyunion.Location, error)
 	ReadDir(path string) ([]os.FileInfo, error)
-	EntryIdentity(dir string, fi os.FileInfo) (billyunion.Identity, error)
+	ListedEntries(dir string) *billyunion.ListedEntries
 	LayerSetID() uint32
 }
 
@@ -235,10 +235,11 @@ const goneFS = 0xff
 // once the listing was handed out before (the union caches each entry's
 // Identity in the listing).
 type Listing struct {
-	h      *Handles
-	dir    []string
-	dirKey string // the directory's path, as the union names it
-	parent billyunion.ObjectID
+	h       *Handles
+	dir     []string
+	dirKey  string // the directory's path, as the union names it
+	parent  billyunion.ObjectID
+	entries *billyunion.ListedEntries // the identification of the entries, made on first need
 }
 
 // ForListing prepares the handles of the entries of a listing of dir.
@@ -255,9 +256,14 @@ func (h *Handles) ForListing(dir []string) (*Listing, error) {
 }
 
 // Handle returns the handle of entry fi of the listing; ENOENT when its name
-// holds another object now.
+// holds another object now. The handles of one page of a listing come from one
+// Listing, so that the union reads its events and resolves the directory once for the
+// page (billyunion.ListedEntries); not for concurrent use.
 func (l *Listing) Handle(fi os.FileInfo) ([]byte, error) {
-	obj, err := l.h.union.EntryIdentity(l.dirKey, fi)
+	if l.entries == nil {
+		l.entries = l.h.union.ListedEntries(l.dirKey)
+	}
+	obj, err := l.entries.Identity(fi)
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +277,13 @@ func (l *Listing) Handle(fi os.FileInfo) ([]byte, error) {
 	}
 	l.h.paths.Add(obj.ID.Key(), join(l.dirKey, fi.Name()))
 	return b, nil
+}
+
+// Close lets go of what the listing's handles held (the directory).
+func (l *Listing) Close() {
+	if l.entries != nil {
+		l.entries.Close()
+	}
 }
 
 // Gone returns a well-formed handle that names no object and always answers ESTALE. It

@@ -256,6 +256,7 @@ func walk(fs *billyunion.FS, h *handles.Handles, dir []string) error {
 	if err != nil {
 		return err
 	}
+	defer l.Close()
 	for _, fi := range entries {
 		c := append(dir[:len(dir):len(dir)], fi.Name())
 		if _, err := fs.Lstat("/" + strings.Join(c, "/")); err != nil {

@@ -78,6 +78,9 @@ func (rq *request) readDirectory(plus bool) error {
 	if err == nil {
 		err = page.fill(cookie)
 	}
+	if page.handleSrc != nil {
+		page.handleSrc.Close()
+	}
 	rq.status(err)
 	rq.postOpAttr(dirSt)
 	if rq.s.logger.Enabled(context.Background(), slog.LevelDebug) {
@@ -205,22 +208,24 @@ func (pg *readdirPage) addEntry(fi os.FileInfo, c uint64) bool {
 // add encodes one entry (st: attributes, nil to send none; fh: nil for none), reporting
 // false (and adding nothing) when it would not fit.
 func (pg *readdirPage) add(name string, fileid, c uint64, st *syscall.Stat_t, fh []byte) bool {
-	entry := xdr.Writer{Buf: make([]byte, 0, 128+len(name)+len(fh))}
+	// Encoded in place, taken back if it does not fit: no buffer and copy per entry.
+	entry := &pg.body
+	mark := len(entry.Buf)
 	entry.Bool(true) // an entry follows
 	entry.Uint64(fileid)
 	entry.String(name)
 	entry.Uint64(c)
 	if pg.plus {
-		putPostOpAttr(&entry, st, pg.rq.s.fsid)
+		putPostOpAttr(entry, st, pg.rq.s.fsid)
 		entry.Bool(fh != nil)
 		if fh != nil {
 			entry.Opaque(fh)
 		}
 	}
-	if readdirHeadSize+len(pg.body.Buf)+len(entry.Buf)+readdirTailSize > pg.maxcount {
+	if readdirHeadSize+len(entry.Buf)+readdirTailSize > pg.maxcount {
+		entry.Buf = entry.Buf[:mark]
 		return false
 	}
-	pg.body.Buf = append(pg.body.Buf, entry.Buf...)
 	pg.count++
 	return true
 }

@@ -130,7 +130,7 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 // written, so a file that shrinks meanwhile answers a shorter read, never a torn record.
 func (rq *request) spliceAt(f openFile, unionIno uint64, offset uint64, count uint32) (eof bool, post *syscall.Stat_t, ok bool, err error) {
 	lf, has := f.layerFile()
-	if !has || rq.s.pipes == nil {
+	if !has {
 		return false, nil, false, nil
 	}
 	fd := int(lf.Fd())

@@ -205,10 +205,12 @@ func (rw *recordWriter) writeSpliced(nc net.Conn, parts [][]byte, p *Pipe) error
 	werr := raw.Write(func(fd uintptr) bool {
 		for len(head) > 0 {
 			m, err := unix.SendmsgBuffers(int(fd), head, nil, nil, unix.MSG_MORE)
-			if err == syscall.EAGAIN {
+			switch {
+			case err == syscall.EAGAIN:
 				return false
-			}
-			if err != nil && err != syscall.EINTR {
+			case err == syscall.EINTR:
+				continue
+			case err != nil:
 				ioErr = err
 				return true
 			}
@@ -237,14 +239,16 @@ func (rw *recordWriter) writeSpliced(nc net.Conn, parts [][]byte, p *Pipe) error
 		}
 		for len(pad) > 0 {
 			m, err := unix.Write(int(fd), pad)
-			if err == syscall.EAGAIN {
+			switch {
+			case err == syscall.EAGAIN:
 				return false
-			}
-			if err != nil && err != syscall.EINTR {
+			case err == syscall.EINTR:
+				continue
+			case err != nil:
 				ioErr = err
 				return true
 			}
-			pad = pad[max(m, 0):]
+			pad = pad[m:]
 		}
 		return true
 	})

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"slices"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -104,6 +104,17 @@ func (id ObjectID) AppendBinary(b []byte) []byte { return wideType.encode(b, id)
 func (id ObjectID) Key() string {
 	var room [96]byte // on the stack: the usual handle fits, a bigger one makes append allocate
 	return string(id.AppendBinary(room[:0]))
+}
+
+// KeyRoom is memory for KeyIn, meant to live on the caller's stack.
+type KeyRoom [96]byte
+
+// KeyIn is Key in room's memory, for reading a map or cache keyed by Key (nothing may
+// keep it): valid while room is and until room is used again. It spares the string Key
+// allocates, once per call on the LOOKUP path.
+func (id ObjectID) KeyIn(room *KeyRoom) string {
+	b := id.AppendBinary(room[:0])
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // AppendCompact appends id's compact binary form (handle type in 1 byte),
@@ -359,18 +370,21 @@ func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	e := entry{parts: d.parts}
-	var under *dir       // fileInfoOf names the root "/" when it has no parent
+	// The attributes of d's top part: a union directory's are its top part's (link count
+	// aside, fileInfoOf's rule), taken here without an entry, which would copy d's parts
+	// (a seventh of the toolchain walk's allocated bytes).
+	name, st := "/", d.parts[0].st
 	if len(d.path) > 0 { // the root's parts were fstat'ed by this lookup (rootDir)
-		e.name, under = d.path[len(d.path)-1], d
-		st, err := layer.Fstat(d.parts[0].fd)
-		if err != nil {
+		name = d.path[len(d.path)-1]
+		if st, err = layer.Fstat(d.parts[0].fd); err != nil {
 			return Identity{}, layer.Errno(err)
 		}
-		e.parts = slices.Clone(d.parts)
-		e.parts[0].st = st
 	}
-	info := fs.fileInfoOf(under, &e, stem{devIno: k.stem})
+	nlink := st.Nlink
+	if len(d.parts) > 1 { // merged
+		nlink = 1
+	}
+	info := fs.unionInfo(name, st, nlink, stem{devIno: k.stem})
 	return Identity{ID: k.id, Dir: true, Ino: fs.ino.number(k.stem), Info: info}, nil
 }
 

@@ -144,18 +144,23 @@ func (fs *FS) newFileInfo(d *dir, e *entry) *fileInfo {
 
 // fileInfoOf is newFileInfo for an entry whose stem is known.
 func (fs *FS) fileInfoOf(d *dir, e *entry, s stem) *fileInfo {
-	st := *e.topStat()
-	layerIno := st.Ino
-	st.Ino = fs.ino.number(s.devIno)
-	if e.merged() {
-		st.Nlink = 1
-	} else {
-		st.Nlink = fs.nlinkShown(d, e)
+	nlink := uint64(1)
+	if !e.merged() {
+		nlink = fs.nlinkShown(d, e)
 	}
 	name := e.name
 	if d == nil {
 		name = "/"
 	}
+	return fs.unionInfo(name, *e.topStat(), nlink, s)
+}
+
+// unionInfo is the FileInfo of the union object named name that stems from s, whose
+// top part has attributes st, with the link count the union shows.
+func (fs *FS) unionInfo(name string, st unix.Stat_t, nlink uint64, s stem) *fileInfo {
+	layerIno := st.Ino
+	st.Ino = fs.ino.number(s.devIno)
+	st.Nlink = nlink
 	return &fileInfo{name: name, st: *(*syscall.Stat_t)(unsafe.Pointer(&st)), layerIno: layerIno}
 }
 

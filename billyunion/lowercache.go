@@ -178,6 +178,17 @@ func (fs *FS) fromLowers(cur *dir, comps []string, i int, synced bool) (d *dir, 
 // it saves). A path the lower cache does not hold as a directory costs a map lookup.
 // The caller has read both unions' events (readEvents).
 func (fs *FS) freshChildView(d *dir, comps []string) *dir {
+	base := fs.freshChildBase(d, comps)
+	if base == nil {
+		return nil
+	}
+	return fs.lowerView(base)
+}
+
+// freshChildBase is the lower-only union's directory freshChildView would view (nil
+// when none), for a caller that needs only the view's parts (viewParts), not a view;
+// close it when done.
+func (fs *FS) freshChildBase(d *dir, comps []string) *dir {
 	if fs.lower == nil || !d.pure {
 		return nil
 	}
@@ -190,11 +201,7 @@ func (fs *FS) freshChildView(d *dir, comps []string) *dir {
 			return nil
 		}
 	}
-	base := fs.lower.dirs.getFresh(comps, true)
-	if base == nil {
-		return nil
-	}
-	return fs.lowerView(base)
+	return fs.lower.dirs.getFresh(comps, true)
 }
 
 // lowerIdentityPlace is where pl, a place in a view, lies in the lower-only union,
@@ -231,12 +238,18 @@ func (fs *FS) lowerIdentityPlace(pl identityPlace) (identityPlace, uint64, bool)
 // index moved below fs's upper. A view shares what it can with base (neither is ever
 // changed; the capped slices copy on append).
 func (fs *FS) lowerView(base *dir) *dir {
-	parts := base.parts
-	if shift := len(fs.layers) - len(base.fs.layers); shift != 0 {
-		parts = base.shiftedBy(shift)
-	}
+	parts := fs.viewParts(base)
 	return &dir{fs: fs, path: base.path[:len(base.path):len(base.path)], parts: parts[:len(parts):len(parts)],
 		owned: true, pure: true, base: base, lowerGen: fs.lower.dirs.currentGeneration()}
+}
+
+// viewParts is the parts a view of base has: base's, each layer index moved below fs's
+// upper. Not to be changed.
+func (fs *FS) viewParts(base *dir) []part {
+	if shift := len(fs.layers) - len(base.fs.layers); shift != 0 {
+		return base.shiftedBy(shift)
+	}
+	return base.parts
 }
 
 // shiftedParts is a directory's parts with every layer index moved by shift.

@@ -511,11 +511,11 @@ func (fs *FS) childToIdentify(d *dir, comps []string) (entry, error) {
 	if fs.dirs.on() {
 		if child := fs.dirs.getFresh(comps, true); child != nil {
 			defer child.close()
-			return entryOfDir(name, child), nil
+			return entryOfParts(name, child.parts), nil
 		}
-		if v := fs.freshChildView(d, comps); v != nil {
-			defer v.close()
-			return entryOfDir(name, v), nil
+		if base := fs.freshChildBase(d, comps); base != nil {
+			defer base.close()
+			return entryOfParts(name, fs.viewParts(base)), nil // a view's, without making one
 		}
 	}
 	e, err := fs.lookupChild(d, name)
@@ -525,12 +525,12 @@ func (fs *FS) childToIdentify(d *dir, comps []string) (entry, error) {
 	return e, err
 }
 
-// entryOfDir is the entry of the resolved directory child, named name in its parent,
-// as a lookup there finds it: its parts and their attributes, without descriptors (they
-// stay child's).
-func entryOfDir(name string, child *dir) entry {
-	e := entry{name: name, parts: make([]part, len(child.parts))}
-	for i, cp := range child.parts {
+// entryOfParts is the entry of a resolved directory with parts, named name in its
+// parent, as a lookup there finds it: its parts and their attributes, without
+// descriptors (they stay the directory's).
+func entryOfParts(name string, parts []part) entry {
+	e := entry{name: name, parts: make([]part, len(parts))}
+	for i, cp := range parts {
 		cp.fd = -1
 		e.parts[i] = cp
 	}

@@ -145,13 +145,12 @@ func (h *Handles) Lookup(path []string) ([]byte, os.FileInfo, error) {
 // Found is what LookupIn found: the directory a handle names, and the object at a name
 // in it.
 type Found struct {
-	// DirElems, DirPath and DirInfo are the directory's path (components, and joined as
-	// ResolvePath gives it) and attributes. DirErr is ResolvePath's error for the
-	// directory's handle: when it is set, nothing else is.
-	DirElems []string
-	DirPath  string
-	DirInfo  os.FileInfo
-	DirErr   error
+	// DirPath and DirInfo are the directory's path (joined as ResolvePath gives it) and
+	// attributes. DirErr is ResolvePath's error for the directory's handle: when it is
+	// set, nothing else is.
+	DirPath string
+	DirInfo os.FileInfo
+	DirErr  error
 	// Handle and Info are the object's handle and attributes; Err is Lookup's error for
 	// the name (ENOENT when the directory holds nothing there).
 	Handle []byte
@@ -172,7 +171,8 @@ func (h *Handles) LookupIn(dirFH []byte, name string) Found {
 	}
 	var f Found
 	var info os.FileInfo
-	f.DirElems, f.DirPath, info, f.DirErr = h.ResolvePath(dirFH)
+	var elems []string
+	elems, f.DirPath, info, f.DirErr = h.ResolvePath(dirFH)
 	if f.DirErr != nil {
 		return Found{DirErr: f.DirErr}
 	}
@@ -181,7 +181,7 @@ func (h *Handles) LookupIn(dirFH []byte, name string) Found {
 		f.Err = syscall.ENOTDIR
 		return f
 	}
-	child := append(append(make([]string, 0, len(f.DirElems)+1), f.DirElems...), name)
+	child := append(append(make([]string, 0, len(elems)+1), elems...), name)
 	f.Handle, f.Info, f.Err = h.Lookup(child)
 	return f
 }
@@ -193,7 +193,8 @@ func (h *Handles) lookupInCached(dirFH []byte, name string) (Found, bool) {
 	if err != nil || hd.export != h.export || !hd.dir {
 		return Found{}, false
 	}
-	dirPath, ok := h.paths.Get(hd.obj.Key())
+	var room billyunion.KeyRoom
+	dirPath, ok := h.paths.Get(hd.obj.KeyIn(&room))
 	if !ok {
 		return Found{}, false
 	}
@@ -205,15 +206,11 @@ func (h *Handles) lookupInCached(dirFH []byte, name string) (Found, bool) {
 		return Found{}, false
 	}
 	h.resolutions[viaCache].Add(1)
-	f := Found{DirPath: dirPath, DirInfo: parent.Info, DirElems: []string{}}
-	if dirPath != "" {
-		f.DirElems = strings.Split(dirPath, "/")
-	}
+	f := Found{DirPath: dirPath, DirInfo: parent.Info}
 	if err != nil {
 		f.Err = err
 		return f, true
 	}
-	p := join(dirPath, name)
 	hd = &handle{export: h.export, dir: obj.Dir, obj: obj.ID}
 	if !obj.Dir {
 		hd.hasHint, hd.parent, hd.name = true, parent.ID, name
@@ -222,7 +219,11 @@ func (h *Handles) lookupInCached(dirFH []byte, name string) (Found, bool) {
 		f.Err = err
 		return f, true
 	}
-	h.paths.Add(obj.ID.Key(), p)
+	// A hot name's path is cached already: Get keeps it recent without the key and
+	// path Add would allocate.
+	if known, ok := h.paths.Get(obj.ID.KeyIn(&room)); !ok || !isChildPath(known, dirPath, name) {
+		h.paths.Add(obj.ID.Key(), join(dirPath, name))
+	}
 	f.Info = obj.Info
 	return f, true
 }
@@ -505,4 +506,12 @@ func join(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
+}
+
+// isChildPath reports whether p is join(dir, name), without joining.
+func isChildPath(p, dir, name string) bool {
+	if dir == "" {
+		return p == name
+	}
+	return len(p) == len(dir)+1+len(name) && strings.HasPrefix(p, dir) && p[len(dir)] == '/' && strings.HasSuffix(p, name)
 }

@@ -3,7 +3,6 @@ package handles
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -76,7 +75,7 @@ func TestLookupInConfirmsTheDirectory(t *testing.T) {
 			f := lookupIn(fhD, "x")
 			want, wantInfo, err := h.Lookup([]string{"d", "x"})
 			must(t, err)
-			if f.Err != nil || !sameObject(f.Handle, want) || f.DirPath != "d" || strings.Join(f.DirElems, "/") != "d" {
+			if f.Err != nil || !sameObject(f.Handle, want) || f.DirPath != "d" {
 				t.Fatalf("LookupIn(d, x) = %+v, want the handle of d/x", f)
 			}
 			sameAttrs(t, "d/x", f.Info, wantInfo)

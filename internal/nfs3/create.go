@@ -44,7 +44,7 @@ func create(rq *request) error {
 // NFS mount expects: the size-0 SETATTR is how the client truncates).
 func (rq *request) createChecked(p string, guarded bool, s *sattr3) error {
 	mode := newMode(s, 0o644)
-	f, err := rq.ns.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, billyunion.FileMode(mode))
+	f, err := rq.namespace().OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, billyunion.FileMode(mode))
 	if err == nil {
 		if err := f.Close(); err != nil {
 			return err
@@ -93,7 +93,7 @@ func (rq *request) createExclusive(p string, verf []byte) error {
 		return err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG &&
 			uint32(st.Atim.Sec) == atime && uint32(st.Mtim.Sec) == mtime
 	}
-	f, err := rq.ns.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := rq.namespace().OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		if errors.Is(err, syscall.EEXIST) && matches() {
 			return nil // a retransmission of the create that made it
@@ -103,5 +103,5 @@ func (rq *request) createExclusive(p string, verf []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return rq.ns.Chtimes(p, time.Unix(int64(atime), 0), time.Unix(int64(mtime), 0))
+	return rq.namespace().Chtimes(p, time.Unix(int64(atime), 0), time.Unix(int64(mtime), 0))
 }

@@ -16,7 +16,7 @@ func link(rq *request) error {
 		dirPre, err = rq.checkNewEntry(&d)
 	}
 	if err == nil {
-		err = rq.ns.Link(target, d.child())
+		err = rq.namespace().Link(target, d.child())
 	}
 	rq.status(err)
 	var fileSt, dirPost *syscall.Stat_t

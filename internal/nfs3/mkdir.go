@@ -10,7 +10,7 @@ func mkdir(rq *request) error {
 		return err
 	}
 	rq.makeEntry(&d, &s, func(p string) error {
-		return rq.ns.Mkdir(p, billyunion.FileMode(newMode(&s, 0o755)))
+		return rq.namespace().Mkdir(p, billyunion.FileMode(newMode(&s, 0o755)))
 	})
 	return nil
 }

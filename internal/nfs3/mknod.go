@@ -33,7 +33,7 @@ func mknod(rq *request) error {
 		default:
 			return errBadType
 		}
-		return rq.ns.Mknod(p, typ|newMode(&s, 0o644), major, minor)
+		return rq.namespace().Mknod(p, typ|newMode(&s, 0o644), major, minor)
 	})
 	return nil
 }

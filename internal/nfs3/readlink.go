@@ -10,7 +10,7 @@ func readlink(rq *request) error {
 	_, p, st, err := rq.statHandle(fh)
 	var target string
 	if err == nil {
-		target, err = rq.ns.Readlink(p)
+		target, err = rq.namespace().Readlink(p)
 	}
 	if err == nil {
 		st = rq.statOrNil(p)

@@ -33,9 +33,9 @@ func (rq *request) removeEntry(dir bool) error {
 		// The handle is made before the object goes, to drop what is cached for it.
 		fh, herr := rq.s.handles.ToHandle(d.childElems())
 		if dir {
-			err = rq.ns.Rmdir(d.child())
+			err = rq.namespace().Rmdir(d.child())
 		} else {
-			err = rq.ns.Unlink(d.child())
+			err = rq.namespace().Unlink(d.child())
 		}
 		if err == nil {
 			rq.s.files.forget(d.child())

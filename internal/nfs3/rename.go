@@ -31,7 +31,7 @@ func rename(rq *request) error {
 		err = rq.appleDoubleName(to.name)
 	}
 	if err == nil {
-		err = rq.ns.Rename(from.child(), to.child())
+		err = rq.namespace().Rename(from.child(), to.child())
 		if err == nil {
 			rq.s.files.forget(from.child())
 			rq.s.files.forget(to.child())

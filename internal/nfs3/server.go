@@ -129,7 +129,6 @@ type request struct {
 	res   *xdr.Writer // the results, in the reply
 	reply *oncrpc.Reply
 	who   principal // the caller as served: squashed, never anonymous
-	ns    namespace
 	// readOnly: nothing may be changed, the union being read-only or the client's grant
 	// (an ro rule).
 	readOnly bool
@@ -147,12 +146,18 @@ func (s *Server) procedure(name string, fn func(*request) error) oncrpc.Handler 
 		}
 		who := servedAs(grant, call.Cred)
 		rq := &request{s: s, call: call, args: call.Args, res: &reply.Writer, reply: reply,
-			who: who, ns: s.union, readOnly: s.readOnly || grant.ReadOnly, procName: procName}
-		if s.actAsCaller {
-			rq.ns = s.union.As(who.UID, who.GID)
-		}
+			who: who, readOnly: s.readOnly || grant.ReadOnly, procName: procName}
 		return fn(rq)
 	}
+}
+
+// namespace is the union as the caller changes it: made on demand, as most calls
+// change nothing.
+func (rq *request) namespace() namespace {
+	if rq.s.actAsCaller {
+		return rq.s.union.As(rq.who.UID, rq.who.GID)
+	}
+	return rq.s.union
 }
 
 // decoded reports whether the arguments decoded, as the procedures' return value.
@@ -211,7 +216,7 @@ func (rq *request) lookupFailed(p string, err error) error {
 }
 
 func (rq *request) stat(p string) (*syscall.Stat_t, error) {
-	fi, err := rq.ns.Lstat(p)
+	fi, err := rq.namespace().Lstat(p)
 	if err != nil {
 		return nil, err
 	}

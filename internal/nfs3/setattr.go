@@ -55,13 +55,13 @@ func (rq *request) apply(p string, s *sattr3, cur *syscall.Stat_t) error {
 			gid = int(*s.gid)
 		}
 		if uid != -1 || gid != -1 {
-			if err := rq.ns.Lchown(p, uid, gid); err != nil {
+			if err := rq.namespace().Lchown(p, uid, gid); err != nil {
 				return err
 			}
 		}
 	}
 	if s.mode != nil {
-		if err := rq.ns.Chmod(p, billyunion.FileMode(*s.mode&0o7777)); err != nil {
+		if err := rq.namespace().Chmod(p, billyunion.FileMode(*s.mode&0o7777)); err != nil {
 			return err
 		}
 	}
@@ -72,7 +72,7 @@ func (rq *request) apply(p string, s *sattr3, cur *syscall.Stat_t) error {
 		if *s.size > 1<<62 {
 			return syscall.EFBIG
 		}
-		if err := rq.ns.Truncate(p, int64(*s.size)); err != nil {
+		if err := rq.namespace().Truncate(p, int64(*s.size)); err != nil {
 			return err
 		}
 		// A cached read-write descriptor stays valid across a truncate; nothing to drop.
@@ -85,7 +85,7 @@ func (rq *request) apply(p string, s *sattr3, cur *syscall.Stat_t) error {
 		if s.mtime != nil {
 			mt = *s.mtime
 		}
-		if err := rq.ns.Chtimes(p, at, mt); err != nil {
+		if err := rq.namespace().Chtimes(p, at, mt); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,6 @@ func symlink(rq *request) error {
 	if err := rq.decoded(); err != nil {
 		return err
 	}
-	rq.makeEntry(&d, &s, func(p string) error { return rq.ns.Symlink(target, p) })
+	rq.makeEntry(&d, &s, func(p string) error { return rq.namespace().Symlink(target, p) })
 	return nil
 }

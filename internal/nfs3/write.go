@@ -72,7 +72,7 @@ func write(rq *request) error {
 // show the new mode.
 func (rq *request) dropPrivileges(p string, st *syscall.Stat_t) error {
 	if mode, ok := rq.who.privilegesDropped(st); ok {
-		return rq.ns.Chmod(p, billyunion.FileMode(mode))
+		return rq.namespace().Chmod(p, billyunion.FileMode(mode))
 	}
 	return nil
 }

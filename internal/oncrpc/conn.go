@@ -213,10 +213,8 @@ func (c *conn) handle(call *Call, proc *Procedure) {
 		delete(c.calls, call.XID)
 		c.mu.Unlock()
 	}()
-	parts, pipe, release := c.srv.answer(call, proc)
-	if release != nil {
-		defer release()
-	}
+	parts, pipe, reply := c.srv.answer(call, proc)
+	defer c.srv.replies.put(reply)
 	if err := c.write(pipe, parts...); err != nil {
 		c.close()
 	}

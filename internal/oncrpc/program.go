@@ -80,6 +80,7 @@ type Reply struct {
 	Raw     []byte
 
 	resultsAt int
+	parts     [3][]byte // the memory of the record's parts (answer)
 }
 
 // DataLen is the length of the data that follows the results (Data's or Pipe's).

@@ -26,6 +26,7 @@ type Server struct {
 	table   *dispatchTable
 	logger  *slog.Logger
 	records bufferPool // memory of the call records being read and handled
+	replies replyRecycler
 
 	mu       sync.Mutex // guards conns, sockets and draining
 	conns    map[*conn]struct{}

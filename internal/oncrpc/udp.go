@@ -202,7 +202,7 @@ func (d *datagramSocket) releaseAll() {
 func (d *datagramSocket) handle(call *Call, proc *Procedure, key datagramCall, local *net.UDPAddr) {
 	defer d.srv.inflight.Done()
 	defer d.untrack(key)
-	parts, pipe, release := d.srv.answer(call, proc)
+	parts, pipe, answered := d.srv.answer(call, proc)
 	if pipe != nil {
 		// A datagram is one buffer: the pipe's data is read into it.
 		data, err := pipe.readAll()
@@ -229,9 +229,7 @@ func (d *datagramSocket) handle(call *Call, proc *Procedure, key datagramCall, l
 			reply = append(reply, p...)
 		}
 	}
-	if release != nil {
-		release()
-	}
+	d.srv.replies.put(answered) // copied into the datagram
 	d.send(reply, local, key.from)
 }
 

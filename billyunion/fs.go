@@ -103,6 +103,10 @@ type FS struct {
 	x        copyup.Xattrs
 	locks    *lockTable
 	ino      *inodes
+	// rootParts are the union root's parts as stat'ed when fs was made: the layers' root
+	// descriptors, whose device, inode and type never change (their other attributes
+	// do). For walks that need only those of the root (rootParent); set in New.
+	rootParts []part
 	// copyUps counts completed copy-ups; files opened read-only on a lower
 	// layer compare it to notice that their object moved up.
 	copyUps atomic.Uint64
@@ -276,6 +280,11 @@ func New(opts Options) (*FS, error) {
 		fs.former = append(fs.former, l)
 	}
 	fs.ino = newInodes(append(slices.Clone(fs.layers), fs.former...), fs.hasUpper)
+	root, err := fs.rootDir()
+	if err != nil {
+		return nil, fmt.Errorf("billyunion: stat of a layer root: %w", err)
+	}
+	fs.rootParts = root.parts
 	if fs.shared != nil {
 		fs.ino.origins = fs.shared.origins
 	}

@@ -335,6 +335,15 @@ func (fs *FS) rootDir() (*dir, error) {
 	return d, nil
 }
 
+// rootParent is the union root as the parent of the name a lookup resolves, with the
+// parts' attributes as New found them: a name's lookup reads only their descriptors,
+// devices, inodes and types, which never change, so it need not fstat every layer's root
+// again (two system calls of a READ of a file at the root). Not for the root's own
+// attributes, nor for a change in the root (rootDir).
+func (fs *FS) rootParent() *dir {
+	return &dir{fs: fs, parts: fs.rootParts[:len(fs.rootParts):len(fs.rootParts)], pure: true}
+}
+
 // descend opens the directory entry e (a child of d) as a dir.
 func (fs *FS) descend(d *dir, e *entry) (*dir, error) {
 	child := &dir{fs: fs, path: append(append([]string(nil), d.path...), e.name), owned: true, pure: fs.childPure(d, e)}
@@ -488,8 +497,10 @@ func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
-	if err != nil {
+	var d *dir
+	if len(comps) == 1 {
+		d = fs.rootParent()
+	} else if d, err = fs.resolveDirIn(comps[:len(comps)-1], false, true); err != nil {
 		return nil, entry{}, err
 	}
 	e, err := fs.childToIdentify(d, comps)

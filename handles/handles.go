@@ -368,14 +368,15 @@ func (h *Handles) resolve(hd *handle) (string, os.FileInfo, error) {
 }
 
 func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
-	key := hd.obj.Key()
-	if p, ok := h.paths.Get(key); ok {
+	var room billyunion.KeyRoom
+	if p, ok := h.paths.Get(hd.obj.KeyIn(&room)); ok {
 		if info, ok := h.confirm(p, hd.obj, hd.dir); ok {
 			h.resolutions[viaCache].Add(1)
 			return p, info, nil
 		}
-		h.paths.Remove(key)
+		h.paths.Remove(hd.obj.KeyIn(&room))
 	}
+	key := hd.obj.Key() // the hot path above allocates no key
 	if hd.dir {
 		p, info, err := h.resolveDir(hd.obj)
 		if err == nil {

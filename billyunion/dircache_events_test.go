@@ -2,6 +2,7 @@ package billyunion
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -528,4 +529,49 @@ func testHardLinkedUpperIdentity(t *testing.T, mode cacheMode) {
 	if h2 := identify("d/h"); !h2.ID.Equal(g.ID) {
 		t.Fatalf("d/h after its origin record named d/g (written through e/h2): %+v, want d/g's %+v", h2.ID, g.ID)
 	}
+}
+
+// TestIdentifySeesUpperNamesAppear: a lower name identified again and again (which the
+// directory cache remembers as absent from the upper part, sparing the upper's stat)
+// shows the upper object or whiteout made there behind the union's back at once, at the
+// root and in a directory with an upper part.
+func TestIdentifySeesUpperNamesAppear(t *testing.T) {
+	requireRoot(t)
+	forCacheModes(t, func(t *testing.T, mode cacheMode) {
+		ls := newLayerSet(t, 1)
+		for _, p := range []string{"f", "w", "d/f", "d/w"} {
+			ls.file("l1", p, "low")
+		}
+		ls.dir("u", "d")
+		fs := ls.openMode(mode, true)
+		before := map[string]Identity{}
+		for range 3 {
+			for _, p := range []string{"f", "w", "d/f", "d/w"} {
+				id, err := fs.Identify(p)
+				if err != nil {
+					t.Fatalf("Identify(%s): %v", p, err)
+				}
+				before[p] = id
+			}
+		}
+		ls.file("u", "f", "upper")
+		ls.file("u", "d/f", "upper")
+		ls.whiteout("u", "w")
+		ls.whiteout("u", "d/w")
+		for _, p := range []string{"f", "d/f"} {
+			id, err := fs.Identify(p)
+			if err != nil {
+				t.Fatalf("Identify(%s) after an upper copy appeared: %v", p, err)
+			}
+			if id.ID.Equal(before[p].ID) || id.Info.Size() != int64(len("upper")) {
+				t.Errorf("Identify(%s) after an upper copy appeared: size %d, same object %v; want the upper's",
+					p, id.Info.Size(), id.ID.Equal(before[p].ID))
+			}
+		}
+		for _, p := range []string{"w", "d/w"} {
+			if _, err := fs.Identify(p); !errors.Is(err, syscall.ENOENT) {
+				t.Errorf("Identify(%s) after an upper whiteout appeared: %v, want ENOENT", p, err)
+			}
+		}
+	})
 }

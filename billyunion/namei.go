@@ -529,9 +529,36 @@ func (fs *FS) childToIdentify(d *dir, comps []string) (entry, error) {
 			return entryOfParts(name, fs.viewParts(base)), nil // a view's, without making one
 		}
 	}
-	e, err := fs.lookupChild(d, name)
+	return fs.childBelowUpper(d, name)
+}
+
+// childBelowUpper is lookupChild of name in d for identifying it, sparing the upper
+// part's stat while the directory cache knows that part holds nothing at name (the
+// memo fromLowers keeps for directories, here for every name): a READ of a lower file
+// at the root looked in the upper first every time. ENOENT when d holds nothing there.
+func (fs *FS) childBelowUpper(d *dir, name string) (entry, error) {
+	held, memo := allParts, fs.dirs.on() && d.base == nil && fs.dirHasUpper(d)
+	holder := d
+	if len(d.path) == 0 {
+		holder = nil // the root, as the memo names it
+	}
+	var gen uint64
+	if memo {
+		if fs.dirs.upperAbsent(holder, name) {
+			held &^= 1 // part 0, the upper
+			memo = false
+		} else {
+			gen = fs.dirs.currentGeneration()
+		}
+	}
+	e, _, err := fs.lookupChildIn(d, name, held)
 	if err == nil && !e.exists() {
 		err = syscall.ENOENT
+	}
+	if err == nil && memo && !fs.inUpper(&e) {
+		// Found below an upper part that holds nothing there (anything it held, a
+		// whiteout or an object, would be the entry's top or would have hidden it).
+		fs.dirs.putUpperAbsent(holder, name, gen)
 	}
 	return e, err
 }

@@ -14,7 +14,8 @@
 //	message.go   call header, reply headers, the RPC constants (defined here only)
 //	auth.go      AUTH_UNIX credentials
 //	program.go   the dispatch table: Program, Procedure, Handler, Call, Reply
-//	dispatch.go  what every transport does with a call: admit (decode, look up or refuse), answer
+//	dispatch.go  what every transport does with a call: admit (decode, look up or refuse),
+//	             answer; Replies recycled once written
 //	server.go    Server: Config, New, Serve, Shutdown (listening and draining)
 //	conn.go      one TCP connection: bounded concurrency, a lone call answered on the
 //	             reading goroutine, retransmission filter

@@ -334,6 +334,20 @@ func (c *dirCache) upperAbsent(d *dir, name string) bool {
 	return ok
 }
 
+// attrsExact reports whether d is what the cache holds at its path, with its parts'
+// attributes as they were looked up and exact since (atime aside): no event named an
+// entry of its parts (they would be attrsStale) nor the directory itself (it would be
+// gone). It reads no events: the caller's operation has.
+func (c *dirCache) attrsExact(d *dir) bool {
+	if !c.on() || len(d.path) == 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cd := c.cachedLocked(d)
+	return cd != nil && !cd.attrsStale
+}
+
 // putUpperAbsent records that the upper part of d (nil: the root), looked in at
 // generation gen, held nothing at name, unless d is not what the cache holds or a
 // change to that name arrived since.

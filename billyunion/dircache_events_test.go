@@ -575,3 +575,45 @@ func TestIdentifySeesUpperNamesAppear(t *testing.T) {
 		}
 	})
 }
+
+// TestIdentifyInDirectoryAttrsFollowChanges: the directory attributes IdentifyIn gives
+// (what LOOKUP answers for the directory), taken from the cache while exact, are the
+// disk's after an entry is made in the directory and after its mode changes behind the
+// union's back: for a lower directory seen through the shared lowers and for one with
+// an upper part.
+func TestIdentifyInDirectoryAttrsFollowChanges(t *testing.T) {
+	requireRoot(t)
+	forCacheModes(t, func(t *testing.T, mode cacheMode) {
+		ls := newLayerSet(t, 1)
+		ls.file("l1", "low/sub/f", "l")
+		ls.file("u", "up/sub/g", "u")
+		fs := ls.openMode(mode, true)
+		check := func(dir, layerName, when string) {
+			t.Helper()
+			for range 3 {
+				parent, _, err := fs.IdentifyIn(dir, "f")
+				if err != nil && !errors.Is(err, syscall.ENOENT) {
+					t.Fatalf("IdentifyIn(%s) %s: %v", dir, when, err)
+				}
+				var want syscall.Stat_t
+				if err := syscall.Lstat(ls.path(layerName, dir), &want); err != nil {
+					t.Fatal(err)
+				}
+				got, _ := StatOf(parent.Info)
+				if got.Mode != want.Mode || got.Mtim != want.Mtim || got.Ctim != want.Ctim || got.Size != want.Size {
+					t.Fatalf("IdentifyIn(%s) %s: mode %o mtime %v ctime %v size %d, the layer has %o %v %v %d",
+						dir, when, got.Mode, got.Mtim, got.Ctim, got.Size, want.Mode, want.Mtim, want.Ctim, want.Size)
+				}
+			}
+		}
+		for _, c := range []struct{ dir, layer string }{{"low/sub", "l1"}, {"up/sub", "u"}} {
+			check(c.dir, c.layer, "at first")
+			ls.file(c.layer, c.dir+"/new", "n")
+			check(c.dir, c.layer, "after an entry was made in it")
+			if err := os.Chmod(ls.path(c.layer, c.dir), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			check(c.dir, c.layer, "after its mode changed")
+		}
+	})
+}

@@ -373,11 +373,16 @@ func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
 	// The attributes of d's top part: a union directory's are its top part's (link count
 	// aside, fileInfoOf's rule), taken here without an entry, which would copy d's parts
 	// (a seventh of the toolchain walk's allocated bytes).
+	// A directory the cache holds with its parts' attributes exact (no event named an
+	// entry of them since they were looked up) needs no fstat: a LOOKUP in it makes one
+	// system call fewer.
 	name, st := "/", d.parts[0].st
 	if len(d.path) > 0 { // the root's parts were fstat'ed by this lookup (rootDir)
 		name = d.path[len(d.path)-1]
-		if st, err = layer.Fstat(d.parts[0].fd); err != nil {
-			return Identity{}, layer.Errno(err)
+		if !fs.attrsExact(d) {
+			if st, err = layer.Fstat(d.parts[0].fd); err != nil {
+				return Identity{}, layer.Errno(err)
+			}
 		}
 	}
 	nlink := st.Nlink
@@ -386,6 +391,16 @@ func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
 	}
 	info := fs.unionInfo(name, st, nlink, stem{devIno: k.stem})
 	return Identity{ID: k.id, Dir: true, Ino: fs.ino.number(k.stem), Info: info}, nil
+}
+
+// attrsExact reports whether the resolved directory d is one a directory cache holds
+// (the lower-only union's, for a view) with its parts' attributes as the disk has them,
+// atime aside (dirCache.attrsExact). The caller's operation has read the events.
+func (fs *FS) attrsExact(d *dir) bool {
+	if d.base != nil {
+		return d.base.cached.Load() && d.base.fs.dirs.attrsExact(d.base)
+	}
+	return d.cached.Load() && fs.dirs.attrsExact(d)
 }
 
 // entryPlace is where entry e, a child of d (d nil for the root, whose parts are in

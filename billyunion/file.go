@@ -185,6 +185,10 @@ type file struct {
 	epoch   uint64
 	// ino is the upper descriptor's inode number once the quota needed it (quota.resize).
 	ino atomic.Uint64
+	// objOf is the descriptor objDev and objIno were fstat'ed from (LayerObject), nil
+	// until asked; guarded by mu.
+	objOf          *os.File
+	objDev, objIno uint64
 }
 
 func (fs *FS) newFile(name string, comps []string, f *os.File, upper bool) *file {
@@ -232,6 +236,28 @@ func (f *file) LayerStat() (syscall.Stat_t, error) {
 	var st syscall.Stat_t
 	err := syscall.Fstat(int(f.current().Fd()), &st)
 	return st, ioErr(err)
+}
+
+// LayerObject is the device and inode number of the layer object the file reads through
+// now (LayerStat's), fstat'ed once per descriptor: a caller checking that a cached open
+// file is still the object a lookup found pays no system call for it.
+func (f *file) LayerObject() (dev, ino uint64, err error) {
+	cur := f.current()
+	f.mu.Lock()
+	if f.objOf == cur {
+		dev, ino = f.objDev, f.objIno
+		f.mu.Unlock()
+		return dev, ino, nil
+	}
+	f.mu.Unlock()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(cur.Fd()), &st); err != nil {
+		return 0, 0, ioErr(err)
+	}
+	f.mu.Lock()
+	f.objOf, f.objDev, f.objIno = cur, st.Dev, st.Ino
+	f.mu.Unlock()
+	return st.Dev, st.Ino, nil
 }
 
 // LayerFile is the descriptor the file reads through now: the upper copy once the object

@@ -219,8 +219,9 @@ func (e *openEntry) WriteAt(b []byte, off int64) (int, error) {
 	return w.WriteAt(b, off)
 }
 
-// isObject reports whether e's descriptor is the layer object want describes, with the
-// descriptor's fstat when it made one.
+// isObject reports whether e's descriptor is the layer object want describes, with that
+// object's attributes when it has them: want's own where the descriptor's object is known
+// without an fstat (a union file's LayerObject), else the descriptor's fstat.
 func (e *openEntry) isObject(want os.FileInfo) (bool, *syscall.Stat_t) {
 	if want == nil {
 		return true, nil
@@ -228,6 +229,22 @@ func (e *openEntry) isObject(want os.FileInfo) (bool, *syscall.Stat_t) {
 	dev, ino, ok := billyunion.LayerObject(want)
 	if !ok {
 		return true, nil
+	}
+	if lo, ok := e.f.(interface {
+		LayerObject() (dev, ino uint64, err error)
+	}); ok {
+		// The descriptor's object, known without an fstat: want's attributes, from the
+		// lookup this call just made of that object, are as fresh as one.
+		d, i, err := lo.LayerObject()
+		if err != nil || d != dev || i != ino {
+			return false, nil
+		}
+		st, ok := billyunion.StatOf(want)
+		if !ok {
+			return true, nil
+		}
+		cp := *st
+		return true, &cp
 	}
 	st, err := e.LayerStat()
 	if err != nil {

@@ -106,9 +106,9 @@ func (rq *request) readAt(p string, info os.FileInfo, offset uint64, count uint3
 	rq.reply.Release = func() { readBuffers.Put(bp) }
 	var post *syscall.Stat_t
 	if checked != nil && offset+uint64(n) <= uint64(checked.Size) {
-		// A read changes no attribute the client caches (atime aside): the fstat that
-		// checked the cached descriptor, just before the read, serves as the post-op
-		// attributes, unless the file grew past it meanwhile.
+		// A read changes no attribute the client caches (atime aside): the attributes
+		// that checked the cached descriptor, taken just before the read, serve as the
+		// post-op attributes, unless the file grew past them meanwhile.
 		checked.Ino = pre.Ino
 		post = checked
 	} else {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -579,8 +580,8 @@ func TestIdentifySeesUpperNamesAppear(t *testing.T) {
 // TestIdentifyInDirectoryAttrsFollowChanges: the directory attributes IdentifyIn gives
 // (what LOOKUP answers for the directory), taken from the cache while exact, are the
 // disk's after an entry is made in the directory and after its mode changes behind the
-// union's back: for a lower directory seen through the shared lowers and for one with
-// an upper part.
+// union's back: for a lower directory seen through the shared lowers, for one with an
+// upper part, and for the root.
 func TestIdentifyInDirectoryAttrsFollowChanges(t *testing.T) {
 	requireRoot(t)
 	forCacheModes(t, func(t *testing.T, mode cacheMode) {
@@ -606,9 +607,9 @@ func TestIdentifyInDirectoryAttrsFollowChanges(t *testing.T) {
 				}
 			}
 		}
-		for _, c := range []struct{ dir, layer string }{{"low/sub", "l1"}, {"up/sub", "u"}} {
+		for _, c := range []struct{ dir, layer string }{{"low/sub", "l1"}, {"up/sub", "u"}, {"", "u"}} {
 			check(c.dir, c.layer, "at first")
-			ls.file(c.layer, c.dir+"/new", "n")
+			ls.file(c.layer, path.Join(c.dir, "new"), "n")
 			check(c.dir, c.layer, "after an entry was made in it")
 			if err := os.Chmod(ls.path(c.layer, c.dir), 0o700); err != nil {
 				t.Fatal(err)

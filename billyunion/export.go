@@ -102,11 +102,12 @@ func (id ObjectID) AppendBinary(b []byte) []byte { return wideType.encode(b, id)
 
 // Key is the wide binary form as a string, for maps and file names.
 func (id ObjectID) Key() string {
-	var room [96]byte // on the stack: the usual handle fits, a bigger one makes append allocate
-	return string(id.AppendBinary(room[:0]))
+	var room KeyRoom
+	return strings.Clone(id.KeyIn(&room))
 }
 
-// KeyRoom is memory for KeyIn, meant to live on the caller's stack.
+// KeyRoom is memory for KeyIn, meant to live on the caller's stack: the usual handle
+// fits, a bigger one makes KeyIn allocate.
 type KeyRoom [96]byte
 
 // KeyIn is Key in room's memory, for reading a map or cache keyed by Key (nothing may
@@ -328,9 +329,9 @@ func (fs *FS) IdentifyWithParent(p string) (obj Identity, parent ObjectID, ok bo
 // needs. When the directory resolves and the name does not, parent is the directory's
 // identity and err the name's (ENOENT); when the directory does not, parent is zero
 // (its ID has no Handle) and err the directory's. The directory's attributes (parent's
-// Info) are its top part's, from an fstat of the descriptor the lookup went through:
-// the lookup may have taken the directory from the cache, where the attributes of a
-// directory whose entries changed are older than the disk's.
+// Info) are its top part's: the cache's while it vouches for them (no event named an
+// entry of its parts since they were looked up), else from an fstat of the descriptor
+// the lookup went through.
 func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
 	if name == "" || name == "." || name == ".." || strings.IndexByte(name, '/') >= 0 {
 		return Identity{}, Identity{}, syscall.EINVAL // not an entry's name
@@ -340,7 +341,7 @@ func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
 	if err != nil {
 		return Identity{}, Identity{}, err
 	}
-	d, err := fs.resolveDirIn(comps[:len(comps)-1], false, true)
+	d, err := fs.parentToIdentify(comps)
 	if err != nil {
 		return Identity{}, Identity{}, err
 	}
@@ -361,7 +362,7 @@ func (fs *FS) IdentifyIn(dir, name string) (parent, obj Identity, err error) {
 }
 
 // identifyDir is Identify of the resolved directory d, its attributes fstat'ed afresh
-// (see IdentifyIn).
+// unless the cache vouches for them (see IdentifyIn).
 func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
 	if len(d.parts) == 0 {
 		return Identity{}, syscall.EIO
@@ -370,19 +371,16 @@ func (fs *FS) identifyDir(d *dir, gen uint64) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	// The attributes of d's top part: a union directory's are its top part's (link count
-	// aside, fileInfoOf's rule), taken here without an entry, which would copy d's parts
-	// (a seventh of the toolchain walk's allocated bytes).
-	// A directory the cache holds with its parts' attributes exact (no event named an
-	// entry of them since they were looked up) needs no fstat: a LOOKUP in it makes one
-	// system call fewer.
+	// A union directory's attributes are its top part's (link count aside, fileInfoOf's
+	// rule), read here without an entry, which would copy d's parts. A directory the
+	// cache holds with its parts' attributes exact (attrsExact) needs no fstat.
 	name, st := "/", d.parts[0].st
-	if len(d.path) > 0 { // the root's parts were fstat'ed by this lookup (rootDir)
+	if len(d.path) > 0 {
 		name = d.path[len(d.path)-1]
-		if !fs.attrsExact(d) {
-			if st, err = layer.Fstat(d.parts[0].fd); err != nil {
-				return Identity{}, layer.Errno(err)
-			}
+	}
+	if !fs.attrsExact(d) {
+		if st, err = layer.Fstat(d.parts[0].fd); err != nil {
+			return Identity{}, layer.Errno(err)
 		}
 	}
 	nlink := st.Nlink

@@ -105,7 +105,7 @@ type FS struct {
 	ino      *inodes
 	// rootParts are the union root's parts as stat'ed when fs was made: the layers' root
 	// descriptors, whose device, inode and type never change (their other attributes
-	// do). For walks that need only those of the root (rootParent); set in New.
+	// do). For identifying names at the root (parentToIdentify); set in New.
 	rootParts []part
 	// copyUps counts completed copy-ups; files opened read-only on a lower
 	// layer compare it to notice that their object moved up.

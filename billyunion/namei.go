@@ -335,13 +335,17 @@ func (fs *FS) rootDir() (*dir, error) {
 	return d, nil
 }
 
-// rootParent is the union root as the parent of the name a lookup resolves, with the
-// parts' attributes as New found them: a name's lookup reads only their descriptors,
-// devices, inodes and types, which never change, so it need not fstat every layer's root
-// again (two system calls of a READ of a file at the root). Not for the root's own
-// attributes, nor for a change in the root (rootDir).
-func (fs *FS) rootParent() *dir {
-	return &dir{fs: fs, parts: fs.rootParts[:len(fs.rootParts):len(fs.rootParts)], pure: true}
+// parentToIdentify resolves the directory holding comps' last component (comps has
+// one at least), for identifying it, within an operation that has read the events. The
+// root comes with its parts' attributes as New found them (rootParts): identifying a
+// name reads only their descriptors, devices, inodes and types, which never change, so
+// every layer's root need not be fstat'ed again (identifyDir fstats the top part when
+// the root's own attributes are answered). Not for a change in the root (rootDir).
+func (fs *FS) parentToIdentify(comps []string) (*dir, error) {
+	if len(comps) == 1 {
+		return &dir{fs: fs, parts: fs.rootParts[:len(fs.rootParts):len(fs.rootParts)], pure: true}, nil
+	}
+	return fs.resolveDirIn(comps[:len(comps)-1], false, true)
 }
 
 // descend opens the directory entry e (a child of d) as a dir.
@@ -497,10 +501,8 @@ func (fs *FS) lookupToIdentify(p string) (*dir, entry, error) {
 	if err != nil || len(comps) == 0 || !fs.dirs.on() {
 		return fs.lookup(p)
 	}
-	var d *dir
-	if len(comps) == 1 {
-		d = fs.rootParent()
-	} else if d, err = fs.resolveDirIn(comps[:len(comps)-1], false, true); err != nil {
+	d, err := fs.parentToIdentify(comps)
+	if err != nil {
 		return nil, entry{}, err
 	}
 	e, err := fs.childToIdentify(d, comps)
@@ -537,25 +539,24 @@ func (fs *FS) childToIdentify(d *dir, comps []string) (entry, error) {
 // memo fromLowers keeps for directories, here for every name): a READ of a lower file
 // at the root looked in the upper first every time. ENOENT when d holds nothing there.
 func (fs *FS) childBelowUpper(d *dir, name string) (entry, error) {
-	held, memo := allParts, fs.dirs.on() && d.base == nil && fs.dirHasUpper(d)
 	holder := d
 	if len(d.path) == 0 {
 		holder = nil // the root, as the memo names it
 	}
+	held, learn := allParts, false
 	var gen uint64
-	if memo {
+	if fs.dirs.on() && d.base == nil && fs.dirHasUpper(d) {
 		if fs.dirs.upperAbsent(holder, name) {
 			held &^= 1 // part 0, the upper
-			memo = false
 		} else {
-			gen = fs.dirs.currentGeneration()
+			learn, gen = true, fs.dirs.currentGeneration()
 		}
 	}
 	e, _, err := fs.lookupChildIn(d, name, held)
 	if err == nil && !e.exists() {
 		err = syscall.ENOENT
 	}
-	if err == nil && memo && !fs.inUpper(&e) {
+	if err == nil && learn && !fs.inUpper(&e) {
 		// Found below an upper part that holds nothing there (anything it held, a
 		// whiteout or an object, would be the entry's top or would have hidden it).
 		fs.dirs.putUpperAbsent(holder, name, gen)

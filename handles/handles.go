@@ -369,12 +369,13 @@ func (h *Handles) resolve(hd *handle) (string, os.FileInfo, error) {
 
 func (h *Handles) resolveOnce(hd *handle) (string, os.FileInfo, error) {
 	var room billyunion.KeyRoom
-	if p, ok := h.paths.Get(hd.obj.KeyIn(&room)); ok {
+	cached := hd.obj.KeyIn(&room)
+	if p, ok := h.paths.Get(cached); ok {
 		if info, ok := h.confirm(p, hd.obj, hd.dir); ok {
 			h.resolutions[viaCache].Add(1)
 			return p, info, nil
 		}
-		h.paths.Remove(hd.obj.KeyIn(&room))
+		h.paths.Remove(cached)
 	}
 	key := hd.obj.Key() // the hot path above allocates no key
 	if hd.dir {

@@ -239,10 +239,7 @@ func (e *openEntry) isObject(want os.FileInfo) (bool, *syscall.Stat_t) {
 		if err != nil || d != dev || i != ino {
 			return false, nil
 		}
-		st, ok := billyunion.StatOf(want)
-		if !ok {
-			return true, nil
-		}
+		st, _ := billyunion.StatOf(want) // a union FileInfo, as LayerObject(want) was
 		cp := *st
 		return true, &cp
 	}
